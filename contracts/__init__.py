@@ -1,0 +1,5 @@
+"""Terra's wire contracts: every message, subject, stream and bucket, defined once."""
+
+from contracts.base import Command, Event, Id, Message, Model, new_id, utcnow
+
+__all__ = ["Command", "Event", "Id", "Message", "Model", "new_id", "utcnow"]

@@ -1,0 +1,159 @@
+"""Accounts: request/reply between the gateway and auth_service, and account events.
+
+Auth is request/reply over core NATS (the caller waits for the answer); every reply is
+either the success model or an `AuthFailure` with a machine-readable code.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, EmailStr, Field
+
+from contracts.base import Event, Id, Message, Model
+
+
+class Provider(StrEnum):
+    PASSWORD = "password"
+    GOOGLE = "google"
+
+
+class User(Model):
+    """The public view of an account (`GET /api/me`)."""
+
+    id: Id
+    email: str
+    display_name: str | None = None
+    providers: list[Provider]
+    created_at: AwareDatetime
+
+
+# --- requests (gateway -> auth_service) -------------------------------------------------
+
+
+class ClientContext(Model):
+    """Where a request came from, for rate limits and audit."""
+
+    address: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+
+
+class Register(Message):
+    type: Literal["auth.register.v1"] = "auth.register.v1"
+    email: EmailStr
+    password: str = Field(max_length=1024)
+    display_name: str | None = Field(default=None, max_length=100)
+    client: ClientContext = ClientContext()
+
+
+class LoginWithPassword(Message):
+    type: Literal["auth.login_password.v1"] = "auth.login_password.v1"
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+    client: ClientContext = ClientContext()
+
+
+class LoginWithGoogle(Message):
+    type: Literal["auth.login_google.v1"] = "auth.login_google.v1"
+    id_token: str = Field(max_length=8192)
+    client: ClientContext = ClientContext()
+
+
+class RefreshTokens(Message):
+    type: Literal["auth.refresh.v1"] = "auth.refresh.v1"
+    refresh_token: str = Field(max_length=512)
+    client: ClientContext = ClientContext()
+
+
+class Logout(Message):
+    type: Literal["auth.logout.v1"] = "auth.logout.v1"
+    refresh_token: str = Field(max_length=512)
+
+
+class GetUser(Message):
+    type: Literal["auth.get_user.v1"] = "auth.get_user.v1"
+    user_id: Id
+
+
+class DeleteAccount(Message):
+    type: Literal["auth.delete_account.v1"] = "auth.delete_account.v1"
+    user_id: Id
+
+
+class GetSigningKeys(Message):
+    """Ask for the public keys that verify access tokens (a JWKS)."""
+
+    type: Literal["auth.get_signing_keys.v1"] = "auth.get_signing_keys.v1"
+
+
+# --- replies (auth_service -> gateway) --------------------------------------------------
+
+
+class AuthErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    WEAK_PASSWORD = "weak_password"
+    EMAIL_TAKEN = "email_taken"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INVALID_GOOGLE_TOKEN = "invalid_google_token"
+    INVALID_REFRESH_TOKEN = "invalid_refresh_token"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    RATE_LIMITED = "rate_limited"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+
+
+class AuthFailure(Message):
+    type: Literal["auth.failure.v1"] = "auth.failure.v1"
+    code: AuthErrorCode
+    detail: str
+    retry_after_s: int | None = None
+
+
+class TokenPair(Message):
+    type: Literal["auth.token_pair.v1"] = "auth.token_pair.v1"
+    user: User
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    created: bool = Field(default=False, description="True when this call created the account.")
+
+
+class UserReply(Message):
+    type: Literal["auth.user.v1"] = "auth.user.v1"
+    user: User
+
+
+class Done(Message):
+    type: Literal["auth.done.v1"] = "auth.done.v1"
+
+
+class SigningKeys(Message):
+    type: Literal["auth.signing_keys.v1"] = "auth.signing_keys.v1"
+    issuer: str
+    audience: str
+    keys: list[dict[str, str]] = Field(description="JWKS `keys`: public JWKs with `kid`.")
+
+
+TokenReply = Annotated[TokenPair | AuthFailure, Field(discriminator="type")]
+UserResult = Annotated[UserReply | AuthFailure, Field(discriminator="type")]
+DoneReply = Annotated[Done | AuthFailure, Field(discriminator="type")]
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+class UserRegistered(Event):
+    domain: ClassVar[str] = "account"
+    name: ClassVar[str] = "registered"
+    type: Literal["account.registered.v1"] = "account.registered.v1"
+    provider: Provider
+
+
+class AccountDeleted(Event):
+    """The user is gone: every service erases what it holds for them."""
+
+    domain: ClassVar[str] = "account"
+    name: ClassVar[str] = "deleted"
+    type: Literal["account.deleted.v1"] = "account.deleted.v1"

@@ -1,0 +1,234 @@
+"""The single definition of subjects, streams, consumers, KV buckets and object buckets.
+
+No service writes a subject literal: they call the functions and read the specs here.
+Specs are plain data; `terra.provisioning` turns them into JetStream definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+PREFIX = "terra"
+DAY = 86_400.0
+
+
+def command_subject(domain: str, verb: str) -> str:
+    return f"{PREFIX}.cmd.{domain}.{verb}"
+
+
+def event_subject(domain: str, name: str, user_id: str) -> str:
+    return f"{PREFIX}.evt.{domain}.{name}.{user_id}"
+
+
+def user_events_filter(user_id: str, domain: str | None = None) -> str:
+    """Every event of one user, optionally of one domain: one filter replays a history."""
+    return f"{PREFIX}.evt.{domain or '*'}.*.{user_id}"
+
+
+def event_owner(subject: str) -> str:
+    """The user id an event subject ends in."""
+    return subject.rsplit(".", 1)[-1]
+
+
+def event_domain(subject: str) -> str:
+    return subject.split(".")[2]
+
+
+# Auth is request/reply over core NATS, answered by a queue group of auth_service replicas.
+class AuthRpc(StrEnum):
+    REGISTER = f"{PREFIX}.rpc.auth.register"
+    LOGIN_PASSWORD = f"{PREFIX}.rpc.auth.login.password"
+    LOGIN_GOOGLE = f"{PREFIX}.rpc.auth.login.google"
+    REFRESH = f"{PREFIX}.rpc.auth.refresh"
+    LOGOUT = f"{PREFIX}.rpc.auth.logout"
+    GET_USER = f"{PREFIX}.rpc.auth.user.get"
+    DELETE_ACCOUNT = f"{PREFIX}.rpc.auth.user.delete"
+    SIGNING_KEYS = f"{PREFIX}.rpc.auth.keys"
+
+
+AUTH_QUEUE_GROUP = "auth_service"
+
+
+class Retention(StrEnum):
+    WORK_QUEUE = "workqueue"
+    LIMITS = "limits"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    retention: Retention
+    max_age_s: float
+    duplicate_window_s: float
+    description: str
+    max_msg_size: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    # Server-side backoff would replace ack_wait as the redelivery timeout of a running job, so
+    # it stays empty; handlers nak failed attempts with a delay (`terra.retry`) instead.
+    backoff_s: tuple[float, ...] = ()
+    max_ack_pending: int = 1000
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class KvSpec:
+    bucket: str
+    description: str
+    history: int = 1
+    ttl_s: float | None = None
+
+
+# --- streams -----------------------------------------------------------------------------
+
+PROMPT_COMMANDS = StreamSpec(
+    name="TERRA_PROMPT_COMMANDS",
+    subjects=(f"{PREFIX}.cmd.prompt.>",),
+    retention=Retention.WORK_QUEUE,
+    max_age_s=1 * DAY,
+    duplicate_window_s=120.0,
+    description="Prompt optimisation commands (work queue).",
+)
+TRAINING_COMMANDS = StreamSpec(
+    name="TERRA_TRAINING_COMMANDS",
+    subjects=(f"{PREFIX}.cmd.training.>",),
+    retention=Retention.WORK_QUEUE,
+    max_age_s=7 * DAY,
+    duplicate_window_s=600.0,
+    description="LoRA training commands (work queue).",
+)
+GENERATION_COMMANDS = StreamSpec(
+    name="TERRA_GENERATION_COMMANDS",
+    subjects=(f"{PREFIX}.cmd.generation.>",),
+    retention=Retention.WORK_QUEUE,
+    max_age_s=1 * DAY,
+    duplicate_window_s=600.0,
+    description="Image generation commands (work queue).",
+)
+EVENTS = StreamSpec(
+    name="TERRA_EVENTS",
+    subjects=(f"{PREFIX}.evt.>",),
+    retention=Retention.LIMITS,
+    max_age_s=7 * DAY,
+    duplicate_window_s=120.0,
+    description="Every domain event, kept for replay; subjects end in the user id.",
+)
+STREAMS: tuple[StreamSpec, ...] = (PROMPT_COMMANDS, TRAINING_COMMANDS, GENERATION_COMMANDS, EVENTS)
+
+# --- consumers (durable, pull, explicit ack) -----------------------------------------------
+
+PROMPT_WORKERS = ConsumerSpec(
+    stream=PROMPT_COMMANDS.name,
+    durable="prompt_workers",
+    filter_subject=f"{PREFIX}.cmd.prompt.>",
+    ack_wait_s=30.0,
+    description="prompt_service replicas share this consumer.",
+)
+TRAINING_WORKERS = ConsumerSpec(
+    stream=TRAINING_COMMANDS.name,
+    durable="training_workers",
+    filter_subject=f"{PREFIX}.cmd.training.>",
+    ack_wait_s=60.0,  # kept alive by in_progress() heartbeats while a job runs
+    max_deliver=4,
+    max_ack_pending=64,
+    description="trainer_service replicas share this consumer.",
+)
+GENERATION_WORKERS = ConsumerSpec(
+    stream=GENERATION_COMMANDS.name,
+    durable="generation_workers",
+    filter_subject=f"{PREFIX}.cmd.generation.>",
+    ack_wait_s=60.0,
+    max_deliver=4,
+    max_ack_pending=256,
+    description="generator_service replicas share this consumer.",
+)
+
+
+def account_cleanup_consumer(service: str) -> ConsumerSpec:
+    """Each service that holds user data erases it when the account is deleted."""
+    return ConsumerSpec(
+        stream=EVENTS.name,
+        durable=f"{service}_account_cleanup",
+        filter_subject=event_subject("account", "deleted", "*"),
+        ack_wait_s=120.0,
+        max_deliver=10,
+        description=f"{service} erases a deleted user's data.",
+    )
+
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    PROMPT_WORKERS,
+    TRAINING_WORKERS,
+    GENERATION_WORKERS,
+    account_cleanup_consumer("trainer"),
+    account_cleanup_consumer("generator"),
+)
+
+# Advisory the server publishes when a message exhausts max_deliver (no built-in DLQ).
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+# --- KV buckets ----------------------------------------------------------------------------
+
+JOBS_KV = KvSpec(
+    bucket="terra_jobs",
+    description="Job state by job id, written by the owning service with revision checks.",
+    history=5,
+    ttl_s=30 * DAY,
+)
+USERS_KV = KvSpec(bucket="terra_users", description="Accounts by user id (auth_service).")
+CREDENTIALS_KV = KvSpec(
+    bucket="terra_credentials",
+    description="Credential indexes: email and Google subject -> user id (auth_service).",
+)
+REFRESH_TOKENS_KV = KvSpec(
+    bucket="terra_refresh_tokens",
+    description="Refresh tokens by hash, and token families (auth_service).",
+    ttl_s=30 * DAY,
+)
+LOGIN_THROTTLE_KV = KvSpec(
+    bucket="terra_login_throttle",
+    description="Recent login failures per email and per client address (auth_service).",
+    ttl_s=15 * 60.0,
+)
+KV_BUCKETS: tuple[KvSpec, ...] = (
+    JOBS_KV,
+    USERS_KV,
+    CREDENTIALS_KV,
+    REFRESH_TOKENS_KV,
+    LOGIN_THROTTLE_KV,
+)
+
+# --- object storage ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectLayout:
+    """One bucket; keys are prefixed by kind and then by the owning user."""
+
+    bucket: str = "terra"
+    prefixes: tuple[str, ...] = field(default=("uploads", "models", "images"))
+
+    def upload_key(self, user_id: str, dataset_id: str, name: str) -> str:
+        return f"uploads/{user_id}/{dataset_id}/{name}"
+
+    def model_key(self, user_id: str, model_id: str, name: str) -> str:
+        return f"models/{user_id}/{model_id}/{name}"
+
+    def image_key(self, user_id: str, job_id: str, name: str) -> str:
+        return f"images/{user_id}/{job_id}/{name}"
+
+    def user_prefixes(self, user_id: str) -> tuple[str, ...]:
+        return tuple(f"{prefix}/{user_id}/" for prefix in self.prefixes)
+
+
+OBJECTS = ObjectLayout()
+OBJECT_BUCKETS: tuple[str, ...] = (OBJECTS.bucket,)

@@ -1,0 +1,81 @@
+"""Personal LoRA training on FLUX.1-dev."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from contracts.base import Command, Event, Id
+
+
+class StartTraining(Command):
+    domain: ClassVar[str] = "training"
+    verb: ClassVar[str] = "start"
+    type: Literal["training.start.v1"] = "training.start.v1"
+    job_id: Id
+    user_id: Id
+    model_id: Id
+    dataset_id: Id
+    trigger_word: str = Field(min_length=1, max_length=64)
+    steps: int = Field(default=1000, ge=1, le=20000)
+    rank: int = Field(default=16, ge=1, le=256)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1e-2)
+    resolution: int = Field(default=1024, ge=256, le=2048)
+
+
+class TrainingQueued(Event):
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "queued"
+    type: Literal["training.queued.v1"] = "training.queued.v1"
+    job_id: Id
+    model_id: Id
+    position: int | None = Field(default=None, ge=0)
+
+
+class TrainingStarted(Event):
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "started"
+    type: Literal["training.started.v1"] = "training.started.v1"
+    job_id: Id
+    model_id: Id
+    resumed_from_step: int = Field(default=0, ge=0)
+
+
+class TrainingProgressed(Event):
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "progressed"
+    type: Literal["training.progressed.v1"] = "training.progressed.v1"
+    job_id: Id
+    step: int = Field(ge=0)
+    total_steps: int = Field(ge=1)
+    loss: float | None = None
+    eta_seconds: float | None = Field(default=None, ge=0)
+
+
+class TrainingSampleReady(Event):
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "sample"
+    type: Literal["training.sample_ready.v1"] = "training.sample_ready.v1"
+    job_id: Id
+    step: int = Field(ge=0)
+    image_id: Id
+
+
+class TrainingCompleted(Event):
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "completed"
+    type: Literal["training.completed.v1"] = "training.completed.v1"
+    job_id: Id
+    model_id: Id
+    trigger_word: str
+    lora_key: str = Field(description="Object key of the LoRA safetensors.")
+    sample_image_ids: list[Id] = Field(default_factory=list)
+
+
+class TrainingCancelled(Event):
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "cancelled"
+    type: Literal["training.cancelled.v1"] = "training.cancelled.v1"
+    job_id: Id
+    model_id: Id

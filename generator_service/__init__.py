@@ -1,0 +1,1 @@
+"""Image generation service. Not built yet: see the generation issue. Nothing here runs."""

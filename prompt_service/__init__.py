@@ -1,0 +1,1 @@
+"""Prompt optimisation service. Not built yet: see the prompt issue. Nothing here runs."""

@@ -1,0 +1,83 @@
+"""Typed settings from the environment (`TERRA_` prefix).
+
+Each service subclasses `RuntimeSettings` with its own fields. Placeholder secrets are
+fine on a laptop (`TERRA_PROFILE=local`, the default) and refused anywhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from terra.errors import ConfigurationError
+
+LOCAL_S3_ACCESS_KEY = "terra-local"
+LOCAL_S3_SECRET_KEY = "terra-local-secret"  # noqa: S105 - a published placeholder, refused in production
+
+
+class Profile(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class TraceExporter(StrEnum):
+    NONE = "none"
+    OTLP = "otlp"
+    CONSOLE = "console"
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TERRA_", extra="ignore", frozen=True)
+
+    profile: Profile = Profile.LOCAL
+    data_dir: Path = Field(default=Path(".terra"), description="Embedded servers' data.")
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="Comma-separated.")
+    nats_replicas: int = Field(default=1, ge=1, le=5, description="Stream/KV replicas.")
+    nats_connect_timeout_s: float = 5.0
+
+    s3_endpoint: str = Field(default="127.0.0.1:8333", description="host:port, no scheme.")
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr = SecretStr(LOCAL_S3_ACCESS_KEY)
+    s3_secret_key: SecretStr = SecretStr(LOCAL_S3_SECRET_KEY)
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+    trace_exporter: TraceExporter = TraceExporter.NONE
+    otlp_endpoint: str | None = Field(default=None, description="e.g. http://collector:4318")
+
+    shutdown_grace_s: float = Field(default=30.0, description="Time to finish in-flight work.")
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    def placeholder_secrets(self) -> dict[str, str]:
+        """Setting name -> why it is refused outside the local profile. Extend per service."""
+        found = {}
+        if self.s3_access_key.get_secret_value() == LOCAL_S3_ACCESS_KEY:
+            found["TERRA_S3_ACCESS_KEY"] = "the local placeholder access key"
+        if self.s3_secret_key.get_secret_value() == LOCAL_S3_SECRET_KEY:
+            found["TERRA_S3_SECRET_KEY"] = "the local placeholder secret key"
+        return found
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_local(self) -> RuntimeSettings:
+        if self.profile is Profile.LOCAL:
+            return self
+        found = self.placeholder_secrets()
+        if found:
+            lines = "\n".join(f"  {name}: {why}" for name, why in found.items())
+            raise ConfigurationError(
+                f"TERRA_PROFILE={self.profile.value} refuses insecure defaults; set:\n{lines}"
+            )
+        return self

@@ -1,0 +1,126 @@
+"""Object storage over the `minio` SDK (MinIO in production, any S3 locally).
+
+The SDK is synchronous; every call runs in a worker thread so the event loop never
+blocks. Keys follow `contracts.topology.OBJECTS`; callers check ownership before
+handing out a key or a URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+from contracts.topology import OBJECT_BUCKETS, OBJECTS
+from terra.errors import StorageError
+from terra.settings import RuntimeSettings
+
+
+class ObjectStorage:
+    def __init__(self, client: Minio, bucket: str = OBJECTS.bucket) -> None:
+        self._client = client
+        self.bucket = bucket
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeSettings) -> ObjectStorage:
+        client = Minio(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key.get_secret_value(),
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+        return cls(client)
+
+    async def _run(self, fn, *args, **kwargs):
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except S3Error as exc:
+            raise StorageError(f"{exc.code}: {exc.message}") from exc
+        except Exception as exc:  # urllib3 connection errors and the like
+            raise StorageError(f"object storage unreachable: {exc}") from exc
+
+    async def ensure_buckets(self, buckets: tuple[str, ...] = OBJECT_BUCKETS) -> list[str]:
+        """Create missing buckets; returns those created. Idempotent."""
+        created = []
+        for bucket in buckets:
+            if not await self._run(self._client.bucket_exists, bucket):
+                try:
+                    await self._run(self._client.make_bucket, bucket)
+                except StorageError as exc:
+                    # Another replica may have created it between the check and the call.
+                    if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(
+                        exc
+                    ):
+                        raise
+                created.append(bucket)
+        return created
+
+    async def ping(self) -> None:
+        """Raises StorageError unless the endpoint answers and the bucket exists."""
+        if not await self._run(self._client.bucket_exists, self.bucket):
+            raise StorageError(f"bucket {self.bucket!r} does not exist")
+
+    async def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        await self._run(
+            self._client.put_object,
+            self.bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            metadata=metadata,
+        )
+
+    async def get_bytes(self, key: str) -> bytes:
+        def read() -> bytes:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await self._run(read)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self._run(self._client.stat_object, self.bucket, key)
+        except StorageError as exc:
+            if "NoSuchKey" in str(exc) or "NoSuchObject" in str(exc):
+                return False
+            raise
+        return True
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        def collect() -> list[str]:
+            objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return [obj.object_name for obj in objects]
+
+        return await self._run(collect)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix`; returns how many were deleted."""
+        if not prefix.endswith("/"):
+            raise ValueError("a prefix to delete must end in '/' (never a partial user id)")
+        keys = await self.list_keys(prefix)
+
+        def remove() -> list[str]:
+            errors = self._client.delete_objects(self.bucket, [DeleteObject(k) for k in keys])
+            return [f"{err.name}: {err.message}" for err in errors]
+
+        if keys:
+            failed = await self._run(remove)
+            if failed:
+                raise StorageError(f"could not delete {len(failed)} objects: {failed[:3]}")
+        return len(keys)
+
+    async def presigned_get(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str:
+        return await self._run(self._client.presigned_get_object, self.bucket, key, expires)

@@ -1,0 +1,43 @@
+"""OpenTelemetry tracing: off by default, OTLP (or console) by setting.
+
+FastStream's NATS middleware carries the trace context in message headers and FastAPI's
+instrumentation starts it at the HTTP request, so one trace id runs from the REST call
+through NATS to the worker and back to the WebSocket push.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from terra.settings import RuntimeSettings, TraceExporter
+
+
+def _exporter(settings: RuntimeSettings) -> SpanExporter | None:
+    if settings.trace_exporter is TraceExporter.OTLP:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otlp_endpoint
+        return OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None)
+    if settings.trace_exporter is TraceExporter.CONSOLE:
+        return ConsoleSpanExporter()
+    return None
+
+
+def setup_tracing(
+    settings: RuntimeSettings, service_name: str, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Install a tracer provider for this process. `exporter` overrides the settings (tests)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    exporter = exporter or _exporter(settings)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
