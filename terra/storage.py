@@ -113,8 +113,8 @@ class ObjectStorage:
         keys = await self.list_keys(prefix)
 
         def remove() -> list[str]:
-            errors = self._client.delete_objects(self.bucket, [DeleteObject(k) for k in keys])
-            return [f"{err.name}: {err.message}" for err in errors]
+            errors = self._client.remove_objects(self.bucket, [DeleteObject(k) for k in keys])
+            return [f"{err.name}: {err.message}" for err in errors]  # lazy: iterating sends it
 
         if keys:
             failed = await self._run(remove)

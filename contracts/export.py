@@ -1,0 +1,170 @@
+"""Generate the committed JSON Schemas and the AsyncAPI document from the models.
+
+`python -m contracts.export` writes them; `python -m contracts.export --check` exits 1
+when the committed files no longer match the models (a test runs the same check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from contracts import auth, topology
+from contracts.base import Command, Event
+from contracts.jobs import CancelJob, JobFailed, JobKind, JobState
+from contracts.registry import MESSAGES
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+ASYNCAPI_FILE = SCHEMA_DIR / "asyncapi.json"
+
+# Request/reply pairs of the auth service.
+AUTH_OPERATIONS: dict[str, tuple[type, tuple[type, ...]]] = {
+    topology.AuthRpc.REGISTER: (auth.Register, (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.LOGIN_PASSWORD: (auth.LoginWithPassword, (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.LOGIN_GOOGLE: (auth.LoginWithGoogle, (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.REFRESH: (auth.RefreshTokens, (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.LOGOUT: (auth.Logout, (auth.Done, auth.AuthFailure)),
+    topology.AuthRpc.GET_USER: (auth.GetUser, (auth.UserReply, auth.AuthFailure)),
+    topology.AuthRpc.DELETE_ACCOUNT: (auth.DeleteAccount, (auth.Done, auth.AuthFailure)),
+    topology.AuthRpc.SIGNING_KEYS: (auth.GetSigningKeys, (auth.SigningKeys,)),
+}
+
+
+def json_schemas() -> dict[str, dict]:
+    """File name -> schema, one per message type plus the job state."""
+    schemas = {f"{name}.json": model.model_json_schema() for name, model in MESSAGES.items()}
+    schemas["job.state.v1.json"] = JobState.model_json_schema()
+    return schemas
+
+
+def _channels_for(model: type) -> list[str]:
+    if model is JobFailed:
+        return [topology.event_subject(kind.value, "failed", "{user_id}") for kind in JobKind]
+    if model is CancelJob:
+        return [topology.command_subject(kind.value, "cancel") for kind in JobKind]
+    if issubclass(model, Event):
+        return [topology.event_subject(model.domain, model.name, "{user_id}")]
+    if issubclass(model, Command):
+        return [topology.command_subject(model.domain, model.verb)]
+    return []
+
+
+def _channel_id(address: str) -> str:
+    return address.replace("{user_id}", "user").replace(".", "_")
+
+
+def asyncapi() -> dict:
+    channels: dict[str, dict] = {}
+    operations: dict[str, dict] = {}
+    messages: dict[str, dict] = {}
+
+    def message_ref(model: type) -> dict:
+        name = model.model_fields["type"].default
+        messages[name] = {
+            "name": name,
+            "title": model.__name__,
+            "summary": (model.__doc__ or "").strip().split("\n")[0],
+            "contentType": "application/json",
+            "payload": {"$ref": f"schemas/{name}.json"},
+        }
+        return {"$ref": f"#/components/messages/{name}"}
+
+    def add_channel(address: str, models: list[type], **extra) -> str:
+        channel_id = _channel_id(address)
+        channel = channels.setdefault(channel_id, {"address": address, "messages": {}, **extra})
+        for model in models:
+            name = model.model_fields["type"].default
+            channel["messages"][name.replace(".", "_")] = message_ref(model)
+        return channel_id
+
+    for model in MESSAGES.values():
+        for address in _channels_for(model):
+            params = {"user_id": {"description": "The owning user's id."}} if "{user_id}" in address else {}
+            channel_id = add_channel(address, [model], **({"parameters": params} if params else {}))
+            action = "receive" if issubclass(model, Command) else "send"
+            op_id = f"{action}_{channel_id}_{model.__name__}"
+            operations[op_id] = {
+                "action": action,
+                "channel": {"$ref": f"#/channels/{channel_id}"},
+                "messages": [
+                    {"$ref": f"#/channels/{channel_id}/messages/"
+                     f"{model.model_fields['type'].default.replace('.', '_')}"}
+                ],
+            }
+
+    for subject, (request, replies) in AUTH_OPERATIONS.items():
+        channel_id = add_channel(subject, [request])
+        reply_id = add_channel(f"{subject}.reply", list(replies),
+                               description="The requester's inbox (NATS request/reply).")
+        operations[f"reply_{channel_id}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "reply": {"channel": {"$ref": f"#/channels/{reply_id}"}},
+        }
+
+    streams = {
+        spec.name: {
+            "subjects": list(spec.subjects),
+            "retention": spec.retention.value,
+            "max_age_s": spec.max_age_s,
+            "duplicate_window_s": spec.duplicate_window_s,
+        }
+        for spec in topology.STREAMS
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Terra",
+            "version": "1",
+            "description": "Commands, events and request/reply of Terra over NATS JetStream. "
+            "Payloads are plain JSON; commands carry Nats-Msg-Id = message_id for dedupe.",
+        },
+        "defaultContentType": "application/json",
+        "channels": dict(sorted(channels.items())),
+        "operations": dict(sorted(operations.items())),
+        "components": {"messages": dict(sorted(messages.items()))},
+        "x-terra-streams": streams,
+        "x-terra-kv-buckets": [spec.bucket for spec in topology.KV_BUCKETS],
+    }
+
+
+def rendered() -> dict[Path, str]:
+    files = {
+        SCHEMA_DIR / name: json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in json_schemas().items()
+    }
+    files[ASYNCAPI_FILE] = json.dumps(asyncapi(), indent=2) + "\n"
+    return files
+
+
+def stale_files() -> list[str]:
+    """Files whose committed content differs from what the models generate (or extras)."""
+    wanted = rendered()
+    stale = [str(p.name) for p, text in wanted.items() if not p.exists() or p.read_text() != text]
+    extra = [p.name for p in SCHEMA_DIR.glob("*.json") if p not in wanted]
+    return sorted(stale + extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if committed files are stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files()
+        if stale:
+            print("stale contract files (run `make schemas`):", ", ".join(stale))
+            return 1
+        return 0
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    for extra in SCHEMA_DIR.glob("*.json"):
+        extra.unlink()
+    for path, text in rendered().items():
+        path.write_text(text)
+    print(f"wrote {len(rendered())} files to {SCHEMA_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Every wire model round-trips, ignores unknown fields, and matches its committed schema."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import export, topology
+from contracts.registry import COMMANDS, EVENTS, MESSAGES
+
+USER = "u1a2b3"
+JOB = "j9f8e7"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+USER_VIEW = {
+    "id": USER,
+    "email": "ada@example.com",
+    "display_name": "Ada",
+    "providers": ["password"],
+    "created_at": NOW.isoformat(),
+}
+
+# One valid payload per message type (beyond the defaulted envelope fields). A new model
+# without an example fails `test_every_message_has_an_example`.
+EXAMPLES: dict[str, dict] = {
+    "auth.register.v1": {"email": "ada@example.com", "password": "correct horse battery"},
+    "auth.login_password.v1": {"email": "ada@example.com", "password": "x" * 12},
+    "auth.login_google.v1": {"id_token": "eyJ.eyJ.sig"},
+    "auth.refresh.v1": {"refresh_token": "opaque"},
+    "auth.logout.v1": {"refresh_token": "opaque"},
+    "auth.get_user.v1": {"user_id": USER},
+    "auth.delete_account.v1": {"user_id": USER},
+    "auth.get_signing_keys.v1": {},
+    "auth.failure.v1": {"code": "email_taken", "detail": "taken"},
+    "auth.token_pair.v1": {
+        "user": USER_VIEW,
+        "access_token": "a.b.c",
+        "refresh_token": "r",
+        "expires_in": 900,
+    },
+    "auth.user.v1": {"user": USER_VIEW},
+    "auth.done.v1": {},
+    "auth.signing_keys.v1": {"issuer": "terra", "audience": "terra", "keys": [{"kid": "k"}]},
+    "account.registered.v1": {"user_id": USER, "provider": "google"},
+    "account.deleted.v1": {"user_id": USER},
+    "prompt.optimize.v1": {"job_id": JOB, "user_id": USER, "prompt": "a cat", "variants": 2},
+    "prompt.optimized.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "original": "a cat",
+        "optimized": "A photo of a cat.",
+        "analysis": {"subject": "cat", "lighting": None},
+        "changes": [{"kind": "added", "text": "photo", "reason": "medium was missing"}],
+        "tokens": {"clip": 7, "t5": 6},
+        "engine": "offline",
+    },
+    "prompt.record_decision.v1": {"job_id": JOB, "user_id": USER, "final_prompt": "a cat"},
+    "prompt.decision_recorded.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "decision": "edited",
+        "final_prompt": "a cat",
+    },
+    "training.start.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "model_id": "m1",
+        "dataset_id": "d1",
+        "trigger_word": "zxq person",
+    },
+    "training.queued.v1": {"job_id": JOB, "user_id": USER, "model_id": "m1", "position": 0},
+    "training.started.v1": {"job_id": JOB, "user_id": USER, "model_id": "m1"},
+    "training.progressed.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "step": 10,
+        "total_steps": 1000,
+        "loss": 0.12,
+        "eta_seconds": 300.0,
+    },
+    "training.sample_ready.v1": {"job_id": JOB, "user_id": USER, "step": 10, "image_id": "i1"},
+    "training.completed.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "model_id": "m1",
+        "trigger_word": "zxq",
+        "lora_key": "models/u1a2b3/m1/lora.safetensors",
+    },
+    "training.cancelled.v1": {"job_id": JOB, "user_id": USER, "model_id": "m1"},
+    "generation.generate.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "prompt": "a cat",
+        "model": "schnell",
+        "steps": 4,
+    },
+    "generation.queued.v1": {"job_id": JOB, "user_id": USER, "position": 3},
+    "generation.position_changed.v1": {"job_id": JOB, "user_id": USER, "position": 1},
+    "generation.started.v1": {"job_id": JOB, "user_id": USER},
+    "generation.progressed.v1": {"job_id": JOB, "user_id": USER, "step": 1, "total_steps": 4},
+    "generation.image_generated.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "images": [{"image_id": "i1", "key": "images/u/j/i1.png", "width": 64, "height": 64,
+                    "seed": 1}],
+    },
+    "generation.cancelled.v1": {"job_id": JOB, "user_id": USER},
+    "job.cancel.v1": {"job_id": JOB, "user_id": USER, "kind": "generation"},
+    "job.failed.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "kind": "training",
+        "code": "out_of_memory",
+        "reason": "The GPU ran out of memory at 1024 px; try 768.",
+    },
+}
+
+
+def test_every_message_has_an_example():
+    assert set(MESSAGES) == set(EXAMPLES)
+
+
+@pytest.mark.parametrize("message_type", sorted(EXAMPLES))
+def test_round_trip_through_json(message_type):
+    model = MESSAGES[message_type]
+    original = model(**EXAMPLES[message_type])
+    wire = original.model_dump_json()
+    assert json.loads(wire)["type"] == message_type
+    assert model.model_validate_json(wire) == original
+
+
+@pytest.mark.parametrize("message_type", sorted(EXAMPLES))
+def test_unknown_fields_are_ignored(message_type):
+    model = MESSAGES[message_type]
+    payload = json.loads(model(**EXAMPLES[message_type]).model_dump_json())
+    payload["added_in_a_later_minor_version"] = {"nested": True}
+    decoded = model.model_validate(payload)
+    assert not hasattr(decoded, "added_in_a_later_minor_version")
+
+
+@pytest.mark.parametrize("message_type", sorted(EXAMPLES))
+def test_messages_are_frozen(message_type):
+    message = MESSAGES[message_type](**EXAMPLES[message_type])
+    with pytest.raises(ValidationError):
+        message.correlation_id = "changed"
+
+
+def test_envelope_is_complete_and_utc():
+    message = MESSAGES["generation.started.v1"](**EXAMPLES["generation.started.v1"])
+    assert message.message_id and message.correlation_id
+    assert message.occurred_at.utcoffset().total_seconds() == 0
+
+
+@pytest.mark.parametrize("message_type", sorted(EVENTS))
+def test_event_subjects_end_in_the_owner(message_type):
+    event = EVENTS[message_type](**EXAMPLES[message_type])
+    subject = event.subject()
+    assert subject.startswith("terra.evt.")
+    assert topology.event_owner(subject) == USER
+    assert any(_matches(subject, pattern) for pattern in topology.EVENTS.subjects)
+
+
+@pytest.mark.parametrize("message_type", sorted(COMMANDS))
+def test_each_command_lands_in_exactly_one_work_queue(message_type):
+    command = COMMANDS[message_type](**EXAMPLES[message_type])
+    homes = [
+        spec.name
+        for spec in topology.STREAMS
+        if spec.retention is topology.Retention.WORK_QUEUE
+        and any(_matches(command.subject(), p) for p in spec.subjects)
+    ]
+    assert len(homes) == 1
+
+
+def test_job_failures_go_to_the_job_kind_domain():
+    failed = MESSAGES["job.failed.v1"](**EXAMPLES["job.failed.v1"])
+    assert failed.subject() == f"terra.evt.training.failed.{USER}"
+    assert topology.event_domain(failed.subject()) == "training"
+
+
+@pytest.mark.parametrize("bad_id", ["a.b", "a*", ">", "a b", "", "x" * 65])
+def test_ids_that_would_break_subjects_are_refused(bad_id):
+    with pytest.raises(ValidationError):
+        MESSAGES["account.deleted.v1"](user_id=bad_id)
+
+
+def test_user_event_filter_selects_only_that_user():
+    mine = topology.event_subject("generation", "completed", "alice")
+    theirs = topology.event_subject("generation", "completed", "alice2")
+    assert _matches(mine, topology.user_events_filter("alice"))
+    assert not _matches(theirs, topology.user_events_filter("alice"))
+    assert not _matches(mine, topology.user_events_filter("alice", "training"))
+
+
+def test_committed_schemas_match_the_models():
+    assert export.stale_files() == [], "run `make schemas` and commit contracts/schemas"
+
+
+def test_asyncapi_lists_every_message_and_stream():
+    document = export.asyncapi()
+    assert set(document["components"]["messages"]) == set(MESSAGES)
+    assert set(document["x-terra-streams"]) == {s.name for s in topology.STREAMS}
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    tokens, wanted = subject.split("."), pattern.split(".")
+    for i, want in enumerate(wanted):
+        if want == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (want != "*" and want != tokens[i]):
+            return False
+    return len(tokens) == len(wanted)
