@@ -1,0 +1,3 @@
+from auth_service.main import main
+
+main()

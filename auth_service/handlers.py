@@ -1,0 +1,269 @@
+"""Use cases: one method per request; dependencies come in through the constructor.
+
+Methods return the contract's success reply or raise `AuthError`; the entrypoint turns
+errors into `AuthFailure` replies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from auth_service.domain import (
+    AuthError,
+    InvalidCredentials,
+    UserRecord,
+    check_password_policy,
+    normalise_email,
+)
+from auth_service.google import GoogleIdentity, GoogleVerifier
+from auth_service.passwords import PasswordHasher
+from auth_service.repository import (
+    EventPublisher,
+    RefreshTokenEntry,
+    RefreshTokenStore,
+    TokenFamily,
+    UserRepository,
+)
+from auth_service.throttle import LoginThrottle
+from auth_service.tokens import TokenIssuer
+from contracts.auth import (
+    AccountDeleted,
+    AuthErrorCode,
+    DeleteAccount,
+    Done,
+    GetSigningKeys,
+    GetUser,
+    LoginWithGoogle,
+    LoginWithPassword,
+    Logout,
+    Provider,
+    RefreshTokens,
+    Register,
+    SigningKeys,
+    TokenPair,
+    UserRegistered,
+    UserReply,
+)
+from contracts.base import Event, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _invalid_refresh() -> AuthError:
+    return AuthError(AuthErrorCode.INVALID_REFRESH_TOKEN, "The refresh token is not valid.")
+
+
+@dataclass
+class AuthHandlers:
+    users: UserRepository
+    refresh_tokens: RefreshTokenStore
+    hasher: PasswordHasher
+    issuer: TokenIssuer
+    google: GoogleVerifier
+    throttle: LoginThrottle
+    events: EventPublisher
+    refresh_token_ttl_s: int
+
+    # --- accounts -------------------------------------------------------------------------
+
+    async def register(self, request: Register) -> TokenPair:
+        email = normalise_email(request.email)
+        check_password_policy(request.password, email=email)
+        user = UserRecord(
+            id=uuid.uuid4().hex,
+            email=email,
+            created_at=utcnow(),
+            providers=[Provider.PASSWORD],
+            display_name=request.display_name,
+            password_hash=await self.hasher.hash(request.password),
+        )
+        await self._create_account(user)
+        await self._announce(UserRegistered(
+            user_id=user.id, provider=Provider.PASSWORD, correlation_id=request.correlation_id
+        ))
+        return await self._start_session(user, request.correlation_id, created=True)
+
+    async def login_password(self, request: LoginWithPassword) -> TokenPair:
+        email = normalise_email(request.email)
+        address = request.client.address
+        await self.throttle.check(email, address)
+        user = await self.users.find_by_email(email)
+        if user is None or user.password_hash is None:
+            await self.hasher.verify_unknown(request.password)
+            ok = False
+        else:
+            ok = await self.hasher.verify(user.password_hash, request.password)
+        if not ok:
+            await self.throttle.record_failure(email, address)
+            raise InvalidCredentials()
+        await self.throttle.clear(email)
+        if self.hasher.needs_rehash(user.password_hash):
+            user.password_hash = await self.hasher.hash(request.password)
+            await self.users.save(user)
+        return await self._start_session(user, request.correlation_id)
+
+    async def login_google(self, request: LoginWithGoogle) -> TokenPair:
+        identity = await self.google.verify(request.id_token)
+        user = await self.users.find_by_google(identity.sub)
+        created = False
+        if user is None:
+            user, created = await self._link_or_create_google_user(identity)
+            if created:
+                await self._announce(UserRegistered(
+                    user_id=user.id, provider=Provider.GOOGLE,
+                    correlation_id=request.correlation_id,
+                ))
+        return await self._start_session(user, request.correlation_id, created=created)
+
+    async def get_user(self, request: GetUser) -> UserReply:
+        user = await self.users.get(request.user_id)
+        if user is None:
+            raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
+        return UserReply(user=user.public(), correlation_id=request.correlation_id)
+
+    async def delete_account(self, request: DeleteAccount) -> Done:
+        # Retry-safe order: hide the account (indexes), announce, then drop the record.
+        # A crash before the announcement leaves a record that a retried call finds again.
+        user = await self.users.get_record(request.user_id)
+        if user is None:
+            raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
+        if user.google_sub:
+            await self.users.release_google(user.google_sub, user.id)
+        await self.users.release_email(user.email, user.id)
+        await self.events.publish(
+            AccountDeleted(user_id=user.id, correlation_id=request.correlation_id)
+        )
+        await self.users.delete_record(user.id)
+        # Refresh tokens die with the record: refreshing checks that the account exists.
+        return Done(correlation_id=request.correlation_id)
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    async def refresh(self, request: RefreshTokens) -> TokenPair:
+        token_hash = hash_refresh_token(request.refresh_token)
+        found = await self.refresh_tokens.get_token(token_hash)
+        if found is None:
+            raise _invalid_refresh()
+        token, revision = found
+        family_found = await self.refresh_tokens.get_family(token.family_id)
+        if family_found is None or family_found[0].revoked:
+            raise _invalid_refresh()
+        family, family_revision = family_found
+        if token.used:
+            raise await self._reused(token)
+        if token.expires_at <= time.time():
+            raise _invalid_refresh()
+        if not await self.refresh_tokens.mark_used(token_hash, token, revision):
+            raise await self._reused(token)  # lost a race with another use of the same token
+        if not await self.refresh_tokens.touch_family(token.family_id, family, family_revision):
+            raise _invalid_refresh()  # revoked while we were rotating
+        user = await self.users.get(token.user_id)
+        if user is None:
+            raise _invalid_refresh()
+        return await self._issue_pair(user, token.family_id, request.correlation_id)
+
+    async def logout(self, request: Logout) -> Done:
+        found = await self.refresh_tokens.get_token(hash_refresh_token(request.refresh_token))
+        if found is None:
+            raise _invalid_refresh()
+        token, _ = found
+        await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
+        return Done(correlation_id=request.correlation_id)
+
+    async def signing_keys(self, request: GetSigningKeys) -> SigningKeys:
+        return SigningKeys(
+            issuer=self.issuer.issuer,
+            audience=self.issuer.audience,
+            keys=self.issuer.jwks(),
+            correlation_id=request.correlation_id,
+        )
+
+    # --- steps ----------------------------------------------------------------------------
+
+    async def _create_account(self, user: UserRecord) -> None:
+        """Record first, then the email index: the index is the commit point."""
+        await self.users.save(user)
+        if not await self.users.claim_email(user.email, user.id):
+            await self.users.delete_record(user.id)
+            raise AuthError(AuthErrorCode.EMAIL_TAKEN, "An account with this email exists.")
+
+    async def _link_or_create_google_user(self, identity: GoogleIdentity) -> tuple[UserRecord, bool]:
+        email = normalise_email(identity.email)
+        for _ in range(3):  # a concurrent sign-up may take the email between our steps
+            existing = await self.users.find_by_email(email)
+            if existing is not None:
+                existing.link_google(identity.sub)
+                await self.users.save(existing)
+                await self.users.claim_google(identity.sub, existing.id)
+                return existing, False
+            user = UserRecord(
+                id=uuid.uuid4().hex,
+                email=email,
+                created_at=utcnow(),
+                providers=[Provider.GOOGLE],
+                display_name=identity.name,
+                google_sub=identity.sub,
+            )
+            try:
+                await self._create_account(user)
+            except AuthError as exc:
+                if exc.code is AuthErrorCode.EMAIL_TAKEN:
+                    continue
+                raise
+            await self.users.claim_google(identity.sub, user.id)
+            return user, True
+        raise AuthError(AuthErrorCode.UNAVAILABLE, "Could not create the account; retry.")
+
+    async def _start_session(
+        self, user: UserRecord, correlation_id: str, *, created: bool = False
+    ) -> TokenPair:
+        family_id = uuid.uuid4().hex
+        await self.refresh_tokens.add_family(family_id, TokenFamily(user_id=user.id))
+        return await self._issue_pair(user, family_id, correlation_id, created=created)
+
+    async def _issue_pair(
+        self, user: UserRecord, family_id: str, correlation_id: str, *, created: bool = False
+    ) -> TokenPair:
+        refresh_token = secrets.token_urlsafe(32)
+        await self.refresh_tokens.add_token(
+            hash_refresh_token(refresh_token),
+            RefreshTokenEntry(
+                user_id=user.id,
+                family_id=family_id,
+                expires_at=time.time() + self.refresh_token_ttl_s,
+            ),
+        )
+        access = self.issuer.issue(user_id=user.id, email=user.email)
+        return TokenPair(
+            user=user.public(),
+            access_token=access.token,
+            refresh_token=refresh_token,
+            expires_in=access.expires_in,
+            created=created,
+            correlation_id=correlation_id,
+        )
+
+    async def _reused(self, token: RefreshTokenEntry) -> AuthError:
+        """A spent token came back: someone holds a copy, so the whole family ends."""
+        await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
+        log.warning("refresh token reused; family revoked", extra={"user_id": token.user_id})
+        return AuthError(
+            AuthErrorCode.REFRESH_TOKEN_REUSED,
+            "This refresh token was already used; the session has been ended.",
+        )
+
+    async def _announce(self, event: Event) -> None:
+        """The account exists whatever happens here; a lost event is logged, not fatal."""
+        try:
+            await self.events.publish(event)
+        except Exception:
+            log.exception("could not publish event", extra={"type": event.type})

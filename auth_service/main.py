@@ -1,0 +1,201 @@
+"""auth_service's entrypoint: the broker, the app and one thin subscriber per request.
+
+Each subscriber decodes its request model, calls one use case and returns the reply;
+`answer` turns every failure into an `AuthFailure`, so callers always get a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from faststream import FastStream
+from faststream.nats import NatsBroker, NatsMessage
+from faststream.specification import AsyncAPI
+from google.auth import transport
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from auth_service.config import AuthSettings
+from auth_service.domain import AuthError
+from auth_service.google import CachingRequest, GoogleVerifier
+from auth_service.handlers import AuthHandlers
+from auth_service.passwords import PasswordHasher
+from auth_service.repository import EventPublisher, RefreshTokenStore, UserRepository
+from auth_service.throttle import LoginThrottle
+from auth_service.tokens import TokenIssuer, load_private_key, load_public_key
+from contracts.auth import (
+    AuthErrorCode,
+    AuthFailure,
+    DeleteAccount,
+    GetSigningKeys,
+    GetUser,
+    LoginWithGoogle,
+    LoginWithPassword,
+    Logout,
+    RefreshTokens,
+    Register,
+)
+from contracts.base import Message
+from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
+from terra import logs
+from terra.broker import build_broker
+from terra.logs import setup_logging
+from terra.service import prepare_infrastructure, run_app
+from terra.telemetry import setup_tracing
+
+SERVICE = "auth_service"
+log = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT", bound=Message)
+
+
+def build_token_issuer(settings: AuthSettings) -> TokenIssuer:
+    return TokenIssuer(
+        load_private_key(settings.signing_key.get_secret_value()),
+        issuer=settings.issuer,
+        audience=settings.audience,
+        ttl_s=settings.access_token_ttl_s,
+        previous_keys=tuple(load_public_key(pem) for pem in settings.previous_public_keys),
+    )
+
+
+async def build_handlers(
+    js: JetStreamContext,
+    settings: AuthSettings,
+    *,
+    google_request: transport.Request | None = None,
+) -> AuthHandlers:
+    """The one wiring place: every dependency of the use cases is built here."""
+    return AuthHandlers(
+        users=await UserRepository.open(js),
+        refresh_tokens=await RefreshTokenStore.open(js),
+        hasher=PasswordHasher(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        ),
+        issuer=build_token_issuer(settings),
+        google=GoogleVerifier(
+            settings.google_client_ids,
+            certs_url=settings.google_certs_url,
+            request=google_request or CachingRequest(timeout_s=settings.google_http_timeout_s),
+        ),
+        throttle=await LoginThrottle.open(
+            js,
+            window_s=settings.login_window_s,
+            max_per_email=settings.login_max_failures_per_email,
+            max_per_address=settings.login_max_failures_per_address,
+        ),
+        events=EventPublisher(js),
+        refresh_token_ttl_s=settings.refresh_token_ttl_s,
+    )
+
+
+async def answer(
+    model: type[RequestT], body: bytes, use_case: Callable[[RequestT], Awaitable[Message]]
+) -> Message:
+    """Decode, run, and reply: the success model or an `AuthFailure`, never an exception."""
+    try:
+        request = model.model_validate_json(body)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
+        return AuthFailure(code=AuthErrorCode.INVALID_REQUEST, detail=f"Invalid fields: {fields}")
+    token = logs.correlation_id.set(request.correlation_id)
+    try:
+        return await use_case(request)
+    except AuthError as exc:
+        return AuthFailure(
+            code=exc.code,
+            detail=exc.detail,
+            retry_after_s=exc.retry_after_s,
+            correlation_id=request.correlation_id,
+        )
+    except Exception:
+        log.exception("request failed", extra={"request_type": request.type})
+        return AuthFailure(
+            code=AuthErrorCode.UNAVAILABLE,
+            detail="The auth service could not complete the request; retry later.",
+            correlation_id=request.correlation_id,
+        )
+    finally:
+        logs.correlation_id.reset(token)
+
+
+def build_app(
+    settings: AuthSettings | None = None,
+    *,
+    configure_process: bool = True,
+    google_request: transport.Request | None = None,
+) -> FastStream:
+    """The FastStream app. Tests pass `configure_process=False` to keep pytest's logging."""
+    settings = settings or AuthSettings()
+    broker: NatsBroker = build_broker(settings, name=SERVICE)
+    app = FastStream(
+        broker,
+        specification=AsyncAPI(title="Terra auth_service", version="1.0.0"),
+        logger=log,
+    )
+    handlers: list[AuthHandlers] = []  # filled at start-up, before subscribers bind
+
+    def use(name: str) -> Callable[[Message], Awaitable[Message]]:
+        return lambda request: getattr(handlers[0], name)(request)
+
+    def rpc(subject: AuthRpc):
+        return broker.subscriber(
+            subject,
+            queue=AUTH_QUEUE_GROUP,
+            max_workers=settings.max_concurrent_requests,
+            title=f"auth:{subject.name.lower()}",
+        )
+
+    @rpc(AuthRpc.REGISTER)
+    async def register(msg: NatsMessage) -> Message:
+        return await answer(Register, msg.body, use("register"))
+
+    @rpc(AuthRpc.LOGIN_PASSWORD)
+    async def login_password(msg: NatsMessage) -> Message:
+        return await answer(LoginWithPassword, msg.body, use("login_password"))
+
+    @rpc(AuthRpc.LOGIN_GOOGLE)
+    async def login_google(msg: NatsMessage) -> Message:
+        return await answer(LoginWithGoogle, msg.body, use("login_google"))
+
+    @rpc(AuthRpc.REFRESH)
+    async def refresh(msg: NatsMessage) -> Message:
+        return await answer(RefreshTokens, msg.body, use("refresh"))
+
+    @rpc(AuthRpc.LOGOUT)
+    async def logout(msg: NatsMessage) -> Message:
+        return await answer(Logout, msg.body, use("logout"))
+
+    @rpc(AuthRpc.GET_USER)
+    async def get_user(msg: NatsMessage) -> Message:
+        return await answer(GetUser, msg.body, use("get_user"))
+
+    @rpc(AuthRpc.DELETE_ACCOUNT)
+    async def delete_account(msg: NatsMessage) -> Message:
+        return await answer(DeleteAccount, msg.body, use("delete_account"))
+
+    @rpc(AuthRpc.SIGNING_KEYS)
+    async def signing_keys(msg: NatsMessage) -> Message:
+        return await answer(GetSigningKeys, msg.body, use("signing_keys"))
+
+    @app.on_startup
+    async def start() -> None:
+        if configure_process:
+            setup_logging(settings, SERVICE)
+            setup_tracing(settings, SERVICE)
+        await prepare_infrastructure(broker, settings)
+        connection = await broker.connect()
+        handlers[:] = [
+            await build_handlers(connection.jetstream(), settings, google_request=google_request)
+        ]
+        log.info("auth_service ready", extra={"issuer": settings.issuer})
+
+    return app
+
+
+def main() -> None:
+    run_app(build_app())

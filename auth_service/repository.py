@@ -1,0 +1,198 @@
+"""JetStream KV adapters: accounts, credential indexes, refresh tokens; and the event sink.
+
+Accounts are written record-first, then the email index is created (create-if-absent):
+that create is the commit point. A record without an index pointing back at it is
+invisible, so a process killed between the two steps leaves the email free.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import TypeAdapter
+
+from auth_service.domain import UserRecord, email_digest
+from contracts.base import Event
+from contracts.topology import CREDENTIALS_KV, REFRESH_TOKENS_KV, USERS_KV
+
+log = logging.getLogger(__name__)
+
+_USER_RECORD = TypeAdapter(UserRecord)
+
+
+def email_key(email: str) -> str:
+    return f"email.{email_digest(email)}"
+
+
+def google_key(sub: str) -> str:
+    # Google subjects are decimal strings; anything else is refused by KV key validation.
+    return f"google.{sub}"
+
+
+async def _get(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    return entry if entry.value is not None else None
+
+
+class UserRepository:
+    def __init__(self, users: KeyValue, credentials: KeyValue) -> None:
+        self._users = users
+        self._credentials = credentials
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> UserRepository:
+        return cls(await js.key_value(USERS_KV.bucket), await js.key_value(CREDENTIALS_KV.bucket))
+
+    # --- records ------------------------------------------------------------------------
+
+    async def save(self, user: UserRecord) -> None:
+        await self._users.put(user.id, _USER_RECORD.dump_json(user))
+
+    async def get_record(self, user_id: str) -> UserRecord | None:
+        """The stored record, committed or not (account deletion cleans up both)."""
+        entry = await _get(self._users, user_id)
+        return _USER_RECORD.validate_json(entry.value) if entry else None
+
+    async def delete_record(self, user_id: str) -> None:
+        await self._users.delete(user_id)
+
+    async def get(self, user_id: str) -> UserRecord | None:
+        """A committed account: its email index points back at it."""
+        user = await self.get_record(user_id)
+        if user is None or await self.user_id_for_email(user.email) != user_id:
+            return None
+        return user
+
+    # --- indexes ------------------------------------------------------------------------
+
+    async def claim_email(self, email: str, user_id: str) -> bool:
+        """Create the email index; False when another account holds the email."""
+        return await self._claim(email_key(email), user_id)
+
+    async def claim_google(self, sub: str, user_id: str) -> bool:
+        return await self._claim(google_key(sub), user_id)
+
+    async def user_id_for_email(self, email: str) -> str | None:
+        entry = await _get(self._credentials, email_key(email))
+        return entry.value.decode() if entry else None
+
+    async def find_by_email(self, email: str) -> UserRecord | None:
+        user_id = await self.user_id_for_email(email)
+        return await self.get(user_id) if user_id else None
+
+    async def find_by_google(self, sub: str) -> UserRecord | None:
+        """The committed account linked to this Google subject; stale links are removed."""
+        entry = await _get(self._credentials, google_key(sub))
+        if entry is None:
+            return None
+        user = await self.get(entry.value.decode())
+        if user is None or user.google_sub != sub:
+            await self._release(google_key(sub), entry.value.decode())
+            return None
+        return user
+
+    async def release_email(self, email: str, user_id: str) -> None:
+        await self._release(email_key(email), user_id)
+
+    async def release_google(self, sub: str, user_id: str) -> None:
+        await self._release(google_key(sub), user_id)
+
+    async def _claim(self, key: str, user_id: str) -> bool:
+        try:
+            await self._credentials.create(key, user_id.encode())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def _release(self, key: str, user_id: str) -> None:
+        """Delete an index only while it still points at this user (another may own it now)."""
+        entry = await _get(self._credentials, key)
+        if entry is None or entry.value.decode() != user_id:
+            return
+        try:
+            await self._credentials.delete(key, last=entry.revision)
+        except APIError as exc:  # changed under us: someone else's now
+            log.info("index changed while releasing", extra={"key": key, "error": str(exc)})
+
+
+@dataclass
+class RefreshTokenEntry:
+    user_id: str
+    family_id: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class TokenFamily:
+    user_id: str
+    revoked: bool = False
+
+
+class RefreshTokenStore:
+    """`rt.<sha256>` -> token state; `family.<id>` -> the rotation chain it belongs to."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> RefreshTokenStore:
+        return cls(await js.key_value(REFRESH_TOKENS_KV.bucket))
+
+    async def add_family(self, family_id: str, family: TokenFamily) -> None:
+        await self._kv.put(f"family.{family_id}", json.dumps(asdict(family)).encode())
+
+    async def get_family(self, family_id: str) -> tuple[TokenFamily, int] | None:
+        entry = await _get(self._kv, f"family.{family_id}")
+        return (TokenFamily(**json.loads(entry.value)), entry.revision) if entry else None
+
+    async def revoke_family(self, family_id: str, user_id: str) -> None:
+        await self.add_family(family_id, TokenFamily(user_id=user_id, revoked=True))
+
+    async def touch_family(self, family_id: str, family: TokenFamily, revision: int) -> bool:
+        """Rewrite the family (restarting its TTL) unless it changed meanwhile."""
+        try:
+            await self._kv.update(
+                f"family.{family_id}", json.dumps(asdict(family)).encode(), last=revision
+            )
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def add_token(self, token_hash: str, entry: RefreshTokenEntry) -> None:
+        await self._kv.put(f"rt.{token_hash}", json.dumps(asdict(entry)).encode())
+
+    async def get_token(self, token_hash: str) -> tuple[RefreshTokenEntry, int] | None:
+        entry = await _get(self._kv, f"rt.{token_hash}")
+        return (RefreshTokenEntry(**json.loads(entry.value)), entry.revision) if entry else None
+
+    async def mark_used(self, token_hash: str, entry: RefreshTokenEntry, revision: int) -> bool:
+        """Spend a token; False when it was spent concurrently (only one caller wins)."""
+        spent = RefreshTokenEntry(**{**asdict(entry), "used": True})
+        try:
+            await self._kv.update(f"rt.{token_hash}", json.dumps(asdict(spent)).encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+
+class EventPublisher:
+    """Publishes events to the EVENTS stream, deduplicated by message id."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def publish(self, event: Event) -> None:
+        await self._js.publish(
+            event.subject(),
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": event.message_id, "Content-Type": "application/json"},
+        )
