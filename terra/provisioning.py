@@ -163,7 +163,7 @@ async def provision(
     for consumer in consumers:
         await ensure_consumer(js, consumer, report)
     if report.created:
-        log.info("provisioned", extra={"created": report.created})
+        log.info("provisioned", extra={"provisioned": report.created})
     return report
 
 async def verify(nc: NatsClient, streams: Iterable[StreamSpec] = topology.STREAMS) -> list[str]:

@@ -34,7 +34,7 @@ async def prepare_infrastructure(
     report = await provision(connection, replicas=settings.nats_replicas, consumers=consumers)
     if storage is not None:
         await storage.ensure_buckets()
-    log.info("infrastructure ready", extra={"created": report.created})
+    log.info("infrastructure ready", extra={"provisioned": report.created})
 
 
 def run_app(app: FastStream) -> None:

@@ -54,3 +54,12 @@ def runtime_env(nats_url, s3, monkeypatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture(scope="session")
+def google_keys():
+    from tests.google_idp import GoogleKeys
+
+    keys = GoogleKeys().serve()
+    yield keys
+    keys.close()

@@ -1,0 +1,84 @@
+"""The gateway's one wiring place: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from contracts.topology import JOBS_KV
+from gateway.auth_client import AuthClient
+from gateway.config import GatewaySettings
+from gateway.events import EventHub
+from gateway.limits import BodySizeLimit
+from gateway.problems import install_problem_handlers
+from gateway.routers import accounts, health, jobs
+from gateway.runtime import GatewayRuntime
+from gateway.security import TokenVerifier
+from gateway import ws
+from terra.broker import build_broker
+from terra.errors import StorageError
+from terra.provisioning import provision
+from terra.storage import ObjectStorage
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        broker = build_broker(settings, name="gateway")
+        await broker.start()  # no subscribers: connects, for publish and request/reply
+        nc = broker.connection
+        await provision(nc, replicas=settings.nats_replicas)
+        storage = ObjectStorage.from_settings(settings)
+        try:
+            await storage.ensure_buckets()
+        except StorageError as exc:  # /ready reports it; the gateway still serves auth
+            log.warning("object storage not ready", extra={"error": str(exc)})
+        auth = AuthClient(broker, settings.auth_timeout_s)
+        hub = EventHub(nc, settings.ws_queue_size)
+        await hub.start()
+        app.state.runtime = GatewayRuntime(
+            settings=settings,
+            broker=broker,
+            nc=nc,
+            auth=auth,
+            tokens=TokenVerifier(auth, settings.keys_refresh_min_interval_s),
+            hub=hub,
+            storage=storage,
+            jobs=await nc.jetstream().key_value(JOBS_KV.bucket),
+        )
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await broker.stop()
+
+    app = FastAPI(
+        title="Terra",
+        version="0.1.0",
+        summary="Personalised AI images: accounts, prompts, LoRA training, generation.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (health.router, accounts.router, jobs.router, ws.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=False,
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")
+    return app

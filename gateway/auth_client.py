@@ -1,0 +1,65 @@
+"""Request/reply with auth_service over NATS, and its failures as HTTP problems."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faststream.nats import NatsBroker
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from pydantic import TypeAdapter
+
+from contracts.auth import AuthErrorCode, AuthFailure
+from contracts.base import Message
+from gateway.problems import Problem
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    AuthErrorCode.INVALID_REQUEST: (422, "validation-error"),
+    AuthErrorCode.WEAK_PASSWORD: (422, "weak-password"),
+    AuthErrorCode.EMAIL_TAKEN: (409, "email-taken"),
+    AuthErrorCode.INVALID_CREDENTIALS: (401, "invalid-credentials"),
+    AuthErrorCode.INVALID_GOOGLE_TOKEN: (401, "invalid-google-token"),
+    AuthErrorCode.INVALID_REFRESH_TOKEN: (401, "invalid-refresh-token"),
+    AuthErrorCode.REFRESH_TOKEN_REUSED: (401, "refresh-token-reused"),
+    AuthErrorCode.RATE_LIMITED: (429, "rate-limited"),
+    AuthErrorCode.NOT_FOUND: (404, "not-found"),
+    AuthErrorCode.UNAVAILABLE: (503, "unavailable"),
+}
+
+
+def failure_to_problem(failure: AuthFailure) -> Problem:
+    status, slug = _STATUS.get(failure.code, (503, "unavailable"))
+    headers = {}
+    if failure.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, failure.retry_after_s))
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return Problem(status, slug, failure.detail, headers=headers, code=failure.code.value)
+
+
+class AuthClient:
+    def __init__(self, broker: NatsBroker, timeout_s: float) -> None:
+        self._broker = broker
+        self._timeout_s = timeout_s
+
+    async def call(self, subject: str, request: Message, reply_type: Any) -> Any:
+        """Send `request`, return the success reply; an AuthFailure is raised as a Problem."""
+        try:
+            response = await self._broker.request(
+                request.model_dump_json().encode(),
+                subject,
+                correlation_id=request.correlation_id,
+                timeout=self._timeout_s,
+            )
+        except (NatsTimeout, NoRespondersError, TimeoutError) as exc:
+            log.warning("auth_service did not answer", extra={"subject": subject})
+            raise Problem(
+                503, "unavailable", "The account service is not answering; try again shortly.",
+                headers={"Retry-After": "2"},
+            ) from exc
+        reply = TypeAdapter(reply_type).validate_json(response.body)
+        if isinstance(reply, AuthFailure):
+            raise failure_to_problem(reply)
+        return reply

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from terra.settings import RuntimeSettings
+
+
+class GatewaySettings(RuntimeSettings):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: list[str] = Field(default_factory=list, description="JSON list of origins.")
+    max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON request body.")
+    auth_timeout_s: float = Field(default=5.0, description="Wait for auth_service replies.")
+    ws_queue_size: int = Field(default=256, description="Events buffered per socket.")
+    ws_ping_interval_s: float = Field(default=20.0, description="WebSocket keep-alive pings.")
+    ws_replay_limit: int = Field(default=5000, description="Most events replayed per connect.")
+    keys_refresh_min_interval_s: float = Field(
+        default=10.0, description="Least time between signing key fetches on an unknown kid."
+    )
+    trust_forwarded_for: bool = Field(
+        default=False, description="Behind a proxy: client address from X-Forwarded-For."
+    )

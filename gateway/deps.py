@@ -1,0 +1,47 @@
+"""FastAPI dependencies: the runtime, the authenticated caller, the client address."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from contracts.auth import ClientContext
+from gateway.problems import Problem
+from gateway.runtime import GatewayRuntime
+from gateway.security import Caller, InvalidToken
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login.")
+
+
+def get_runtime(request: Request) -> GatewayRuntime:
+    return request.app.state.runtime
+
+
+Runtime = Annotated[GatewayRuntime, Depends(get_runtime)]
+
+
+async def get_caller(
+    runtime: Runtime,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    try:
+        return await runtime.tokens.verify(credentials.credentials if credentials else None)
+    except InvalidToken as exc:
+        raise Problem(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+CurrentUser = Annotated[Caller, Depends(get_caller)]
+
+
+def get_client(request: Request, runtime: Runtime) -> ClientContext:
+    address = request.client.host if request.client else None
+    if runtime.settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            address = forwarded.split(",")[0].strip()
+    return ClientContext(address=address, user_agent=request.headers.get("user-agent", "")[:512])
+
+
+Client = Annotated[ClientContext, Depends(get_client)]

@@ -1,0 +1,122 @@
+"""Sign-up, sign-in, token refresh, logout, and the caller's own account."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from contracts.auth import (
+    DeleteAccount,
+    DoneReply,
+    GetUser,
+    LoginWithGoogle,
+    LoginWithPassword,
+    Logout,
+    RefreshTokens,
+    Register,
+    TokenPair,
+    TokenReply,
+    User,
+    UserReply,
+    UserResult,
+)
+from contracts.topology import AuthRpc
+from gateway.deps import Client, CurrentUser, Runtime
+
+router = APIRouter(prefix="/api", tags=["accounts"])
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterBody(Body):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=1024)
+    display_name: str | None = Field(default=None, max_length=100)
+
+
+class LoginBody(Body):
+    email: str | None = Field(default=None, max_length=320)
+    password: str | None = Field(default=None, max_length=1024)
+    google_id_token: str | None = Field(default=None, max_length=8192)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> "LoginBody":
+        with_password = self.email is not None or self.password is not None
+        if with_password == (self.google_id_token is not None):
+            raise ValueError("send either {email, password} or {google_id_token}")
+        if with_password and (not self.email or not self.password):
+            raise ValueError("email and password are both required")
+        return self
+
+
+class RefreshBody(Body):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class Tokens(BaseModel):
+    user: User
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+    @classmethod
+    def of(cls, pair: TokenPair) -> "Tokens":
+        return cls(
+            user=pair.user,
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            token_type=pair.token_type,
+            expires_in=pair.expires_in,
+        )
+
+
+class DeletionAccepted(BaseModel):
+    status: str = "deletion_requested"
+    detail: str = "Your account is closed; your photos, models and images are being erased."
+
+
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=Tokens)
+async def register(body: RegisterBody, runtime: Runtime, client: Client) -> Tokens:
+    request = Register(email=body.email, password=body.password,
+                       display_name=body.display_name, client=client)
+    return Tokens.of(await runtime.auth.call(AuthRpc.REGISTER, request, TokenReply))
+
+
+@router.post("/auth/login", response_model=Tokens)
+async def login(body: LoginBody, runtime: Runtime, client: Client) -> Tokens:
+    if body.google_id_token is not None:
+        request = LoginWithGoogle(id_token=body.google_id_token, client=client)
+        return Tokens.of(await runtime.auth.call(AuthRpc.LOGIN_GOOGLE, request, TokenReply))
+    request = LoginWithPassword(email=body.email, password=body.password, client=client)
+    return Tokens.of(await runtime.auth.call(AuthRpc.LOGIN_PASSWORD, request, TokenReply))
+
+
+@router.post("/auth/refresh", response_model=Tokens)
+async def refresh(body: RefreshBody, runtime: Runtime, client: Client) -> Tokens:
+    request = RefreshTokens(refresh_token=body.refresh_token, client=client)
+    return Tokens.of(await runtime.auth.call(AuthRpc.REFRESH, request, TokenReply))
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshBody, runtime: Runtime) -> Response:
+    await runtime.auth.call(AuthRpc.LOGOUT, Logout(refresh_token=body.refresh_token), DoneReply)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=User)
+async def me(caller: CurrentUser, runtime: Runtime) -> User:
+    reply: UserReply = await runtime.auth.call(
+        AuthRpc.GET_USER, GetUser(user_id=caller.user_id), UserResult
+    )
+    return reply.user
+
+
+@router.delete("/me", status_code=status.HTTP_202_ACCEPTED, response_model=DeletionAccepted)
+async def delete_me(caller: CurrentUser, runtime: Runtime) -> DeletionAccepted:
+    await runtime.auth.call(
+        AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=caller.user_id), DoneReply
+    )
+    return DeletionAccepted()

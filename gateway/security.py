@@ -1,0 +1,90 @@
+"""Access tokens, verified locally with the public keys auth_service publishes.
+
+No call per request: the JWKS is fetched once and again only when a token names a key
+id we have not seen (rotation), at most once per `keys_refresh_min_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import jwt
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+
+from contracts.auth import GetSigningKeys, SigningKeys
+from contracts.topology import AuthRpc
+from gateway.auth_client import AuthClient
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, forged, expired or signed by an unknown key."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    email: str | None
+    token_id: str | None
+
+
+class TokenVerifier:
+    def __init__(self, auth: AuthClient, min_refresh_interval_s: float = 10.0) -> None:
+        self._auth = auth
+        self._min_refresh_interval_s = min_refresh_interval_s
+        self._keys: dict[str, object] = {}
+        self._issuer: str | None = None
+        self._audience: str | None = None
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh_keys(self, *, force: bool = False) -> None:
+        async with self._lock:
+            if not force and time.monotonic() - self._fetched_at < self._min_refresh_interval_s:
+                return
+            reply: SigningKeys = await self._auth.call(
+                AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys
+            )
+            self._keys = {jwk["kid"]: _public_key(jwk) for jwk in reply.keys}
+            self._issuer, self._audience = reply.issuer, reply.audience
+            self._fetched_at = time.monotonic()
+
+    async def verify(self, token: str | None) -> Caller:
+        if not token:
+            raise InvalidToken("an access token is required")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("the access token is malformed") from exc
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise InvalidToken("the access token names no signing key")
+        if kid not in self._keys:
+            await self.refresh_keys()
+            if kid not in self._keys:
+                raise InvalidToken("the access token is signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys[kid],
+                algorithms=["EdDSA", "RS256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("the access token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("the access token is not valid") from exc
+        return Caller(user_id=claims["sub"], email=claims.get("email"), token_id=claims.get("jti"))
+
+
+def _public_key(jwk: dict[str, str]) -> object:
+    if jwk.get("kty") == "OKP":
+        return OKPAlgorithm.from_jwk(json.dumps(jwk))
+    if jwk.get("kty") == "RSA":
+        return RSAAlgorithm.from_jwk(json.dumps(jwk))
+    raise ValueError(f"unsupported key type {jwk.get('kty')!r}")

@@ -1,0 +1,143 @@
+"""WebSockets: `/ws` (every domain) and `/ws/prompt`, `/ws/training`, `/ws/generate`.
+
+Protocol: authenticate with `?token=` or `Authorization: Bearer`; optional `?since=<seq>`
+replays the caller's events after that stream sequence, then the socket continues live
+with no gap and no duplicate. Server frames are events `{seq, type, job_id, domain,
+payload}` or control frames without `seq`: `ready`, `pong`, and close codes 4401 (bad
+token), 4400 (bad query), 4408 (too slow: reconnect with since=last seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from gateway.events import Delivered, Subscription, continue_trace
+from gateway.runtime import GatewayRuntime
+from gateway.security import InvalidToken
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+REPLAY_PAGE = 500
+
+DOMAINS = {"/ws": None, "/ws/prompt": "prompt", "/ws/training": "training", "/ws/generate": "generation"}
+
+
+def _token(websocket: WebSocket) -> str | None:
+    if token := websocket.query_params.get("token"):
+        return token
+    scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+def _since(websocket: WebSocket) -> int | None:
+    raw = websocket.query_params.get("since")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise ValueError("since must be a non-negative integer stream sequence")
+    return int(raw)
+
+
+class EventStreamSession:
+    """One socket: replay what was missed, then forward live events, answer pings."""
+
+    def __init__(self, websocket: WebSocket, runtime: GatewayRuntime, sub: Subscription) -> None:
+        self.websocket = websocket
+        self.runtime = runtime
+        self.sub = sub
+        self.last_sent = 0
+
+    async def send(self, event: Delivered) -> None:
+        if event.seq <= self.last_sent:
+            return  # already sent by the replay
+        with continue_trace(event):
+            await self.websocket.send_text(event.frame())
+        self.last_sent = event.seq
+
+    async def replay(self, since: int) -> int:
+        hub = self.runtime.hub
+        up_to = await hub.last_sequence()
+        self.last_sent = since
+        replayed = 0
+        while True:
+            page = await hub.replay(self.sub.user_id, self.sub.domain, self.last_sent, up_to,
+                                    REPLAY_PAGE)
+            for event in page:
+                await self.send(event)
+            replayed += len(page)
+            if len(page) < REPLAY_PAGE:
+                return replayed
+
+    async def forward_live(self) -> None:
+        while True:
+            event = await self.sub.queue.get()
+            if self.sub.overflowed:
+                await self.websocket.close(
+                    CLOSE_TOO_SLOW, f"too slow; reconnect with since={self.last_sent}"
+                )
+                return
+            await self.send(event)
+
+    async def answer_client(self) -> None:
+        while True:
+            text = await self.websocket.receive_text()
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(text).get("type") == "ping":
+                    await self.websocket.send_text('{"type":"pong"}')
+
+
+async def serve(websocket: WebSocket, domain: str | None) -> None:
+    runtime: GatewayRuntime = websocket.app.state.runtime
+    await websocket.accept()
+    try:
+        caller = await runtime.tokens.verify(_token(websocket))
+    except InvalidToken as exc:
+        await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
+        return
+    try:
+        since = _since(websocket)
+    except ValueError as exc:
+        await websocket.close(CLOSE_BAD_REQUEST, str(exc))
+        return
+
+    # Subscribe before reading the stream's last sequence: every later event reaches the
+    # queue, every earlier one the replay; the session drops what both delivered.
+    sub = runtime.hub.subscribe(caller.user_id, domain)
+    session = EventStreamSession(websocket, runtime, sub)
+    try:
+        replayed = await session.replay(since) if since is not None else 0
+        await websocket.send_text(
+            json.dumps({"type": "ready", "last_seq": session.last_sent, "replayed": replayed})
+        )
+        tasks = [asyncio.create_task(session.forward_live()),
+                 asyncio.create_task(session.answer_client())]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if (exc := task.exception()) and not isinstance(exc, WebSocketDisconnect):
+                raise exc
+    except WebSocketDisconnect:
+        pass
+    finally:
+        runtime.hub.unsubscribe(sub)
+
+
+def _endpoint(domain: str | None):
+    async def endpoint(websocket: WebSocket) -> None:
+        await serve(websocket, domain)
+
+    return endpoint
+
+
+for _path, _domain in DOMAINS.items():
+    router.add_api_websocket_route(_path, _endpoint(_domain), name=f"events{_path.replace('/', '_')}")

@@ -1,0 +1,82 @@
+"""What a client app does: register over REST, listen on a WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import httpx
+import websockets
+
+from contracts.base import Event, new_id
+
+PASSWORD = "a long enough passphrase 42"
+
+
+@dataclass
+class Account:
+    user_id: str
+    email: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+async def register(client: httpx.AsyncClient, email: str | None = None) -> Account:
+    email = email or f"user-{new_id()[:12]}@example.com"
+    response = await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Account(body["user"]["id"], email, body["access_token"], body["refresh_token"])
+
+
+def ws_url(base_url: str, path: str = "/ws", **params: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return base_url.replace("http://", "ws://") + path + (f"?{query}" if query else "")
+
+
+@dataclass
+class Opened:
+    socket: websockets.ClientConnection
+    ready: dict
+    replayed: list[dict]
+
+
+async def open_socket(base_url: str, account: Account, path: str = "/ws", **params: object):
+    """Connect, collect the replayed events up to the `ready` frame."""
+    socket = await websockets.connect(ws_url(base_url, path, token=account.access_token, **params))
+    replayed = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        if frame.get("type") == "ready":
+            return Opened(socket, frame, replayed)
+        assert "seq" in frame, frame
+        replayed.append(frame)
+
+
+async def receive_events(socket, count: int, timeout_s: float = 10.0) -> list[dict]:
+    frames = []
+    while len(frames) < count:
+        frames.append(json.loads(await asyncio.wait_for(socket.recv(), timeout_s)))
+    return frames
+
+
+async def nothing_more(socket, wait_s: float = 0.5) -> bool:
+    try:
+        frame = await asyncio.wait_for(socket.recv(), wait_s)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"unexpected frame: {frame}")
+
+
+async def publish(js, event: Event) -> int:
+    """Publish an event the way services do; returns its stream sequence."""
+    ack = await js.publish(
+        event.subject(), event.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": event.message_id},
+    )
+    return ack.seq

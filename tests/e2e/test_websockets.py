@@ -1,0 +1,211 @@
+"""Events reach their owner's sockets, and only theirs; reconnects miss and repeat nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+
+from contracts.generation import GenerationProgressed, GenerationStarted
+from contracts.jobs import FailureCode, JobFailed, JobKind
+from contracts.training import TrainingProgressed
+from tests.e2e.client import (
+    nothing_more,
+    open_socket,
+    publish,
+    receive_events,
+    register,
+    ws_url,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def http(gateway_url):
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
+        yield client
+
+
+def progressed(user_id: str, job_id: str, step: int) -> GenerationProgressed:
+    return GenerationProgressed(user_id=user_id, job_id=job_id, step=step, total_steps=100)
+
+
+async def test_a_socket_receives_its_owners_events_and_nobody_elses(http, gateway_url, nc):
+    alice, bob = await register(http), await register(http)
+    js = nc.jetstream()
+    alice_ws = (await open_socket(gateway_url, alice)).socket
+    bob_ws = (await open_socket(gateway_url, bob)).socket
+    try:
+        seq_a = await publish(js, GenerationStarted(user_id=alice.user_id, job_id="ja"))
+        seq_b = await publish(js, GenerationStarted(user_id=bob.user_id, job_id="jb"))
+
+        [frame_a] = await receive_events(alice_ws, 1)
+        [frame_b] = await receive_events(bob_ws, 1)
+        assert frame_a["seq"] == seq_a and frame_a["job_id"] == "ja"
+        assert frame_a["type"] == "generation.started.v1"
+        assert frame_a["payload"]["user_id"] == alice.user_id
+        assert frame_b["seq"] == seq_b and frame_b["job_id"] == "jb"
+        assert await nothing_more(alice_ws) and await nothing_more(bob_ws)
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_domain_sockets_only_carry_their_domain(http, gateway_url, nc):
+    alice = await register(http)
+    js = nc.jetstream()
+    training_ws = (await open_socket(gateway_url, alice, "/ws/training")).socket
+    generate_ws = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    try:
+        await publish(js, TrainingProgressed(user_id=alice.user_id, job_id="t1", step=1,
+                                             total_steps=10))
+        await publish(js, GenerationStarted(user_id=alice.user_id, job_id="g1"))
+        await publish(js, JobFailed(user_id=alice.user_id, job_id="t1", kind=JobKind.TRAINING,
+                                    code=FailureCode.OUT_OF_MEMORY, reason="out of memory"))
+
+        training = await receive_events(training_ws, 2)
+        [generation] = await receive_events(generate_ws, 1)
+        assert [f["type"] for f in training] == ["training.progressed.v1", "job.failed.v1"]
+        assert training[1]["payload"]["code"] == "out_of_memory"
+        assert generation["type"] == "generation.started.v1"
+        assert await nothing_more(generate_ws)
+    finally:
+        await training_ws.close()
+        await generate_ws.close()
+
+
+async def test_reconnect_with_since_misses_nothing_and_repeats_nothing(http, gateway_url, nc):
+    alice, bob = await register(http), await register(http)
+    js = nc.jetstream()
+    socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    for step in range(3):
+        await publish(js, progressed(alice.user_id, "j1", step))
+    first = await receive_events(socket, 3)
+    last_seen = first[-1]["seq"]
+    await socket.close()
+
+    # While the client is away: its own events, someone else's, another domain's.
+    missed = [await publish(js, progressed(alice.user_id, "j1", step)) for step in range(3, 8)]
+    await publish(js, progressed(bob.user_id, "jb", 1))
+    await publish(js, TrainingProgressed(user_id=alice.user_id, job_id="t", step=1, total_steps=2))
+
+    opened = await open_socket(gateway_url, alice, "/ws/generate", since=last_seen)
+    socket = opened.socket
+    try:
+        assert [f["seq"] for f in opened.replayed] == missed
+        assert opened.ready == {"type": "ready", "last_seq": missed[-1], "replayed": 5}
+        # Then live, with no gap between replay and live.
+        live = await publish(js, progressed(alice.user_id, "j1", 8))
+        [frame] = await receive_events(socket, 1)
+        assert frame["seq"] == live
+        assert await nothing_more(socket)
+    finally:
+        await socket.close()
+
+
+async def test_events_published_during_the_replay_arrive_exactly_once(http, gateway_url, nc):
+    alice = await register(http)
+    js = nc.jetstream()
+    base = await publish(js, progressed(alice.user_id, "j", 0))
+    for step in range(1, 200):
+        await publish(js, progressed(alice.user_id, "j", step))
+
+    async def publish_more() -> list[int]:
+        return [await publish(js, progressed(alice.user_id, "j", 200 + i)) for i in range(50)]
+
+    connect = asyncio.create_task(open_socket(gateway_url, alice, "/ws", since=base))
+    more = await publish_more()
+    opened = await connect
+    socket = opened.socket
+    try:
+        frames = opened.replayed + await receive_events(socket, 199 + 50 - len(opened.replayed))
+        seqs = [f["seq"] for f in frames]
+        assert seqs == sorted(set(seqs)), "out of order or duplicated"
+        assert seqs[-50:] == more
+        assert await nothing_more(socket)
+    finally:
+        await socket.close()
+
+
+async def test_two_gateways_each_deliver_to_their_own_sockets(http, stack, gateway_url, nc):
+    second_url = stack.start_gateway()
+    alice, bob = await register(http), await register(http)
+    js = nc.jetstream()
+    alice_ws = (await open_socket(gateway_url, alice)).socket
+    bob_ws = (await open_socket(second_url, bob)).socket
+    try:
+        seq_b = await publish(js, GenerationStarted(user_id=bob.user_id, job_id="jb"))
+        seq_a = await publish(js, GenerationStarted(user_id=alice.user_id, job_id="ja"))
+        assert (await receive_events(bob_ws, 1))[0]["seq"] == seq_b
+        assert (await receive_events(alice_ws, 1))[0]["seq"] == seq_a
+        assert await nothing_more(alice_ws) and await nothing_more(bob_ws)
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_ping_gets_pong(http, gateway_url):
+    alice = await register(http)
+    socket = (await open_socket(gateway_url, alice)).socket
+    try:
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(socket.recv(), 5)) == {"type": "pong"}
+    finally:
+        await socket.close()
+
+
+async def test_token_in_the_authorization_header_is_accepted(http, gateway_url, nc):
+    alice = await register(http)
+    async with websockets.connect(
+        ws_url(gateway_url, "/ws"), additional_headers=alice.headers
+    ) as socket:
+        assert json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] == "ready"
+
+
+@pytest.mark.parametrize("token", ["", "not-a-jwt", "eyJhbGciOiJub25lIn0.e30."])
+async def test_sockets_without_a_valid_token_are_closed(gateway_url, token):
+    async with websockets.connect(ws_url(gateway_url, "/ws", token=token)) as socket:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd.code == 4401
+
+
+async def test_a_bad_since_is_refused(http, gateway_url):
+    alice = await register(http)
+    url = ws_url(gateway_url, "/ws", token=alice.access_token, since="-3")
+    async with websockets.connect(url) as socket:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd.code == 4400
+
+
+async def test_a_slow_client_is_cut_off_without_holding_up_others(http, stack, nc):
+    url = stack.start_gateway(TERRA_WS_QUEUE_SIZE="8")
+    alice, bob = await register(http), await register(http)
+    js = nc.jetstream()
+    # Alice's client never reads; a tiny socket buffer makes the server queue fill fast.
+    slow = await websockets.connect(ws_url(url, "/ws", token=alice.access_token), max_queue=1)
+    fast = (await open_socket(url, bob)).socket
+    try:
+        payload = "x" * 2000  # 1,500 of these outgrow the loopback socket buffers
+        for i in range(1500):
+            await publish(js, JobFailed(user_id=alice.user_id, job_id=f"j{i}",
+                                        kind=JobKind.GENERATION, code=FailureCode.INTERNAL,
+                                        reason=payload))
+        seq_b = await publish(js, GenerationStarted(user_id=bob.user_id, job_id="jb"))
+        assert (await receive_events(fast, 1, timeout_s=5))[0]["seq"] == seq_b
+
+        close_code = None
+        try:
+            while True:
+                await asyncio.wait_for(slow.recv(), 10)
+        except websockets.ConnectionClosed as closed:
+            close_code = closed.rcvd.code if closed.rcvd else None
+        assert close_code == 4408
+    finally:
+        await slow.close()
+        await fast.close()
