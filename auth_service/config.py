@@ -64,5 +64,7 @@ class AuthSettings(RuntimeSettings):
         if self.signing_key.get_secret_value().strip() == local_signing_key_pem().strip():
             found["TERRA_SIGNING_KEY"] = "the published local signing key"
         if self.argon2_memory_kib < 19_456 or self.argon2_time_cost < 2:
-            found["TERRA_ARGON2_MEMORY_KIB/TERRA_ARGON2_TIME_COST"] = "below OWASP's argon2id minimum"
+            found["TERRA_ARGON2_MEMORY_KIB/TERRA_ARGON2_TIME_COST"] = (
+                "below OWASP's argon2id minimum"
+            )
         return found

@@ -87,9 +87,11 @@ class AuthHandlers:
             password_hash=await self.hasher.hash(request.password),
         )
         await self._create_account(user)
-        await self._announce(UserRegistered(
-            user_id=user.id, provider=Provider.PASSWORD, correlation_id=request.correlation_id
-        ))
+        await self._announce(
+            UserRegistered(
+                user_id=user.id, provider=Provider.PASSWORD, correlation_id=request.correlation_id
+            )
+        )
         return await self._start_session(user, request.correlation_id, created=True)
 
     async def login_password(self, request: LoginWithPassword) -> TokenPair:
@@ -118,10 +120,13 @@ class AuthHandlers:
         if user is None:
             user, created = await self._link_or_create_google_user(identity)
             if created:
-                await self._announce(UserRegistered(
-                    user_id=user.id, provider=Provider.GOOGLE,
-                    correlation_id=request.correlation_id,
-                ))
+                await self._announce(
+                    UserRegistered(
+                        user_id=user.id,
+                        provider=Provider.GOOGLE,
+                        correlation_id=request.correlation_id,
+                    )
+                )
         return await self._start_session(user, request.correlation_id, created=created)
 
     async def get_user(self, request: GetUser) -> UserReply:
@@ -196,7 +201,9 @@ class AuthHandlers:
             await self.users.delete_record(user.id)
             raise AuthError(AuthErrorCode.EMAIL_TAKEN, "An account with this email exists.")
 
-    async def _link_or_create_google_user(self, identity: GoogleIdentity) -> tuple[UserRecord, bool]:
+    async def _link_or_create_google_user(
+        self, identity: GoogleIdentity
+    ) -> tuple[UserRecord, bool]:
         email = normalise_email(identity.email)
         for _ in range(3):  # a concurrent sign-up may take the email between our steps
             existing = await self.users.find_by_email(email)

@@ -178,7 +178,9 @@ class RefreshTokenStore:
         """Spend a token; False when it was spent concurrently (only one caller wins)."""
         spent = RefreshTokenEntry(**{**asdict(entry), "used": True})
         try:
-            await self._kv.update(f"rt.{token_hash}", json.dumps(asdict(spent)).encode(), last=revision)
+            await self._kv.update(
+                f"rt.{token_hash}", json.dumps(asdict(spent)).encode(), last=revision
+            )
         except KeyWrongLastSequenceError:
             return False
         return True

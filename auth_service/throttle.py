@@ -7,8 +7,10 @@ keys once nobody has failed for a while.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import random
 import time
 from collections.abc import Callable
 
@@ -19,7 +21,7 @@ from nats.js.kv import KeyValue
 from auth_service.domain import RateLimited, email_digest, retry_after, with_failure
 from contracts.topology import LOGIN_THROTTLE_KV
 
-_MAX_CAS_ATTEMPTS = 8
+_MAX_CAS_ATTEMPTS = 50
 
 
 def address_digest(address: str) -> str:
@@ -81,7 +83,7 @@ class LoginThrottle:
         return list(json.loads(entry.value)), entry.revision
 
     async def _add_failure(self, key: str, limit: int) -> None:
-        for _ in range(_MAX_CAS_ATTEMPTS):
+        for attempt in range(_MAX_CAS_ATTEMPTS):
             failures, revision = await self._read(key)
             updated = json.dumps(with_failure(failures, self._clock(), self._window_s, limit))
             try:
@@ -91,5 +93,7 @@ class LoginThrottle:
                     await self._kv.update(key, updated.encode(), last=revision)
                 return
             except KeyWrongLastSequenceError:
-                continue  # another replica counted a failure meanwhile: count on top of it
+                # Another replica counted a failure meanwhile: count on top of it, after a
+                # short random pause so that contenders spread out.
+                await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
         raise RuntimeError(f"login throttle key {key} kept changing")

@@ -97,7 +97,9 @@ class TokenIssuer:
             "jti": jti,
             "email": email,
         }
-        token = jwt.encode(claims, self._signing_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        token = jwt.encode(
+            claims, self._signing_key, algorithm=ALGORITHM, headers={"kid": self.kid}
+        )
         return IssuedToken(token=token, expires_in=self.ttl_s, jti=jti)
 
     def verify(self, token: str, *, leeway_s: float = 0) -> dict[str, Any]:

@@ -44,7 +44,9 @@ class FakeGoogle:
             def do_GET(self) -> None:
                 fake.hits += 1
                 jwk = json.loads(RSAAlgorithm.to_jwk(fake.key.public_key()))
-                body = json.dumps({"keys": [{**jwk, "kid": fake.kid, "alg": "RS256", "use": "sig"}]})
+                body = json.dumps(
+                    {"keys": [{**jwk, "kid": fake.kid, "alg": "RS256", "use": "sig"}]}
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", f"public, max-age={fake.max_age}")

@@ -66,8 +66,14 @@ def test_an_expired_token_is_refused(key):
 def test_a_token_signed_by_another_key_with_our_kid_is_refused(key):
     issuer = issuer_for(key)
     forger = issuer_for(Ed25519PrivateKey.generate())
-    claims = {"iss": "terra-auth", "aud": "terra-api", "sub": "admin", "iat": 0,
-              "exp": int(time.time()) + 60, "jti": "x"}
+    claims = {
+        "iss": "terra-auth",
+        "aud": "terra-api",
+        "sub": "admin",
+        "iat": 0,
+        "exp": int(time.time()) + 60,
+        "jti": "x",
+    }
     forged = jwt.encode(claims, forger._signing_key, algorithm="EdDSA", headers={"kid": issuer.kid})
     with pytest.raises(InvalidAccessToken):
         issuer.verify(forged)
@@ -85,8 +91,14 @@ def test_a_tampered_payload_is_refused(key):
 
 def test_an_unsigned_token_is_refused(key):
     issuer = issuer_for(key)
-    claims = {"iss": "terra-auth", "aud": "terra-api", "sub": "u1", "iat": 0,
-              "exp": int(time.time()) + 60, "jti": "x"}
+    claims = {
+        "iss": "terra-auth",
+        "aud": "terra-api",
+        "sub": "u1",
+        "iat": 0,
+        "exp": int(time.time()) + 60,
+        "jti": "x",
+    }
     none_token = jwt.encode(claims, None, algorithm="none", headers={"kid": issuer.kid})
     with pytest.raises(InvalidAccessToken):
         issuer.verify(none_token)
@@ -124,9 +136,7 @@ def test_kid_is_the_rfc7638_thumbprint():
     # RFC 8037 appendix A.3: the thumbprint of its Ed25519 example key.
     x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
     raw = base64.urlsafe_b64decode(x + "=")
-    public = serialization.load_der_public_key(
-        bytes.fromhex("302a300506032b6570032100") + raw
-    )
+    public = serialization.load_der_public_key(bytes.fromhex("302a300506032b6570032100") + raw)
     jwk = public_jwk(public)
     assert jwk["x"] == x
     assert jwk["kid"] == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
@@ -145,19 +155,26 @@ def test_the_local_key_is_the_same_in_every_process_and_refused_in_production(mo
     monkeypatch.setenv("TERRA_S3_SECRET_KEY", "real-secret")
     with pytest.raises(Exception, match="TERRA_SIGNING_KEY"):
         AuthSettings()
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    pem = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
     monkeypatch.setenv("TERRA_SIGNING_KEY", pem)
     assert AuthSettings().signing_key.get_secret_value() == pem
 
 
 def test_previous_public_keys_come_from_the_environment(monkeypatch, key):
     old = Ed25519PrivateKey.generate()
-    old_pem = old.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    old_pem = (
+        old.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     monkeypatch.setenv("TERRA_PREVIOUS_PUBLIC_KEYS", json.dumps([old_pem]))
     issuer = build_token_issuer(AuthSettings())
     assert [k["kid"] for k in issuer.jwks()][1] == public_jwk(old.public_key())["kid"]

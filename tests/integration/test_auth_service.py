@@ -1,0 +1,421 @@
+"""auth_service over real NATS: the app runs in-process; requests go through nats-py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import jwt
+import pytest
+from pydantic import TypeAdapter
+
+from auth_service.config import AuthSettings
+from auth_service.domain import UserRecord
+from auth_service.main import answer, build_app, build_handlers
+from auth_service.repository import UserRepository
+from contracts.auth import (
+    AccountDeleted,
+    AuthErrorCode,
+    AuthFailure,
+    ClientContext,
+    DeleteAccount,
+    Done,
+    DoneReply,
+    GetSigningKeys,
+    GetUser,
+    LoginWithGoogle,
+    LoginWithPassword,
+    Logout,
+    Provider,
+    RefreshTokens,
+    Register,
+    SigningKeys,
+    TokenPair,
+    TokenReply,
+    UserRegistered,
+    UserReply,
+    UserResult,
+)
+from contracts.base import Message, utcnow
+from contracts.topology import EVENTS, AuthRpc
+from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT, FakeGoogle
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+MAX_FAILURES = 3
+
+
+@pytest.fixture(scope="module")
+def google():
+    fake = FakeGoogle()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def settings(nats_url, google) -> AuthSettings:
+    return AuthSettings(
+        nats_url=nats_url,
+        argon2_memory_kib=1024,  # light for tests; production defaults are checked in unit tests
+        argon2_time_cost=1,
+        google_client_ids=[WEB_CLIENT, IOS_CLIENT],
+        google_certs_url=google.certs_url,
+        login_max_failures_per_email=MAX_FAILURES,
+        login_max_failures_per_address=1000,
+    )
+
+
+@pytest.fixture(scope="module")
+async def auth_app(settings):
+    app = build_app(settings, configure_process=False)
+    async with app:
+        yield app
+
+
+def fresh_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def client() -> ClientContext:
+    return ClientContext(address=f"10.0.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}")
+
+
+async def call(nc, subject: AuthRpc, request: Message | bytes, reply_type=TokenReply):
+    payload = request if isinstance(request, bytes) else request.model_dump_json().encode()
+    msg = await nc.request(subject, payload, timeout=10)
+    return TypeAdapter(reply_type).validate_json(msg.data)
+
+
+async def register(nc, email: str | None = None, password: str = PASSWORD) -> TokenPair:
+    reply = await call(
+        nc, AuthRpc.REGISTER, Register(email=email or fresh_email(), password=password)
+    )
+    assert isinstance(reply, TokenPair), reply
+    return reply
+
+
+async def login(nc, email: str, password: str = PASSWORD, ctx: ClientContext | None = None):
+    return await call(
+        nc,
+        AuthRpc.LOGIN_PASSWORD,
+        LoginWithPassword(email=email, password=password, client=ctx or client()),
+    )
+
+
+async def last_event(nc, subject: str) -> tuple[dict, dict]:
+    msg = await nc.jetstream().get_last_msg(EVENTS.name, subject)
+    return json.loads(msg.data), dict(msg.headers or {})
+
+
+# --- registration and login --------------------------------------------------------------
+
+
+async def test_register_creates_an_account_and_signs_in(auth_app, nc):
+    email = fresh_email()
+    pair = await register(nc, email.upper())
+    assert pair.created is True
+    assert pair.user.email == email
+    assert pair.user.providers == [Provider.PASSWORD]
+    assert pair.expires_in == 900
+
+    keys = await call(nc, AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys)
+    jwks = jwt.PyJWKSet.from_dict({"keys": keys.keys})
+    claims = jwt.decode(
+        pair.access_token,
+        jwks.keys[0].key,
+        algorithms=["EdDSA"],
+        audience=keys.audience,
+        issuer=keys.issuer,
+    )
+    assert claims["sub"] == pair.user.id
+    assert claims["email"] == email
+
+    event, headers = await last_event(nc, f"terra.evt.account.registered.{pair.user.id}")
+    registered = UserRegistered.model_validate(event)
+    assert registered.provider is Provider.PASSWORD
+    assert headers["Nats-Msg-Id"] == registered.message_id
+
+    again = await login(nc, f"  {email.title()} ")
+    assert isinstance(again, TokenPair)
+    assert again.user.id == pair.user.id
+    assert again.created is False
+
+
+async def test_an_email_registers_once_whatever_its_case(auth_app, nc):
+    email = fresh_email()
+    await register(nc, email)
+    reply = await call(nc, AuthRpc.REGISTER, Register(email=email.upper(), password=PASSWORD))
+    assert isinstance(reply, AuthFailure)
+    assert reply.code is AuthErrorCode.EMAIL_TAKEN
+
+
+async def test_concurrent_registrations_of_one_email_give_exactly_one_account(auth_app, nc):
+    email = fresh_email()
+    replies = await asyncio.gather(
+        *[
+            call(nc, AuthRpc.REGISTER, Register(email=email, password=f"{PASSWORD} {i}"))
+            for i in range(10)
+        ]
+    )
+    winners = [r for r in replies if isinstance(r, TokenPair)]
+    assert len(winners) == 1
+    assert {r.code for r in replies if isinstance(r, AuthFailure)} == {AuthErrorCode.EMAIL_TAKEN}
+    winner_password = f"{PASSWORD} {next(i for i, r in enumerate(replies) if r is winners[0])}"
+    assert isinstance(await login(nc, email, winner_password), TokenPair)
+
+
+async def test_weak_passwords_are_refused(auth_app, nc):
+    for password in ("short", "password123"):
+        reply = await call(nc, AuthRpc.REGISTER, Register(email=fresh_email(), password=password))
+        assert isinstance(reply, AuthFailure)
+        assert reply.code is AuthErrorCode.WEAK_PASSWORD
+
+
+async def test_a_malformed_request_gets_a_failure_reply(auth_app, nc):
+    for payload in (b"not json", b'{"email": "nobody"}'):
+        reply = await call(nc, AuthRpc.REGISTER, payload)
+        assert isinstance(reply, AuthFailure)
+        assert reply.code is AuthErrorCode.INVALID_REQUEST
+
+
+async def test_wrong_password_and_unknown_email_fail_identically(auth_app, nc):
+    pair = await register(nc)
+    wrong = await login(nc, pair.user.email, "not the password at all")
+    unknown = await login(nc, fresh_email(), "not the password at all")
+    assert isinstance(wrong, AuthFailure) and isinstance(unknown, AuthFailure)
+    assert (wrong.code, wrong.detail) == (unknown.code, unknown.detail)
+    assert wrong.code is AuthErrorCode.INVALID_CREDENTIALS
+
+
+async def test_repeated_failures_are_rate_limited_even_with_the_right_password(auth_app, nc):
+    pair = await register(nc)
+    for _ in range(MAX_FAILURES):
+        reply = await login(nc, pair.user.email, "not the password at all")
+        assert reply.code is AuthErrorCode.INVALID_CREDENTIALS
+    limited = await login(nc, pair.user.email.upper())
+    assert isinstance(limited, AuthFailure)
+    assert limited.code is AuthErrorCode.RATE_LIMITED
+    assert 0 < limited.retry_after_s <= 15 * 60
+    # Another account is not affected.
+    other = await register(nc)
+    assert isinstance(await login(nc, other.user.email), TokenPair)
+
+
+async def test_a_successful_login_forgives_earlier_failures(auth_app, nc):
+    pair = await register(nc)
+    for _ in range(MAX_FAILURES - 1):
+        await login(nc, pair.user.email, "not the password at all")
+    assert isinstance(await login(nc, pair.user.email), TokenPair)
+    for _ in range(MAX_FAILURES - 1):
+        await login(nc, pair.user.email, "not the password at all")
+    assert isinstance(await login(nc, pair.user.email), TokenPair)
+
+
+# --- refresh tokens --------------------------------------------------------------------------
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(auth_app, nc):
+    first = await register(nc)
+    second = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=first.refresh_token))
+    assert isinstance(second, TokenPair)
+    assert second.refresh_token != first.refresh_token
+    assert second.user.id == first.user.id
+
+    reused = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=first.refresh_token))
+    assert reused.code is AuthErrorCode.REFRESH_TOKEN_REUSED
+    # The thief's reuse ends the legitimate holder's chain too.
+    after = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=second.refresh_token))
+    assert after.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+    # Other sessions of the same user live on.
+    other = await login(nc, first.user.email)
+    refreshed = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=other.refresh_token))
+    assert isinstance(refreshed, TokenPair)
+
+
+async def test_concurrent_uses_of_one_refresh_token_give_at_most_one_pair(auth_app, nc):
+    pair = await register(nc)
+    replies = await asyncio.gather(
+        *[
+            call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+            for _ in range(5)
+        ]
+    )
+    assert sum(isinstance(r, TokenPair) for r in replies) <= 1
+    assert any(
+        isinstance(r, AuthFailure) and r.code is AuthErrorCode.REFRESH_TOKEN_REUSED for r in replies
+    )
+
+
+async def test_an_unknown_refresh_token_is_invalid(auth_app, nc):
+    reply = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token="made-up-token"))
+    assert reply.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+
+
+async def test_logout_ends_the_session(auth_app, nc):
+    pair = await register(nc)
+    done = await call(nc, AuthRpc.LOGOUT, Logout(refresh_token=pair.refresh_token), DoneReply)
+    assert isinstance(done, Done)
+    reply = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+    assert reply.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+async def test_get_user_returns_the_public_view(auth_app, nc):
+    pair = await call(
+        nc,
+        AuthRpc.REGISTER,
+        Register(email=fresh_email(), password=PASSWORD, display_name="Ana"),
+    )
+    reply = await call(nc, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
+    assert isinstance(reply, UserReply)
+    assert reply.user == pair.user
+    assert reply.user.display_name == "Ana"
+    missing = await call(nc, AuthRpc.GET_USER, GetUser(user_id=uuid.uuid4().hex), UserResult)
+    assert missing.code is AuthErrorCode.NOT_FOUND
+
+
+async def test_delete_account_erases_it_and_announces_it(auth_app, nc):
+    email = fresh_email()
+    pair = await register(nc, email)
+    request = DeleteAccount(user_id=pair.user.id)
+    done = await call(nc, AuthRpc.DELETE_ACCOUNT, request, DoneReply)
+    assert isinstance(done, Done)
+
+    event, headers = await last_event(nc, f"terra.evt.account.deleted.{pair.user.id}")
+    deleted = AccountDeleted.model_validate(event)
+    assert deleted.user_id == pair.user.id
+    assert deleted.correlation_id == request.correlation_id
+    assert headers["Nats-Msg-Id"] == deleted.message_id
+
+    gone = await call(nc, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
+    assert gone.code is AuthErrorCode.NOT_FOUND
+    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    refresh = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+    assert refresh.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+    again = await call(nc, AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=pair.user.id), DoneReply)
+    assert again.code is AuthErrorCode.NOT_FOUND
+    # The email is free for a new account.
+    fresh = await register(nc, email)
+    assert fresh.user.id != pair.user.id
+
+
+# --- Google sign-in ---------------------------------------------------------------------------
+
+
+async def test_google_sign_in_creates_then_finds_the_account(auth_app, nc, google):
+    sub = str(uuid.uuid4().int)[:21]
+    email = fresh_email()
+    first = await call(
+        nc, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=google.mint(sub=sub, email=email))
+    )
+    assert isinstance(first, TokenPair)
+    assert first.created is True
+    assert first.user.providers == [Provider.GOOGLE]
+    assert first.user.display_name == "Gia Google"
+    event, _ = await last_event(nc, f"terra.evt.account.registered.{first.user.id}")
+    assert event["provider"] == "google"
+
+    second = await call(
+        nc,
+        AuthRpc.LOGIN_GOOGLE,
+        LoginWithGoogle(id_token=google.mint(sub=sub, email=email, aud=IOS_CLIENT)),
+    )
+    assert isinstance(second, TokenPair)
+    assert (second.user.id, second.created) == (first.user.id, False)
+    # The email is taken by the Google account, and it has no password.
+    taken = await call(nc, AuthRpc.REGISTER, Register(email=email, password=PASSWORD))
+    assert taken.code is AuthErrorCode.EMAIL_TAKEN
+    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+
+
+async def test_google_sign_in_links_to_an_account_with_the_same_email(auth_app, nc, google):
+    pair = await register(nc)
+    token = google.mint(email=pair.user.email.upper())
+    linked = await call(nc, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=token))
+    assert isinstance(linked, TokenPair)
+    assert (linked.user.id, linked.created) == (pair.user.id, False)
+    assert set(linked.user.providers) == {Provider.PASSWORD, Provider.GOOGLE}
+    assert isinstance(await login(nc, pair.user.email), TokenPair)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"email_verified": False}, {"aud": "someone-else.apps.googleusercontent.com"}],
+    ids=["unverified-email", "wrong-audience"],
+)
+async def test_google_tokens_failing_checks_are_refused(auth_app, nc, google, overrides):
+    email = fresh_email()
+    reply = await call(
+        nc, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=google.mint(email=email, **overrides))
+    )
+    assert isinstance(reply, AuthFailure)
+    assert reply.code is AuthErrorCode.INVALID_GOOGLE_TOKEN
+    # Nothing was created: the email is still free.
+    await register(nc, email)
+
+
+# --- a process killed mid-registration -------------------------------------------------------
+
+
+async def test_a_record_written_without_its_index_is_invisible_and_the_email_stays_free(
+    auth_app, nc
+):
+    """Simulates a kill between the two steps of registration: record written, no index."""
+    email = fresh_email()
+    repository = await UserRepository.open(nc.jetstream())
+    orphan = UserRecord(
+        id=uuid.uuid4().hex,
+        email=email,
+        created_at=utcnow(),
+        providers=[Provider.PASSWORD],
+        password_hash="$argon2id$v=19$m=1024,t=1,p=1$x$y",
+    )
+    await repository.save(orphan)  # ... and the process dies here
+
+    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    hidden = await call(nc, AuthRpc.GET_USER, GetUser(user_id=orphan.id), UserResult)
+    assert hidden.code is AuthErrorCode.NOT_FOUND
+
+    pair = await register(nc, email)
+    assert pair.user.id != orphan.id
+    assert isinstance(await login(nc, email), TokenPair)
+    # Deleting the orphan later (a retried DeleteAccount) cannot touch the new owner's index.
+    await call(nc, AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=orphan.id), DoneReply)
+    assert (await login(nc, email)).user.id == pair.user.id
+
+
+async def test_a_second_replica_shares_the_queue_group(auth_app, settings, nc):
+    replica = build_app(settings, configure_process=False)
+    async with replica:
+        replies = await asyncio.gather(
+            *[call(nc, AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys) for _ in range(20)]
+        )
+    # Exactly one reply each (a queue group, not a fan-out), all with the same keys.
+    assert len({json.dumps(r.keys) for r in replies}) == 1
+
+
+async def test_a_failure_at_the_commit_point_replies_unavailable_and_leaves_the_email_free(
+    auth_app, settings, nc, caplog
+):
+    """Injects a failure where the email index is created: nothing half-made is visible."""
+    handlers = await build_handlers(nc.jetstream(), settings)
+
+    async def broken_claim(email: str, user_id: str) -> bool:
+        raise ConnectionError("NATS went away")
+
+    email = fresh_email()
+    handlers.users.claim_email = broken_claim
+    request = Register(email=email, password=PASSWORD)
+    reply = await answer(Register, request.model_dump_json().encode(), handlers.register)
+    assert isinstance(reply, AuthFailure)
+    assert reply.code is AuthErrorCode.UNAVAILABLE
+    assert reply.correlation_id == request.correlation_id
+    assert "request failed" in caplog.text
+
+    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    await register(nc, email)
+    assert isinstance(await login(nc, email), TokenPair)
