@@ -36,7 +36,15 @@ def failure_to_problem(failure: AuthFailure) -> Problem:
         headers["Retry-After"] = str(max(1, failure.retry_after_s))
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return Problem(status, slug, failure.detail, headers=headers, code=failure.code.value)
+    extensions = {}
+    if failure.code is AuthErrorCode.WEAK_PASSWORD:
+        # Shaped like a validation error, so clients show it next to the field.
+        extensions["errors"] = [
+            {"field": "password", "location": "body", "message": failure.detail,
+             "code": failure.code.value}
+        ]
+    return Problem(status, slug, failure.detail, headers=headers, code=failure.code.value,
+                   **extensions)
 
 
 class AuthClient:

@@ -69,7 +69,7 @@ class TokenVerifier:
             claims = jwt.decode(
                 token,
                 self._keys[kid],
-                algorithms=["EdDSA", "RS256"],
+                algorithms=["EdDSA"],
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},

@@ -69,7 +69,7 @@ class Stack:
         _wait_for_log(process, "started", timeout_s=30)
         return process
 
-    def start_gateway(self, **extra_env: str) -> str:
+    def start_gateway(self, *, wait_for: str = "/ready", **extra_env: str) -> str:
         port = free_port()
         process = self.spawn("gateway", "gateway", TERRA_PORT=str(port), **extra_env)
         url = f"http://127.0.0.1:{port}"
@@ -78,7 +78,7 @@ class Stack:
             if process.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited:\n{process.log()}")
             try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{wait_for}", timeout=1).status_code == 200:
                     return url
             except httpx.HTTPError:
                 pass
