@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import cache
+from typing import Annotated
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from terra.settings import RuntimeSettings
 
@@ -42,8 +45,9 @@ class AuthSettings(RuntimeSettings):
         "tokens they signed may be alive (JSON list).",
     )
 
-    google_client_ids: list[str] = Field(
-        default_factory=list, description="OAuth client ids (web, iOS, Android) as a JSON list."
+    google_client_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="OAuth client ids (web, iOS, Android): comma-separated or a JSON list.",
     )
     google_certs_url: str = GOOGLE_CERTS_URL
     google_http_timeout_s: float = 5.0
@@ -58,6 +62,16 @@ class AuthSettings(RuntimeSettings):
     login_max_failures_per_address: int = Field(default=50, ge=1)
 
     max_concurrent_requests: int = Field(default=32, ge=1)
+
+    @field_validator("google_client_ids", mode="before")
+    @classmethod
+    def _split_client_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     def placeholder_secrets(self) -> dict[str, str]:
         found = super().placeholder_secrets()

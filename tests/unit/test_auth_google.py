@@ -9,11 +9,15 @@ import json
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from auth_service.domain import AuthError
@@ -30,13 +34,31 @@ WEB_CLIENT = "web-client.apps.googleusercontent.com"
 IOS_CLIENT = "ios-client.apps.googleusercontent.com"
 
 
+def self_signed_pem(key: rsa.RSAPrivateKey) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "accounts.google.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 class FakeGoogle:
     """Signs ID tokens like Google and serves its JWKS with Cache-Control, on loopback."""
 
-    def __init__(self, max_age: int = 3600) -> None:
+    def __init__(self, max_age: int = 3600, *, x509_certs: bool = False) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = uuid.uuid4().hex
         self.max_age = max_age
+        # Google serves both: a JWKS (v3 URL) and {kid: X.509 PEM} (v1 URL, the default).
+        self.x509_certs = x509_certs
         self.hits = 0
         fake = self
 
@@ -60,6 +82,12 @@ class FakeGoogle:
         self.certs_url = f"http://127.0.0.1:{self._server.server_address[1]}/oauth2/v3/certs"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def certs(self) -> dict:
+        if self.x509_certs:
+            return {self.kid: self_signed_pem(self.key)}
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
 
     def close(self) -> None:
         self._server.shutdown()
@@ -101,6 +129,24 @@ async def test_a_valid_token_gives_the_identity(google, verifier):
     identity = await verifier.verify(token)
     assert identity.sub == "1234567890"
     assert identity.email == "Ana@Gmail.com"
+
+
+@pytest.mark.parametrize("overrides", [{}, {"aud": "someone-else"}, {"email_verified": False}])
+async def test_the_x509_certificate_format_is_checked_the_same_way(overrides):
+    fake = FakeGoogle(x509_certs=True)
+    try:
+        verifier = GoogleVerifier([WEB_CLIENT], certs_url=fake.certs_url)
+        token = fake.mint(sub="77", **overrides)
+        if overrides:
+            with pytest.raises(InvalidGoogleToken):
+                await verifier.verify(token)
+        else:
+            assert (await verifier.verify(token)).sub == "77"
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with pytest.raises(InvalidGoogleToken):
+            await verifier.verify(fake.mint(key=other))
+    finally:
+        fake.close()
 
 
 async def test_any_configured_client_id_is_accepted(google, verifier):
