@@ -179,4 +179,3 @@ def test_previous_public_keys_come_from_the_environment(monkeypatch, key):
     issuer = build_token_issuer(AuthSettings())
     assert [k["kid"] for k in issuer.jwks()][1] == public_jwk(old.public_key())["kid"]
     assert issuer.verify(issuer_for(old).issue(user_id="u1", email="a@b.co").token)["sub"] == "u1"
-
