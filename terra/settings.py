@@ -47,6 +47,7 @@ class RuntimeSettings(BaseSettings):
     s3_endpoint: str = Field(default="127.0.0.1:8333", description="host:port, no scheme.")
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    s3_connect_timeout_s: float = 2.0
     s3_access_key: SecretStr = SecretStr(LOCAL_S3_ACCESS_KEY)
     s3_secret_key: SecretStr = SecretStr(LOCAL_S3_SECRET_KEY)
 

@@ -11,6 +11,7 @@ import asyncio
 import io
 from datetime import timedelta
 
+import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
@@ -27,12 +28,20 @@ class ObjectStorage:
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings) -> ObjectStorage:
+        # Bounded connects and retries: an unreachable endpoint fails in seconds, not minutes.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=settings.s3_connect_timeout_s, read=60.0),
+            maxsize=16,
+            retries=urllib3.Retry(total=2, backoff_factor=0.2,
+                                  status_forcelist=(500, 502, 503, 504)),
+        )
         client = Minio(
             settings.s3_endpoint,
             access_key=settings.s3_access_key.get_secret_value(),
             secret_key=settings.s3_secret_key.get_secret_value(),
             secure=settings.s3_secure,
             region=settings.s3_region,
+            http_client=http,
         )
         return cls(client)
 
