@@ -33,7 +33,11 @@ def _flush() -> None:
     trace.get_tracer_provider().force_flush()
 
 
-async def test_one_trace_from_http_through_nats_to_auth_service(spans, runtime_env):
+async def test_one_trace_from_http_through_nats_to_auth_service(
+    spans, runtime_env, fresh_nats_url, monkeypatch
+):
+    # A server of its own: no auth_service of another test may answer in the queue group.
+    monkeypatch.setenv("TERRA_NATS_URL", fresh_nats_url)
     auth_app = build_app(AuthSettings(), configure_process=False)
     gateway = create_app(GatewaySettings())
     await auth_app.start()
