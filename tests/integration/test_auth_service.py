@@ -39,12 +39,21 @@ from contracts.auth import (
 )
 from contracts.base import Message, utcnow
 from contracts.topology import EVENTS, AuthRpc
+from tests.infra import nats_server
 from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT, FakeGoogle
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
 MAX_FAILURES = 3
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory) -> str:
+    """A server of this module's own: other suites run auth_service replicas (with other
+    settings) in the same queue group on the session's server, and would answer here."""
+    with nats_server(tmp_path_factory.mktemp("auth-nats")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
