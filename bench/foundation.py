@@ -279,21 +279,28 @@ async def measure_http(base_url: str, accounts: list[Account], seconds: float) -
     async def run(name: str, request) -> HttpResult:
         latencies: list[float] = []
         errors = 0
-        deadline = time.perf_counter() + seconds
+        users = accounts[:HTTP_CONCURRENCY]
+        states = [{"refresh_token": a.refresh_token} for a in users]
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=10))
+                for _ in users
+            ]
+            # Warm-up, not timed: connections open, the gateway has the signing keys.
+            await asyncio.gather(*(request(c, a, st) for c, a, st in zip(clients, users, states)))
 
-        async def client_loop(account: Account) -> None:
-            nonlocal errors
-            state = {"refresh_token": account.refresh_token}
-            async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            async def client_loop(client, account: Account, state: dict) -> None:
+                nonlocal errors
                 while time.perf_counter() < deadline:
                     t0 = time.perf_counter()
                     ok = await request(client, account, state)
                     latencies.append((time.perf_counter() - t0) * 1000)
                     errors += not ok
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(a) for a in accounts[:HTTP_CONCURRENCY]))
-        elapsed = time.perf_counter() - started
+            started = time.perf_counter()
+            deadline = started + seconds
+            await asyncio.gather(*(client_loop(*args) for args in zip(clients, users, states)))
+            elapsed = time.perf_counter() - started
         return HttpResult(name, len(latencies), errors, elapsed, latencies)
 
     async def get_me(client, account, state) -> bool:
@@ -371,37 +378,47 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    socket_counts = [int(n) for n in args.sockets.split(",")]
-    most = max(socket_counts)
-    # Sockets on both ends live on this machine: the bench's and the gateway's (inherited).
-    fd_limit = raise_fd_limit(2 * most + 1024)
+def print_machine(fd_limit: int) -> None:
     print(f"machine   {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
           f"{platform.release()}; Python {platform.python_version()}")
     nats_bin = find_binary("nats-server", "TERRA_NATS_SERVER_BIN")
-    nats_version = subprocess.run([nats_bin, "--version"], capture_output=True, text=True)
+    nats_version = subprocess.run(
+        [nats_bin, "--version"], check=False, capture_output=True, text=True
+    )
     print(f"versions  {nats_version.stdout.strip()}; {versions()}")
     print(f"open-file limit raised to {fd_limit}")
-    print(f"date      {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"date      {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load} "
+          "(anything else running here shares the cores)")
 
+
+async def measure(stack: Stack, args: argparse.Namespace, socket_counts: list[int]):
+    most = max(socket_counts)
+    accounts, took = await register_users(stack.gateway_url, max(most, HTTP_CONCURRENCY))
+    print(f"setup     registered {len(accounts)} users through POST /api/auth/register "
+          f"in {took:.1f}s ({REGISTER_CONCURRENCY} clients); auth_service ran with "
+          f"TERRA_ARGON2_MEMORY_KIB=1024 TERRA_ARGON2_TIME_COST=1 for this set-up only")
+    deliveries = []
+    for count in socket_counts:
+        deliveries.append(await measure_delivery(
+            stack.gateway_url, stack.nats_server.url, accounts, count, args.events
+        ))
+    http_results = await measure_http(stack.gateway_url, accounts, args.seconds)
+    return deliveries, http_results
+
+
+def run(args: argparse.Namespace) -> None:
+    socket_counts = [int(n) for n in args.sockets.split(",")]
+    # Sockets on both ends live on this machine: the bench's and the gateway's (inherited).
+    print_machine(raise_fd_limit(2 * max(socket_counts) + 1024))
     with tempfile.TemporaryDirectory(prefix="terra-bench-") as tmp:
         stack = Stack(Path(tmp))
         t0 = time.perf_counter()
-        stack.start()
-        print(f"\nstack     nats-server, weed mini, auth_service, 1 gateway up in "
-              f"{time.perf_counter() - t0:.1f}s (logs in a temp dir)")
         try:
-            accounts, took = await register_users(stack.gateway_url, max(most, HTTP_CONCURRENCY))
-            print(f"setup     registered {len(accounts)} users through POST /api/auth/register "
-                  f"in {took:.1f}s ({REGISTER_CONCURRENCY} clients); auth_service ran with "
-                  f"TERRA_ARGON2_MEMORY_KIB=1024 TERRA_ARGON2_TIME_COST=1 for this set-up only")
-
-            deliveries = []
-            for count in socket_counts:
-                deliveries.append(await measure_delivery(
-                    stack.gateway_url, stack.nats_server.url, accounts, count, args.events
-                ))
-            http_results = await measure_http(stack.gateway_url, accounts, args.seconds)
+            stack.start()
+            print(f"\nstack     nats-server, weed mini, auth_service, 1 gateway up in "
+                  f"{time.perf_counter() - t0:.1f}s (logs in a temp dir)")
+            deliveries, http_results = asyncio.run(measure(stack, args, socket_counts))
         finally:
             stack.stop()
     params, hash_ms, verify_ms = measure_argon2(args.argon2_rounds)
@@ -447,7 +464,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="events per socket count")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP run")
     parser.add_argument("--argon2-rounds", type=int, default=20)
-    asyncio.run(main_async(parser.parse_args()))
+    run(parser.parse_args())
 
 
 if __name__ == "__main__":
