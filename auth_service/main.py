@@ -42,7 +42,7 @@ from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
 from terra import logs
 from terra.broker import build_broker
 from terra.logs import setup_logging
-from terra.service import prepare_infrastructure, run_app
+from terra.service import prepare_infrastructure, run_app, stop_taking_requests
 from terra.telemetry import setup_tracing
 
 SERVICE = "auth_service"
@@ -193,6 +193,10 @@ def build_app(
             await build_handlers(connection.jetstream(), settings, google_request=google_request)
         ]
         log.info("auth_service ready", extra={"issuer": settings.issuer})
+
+    @app.on_shutdown
+    async def finish_in_flight() -> None:
+        await stop_taking_requests(broker)
 
     return app
 

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from contracts.topology import JOBS_KV
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
+from gateway.correlation import CorrelationId
 from gateway.events import EventHub
 from gateway.limits import BodySizeLimit
 from gateway.problems import install_problem_handlers
@@ -77,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_credentials=False,
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CorrelationId)
 
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 from contracts.auth import AuthErrorCode, AuthFailure
 from contracts.base import Message
 from gateway.problems import Problem
+from terra.logs import correlation_id
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class AuthClient:
 
     async def call(self, subject: str, request: Message, reply_type: Any) -> Any:
         """Send `request`, return the success reply; an AuthFailure is raised as a Problem."""
+        if cid := correlation_id.get():
+            request = request.model_copy(update={"correlation_id": cid})
         try:
             response = await self._broker.request(
                 request.model_dump_json().encode(),

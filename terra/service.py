@@ -39,3 +39,18 @@ async def prepare_infrastructure(
 
 def run_app(app: FastStream) -> None:
     asyncio.run(app.run())
+
+
+async def stop_taking_requests(broker: NatsBroker) -> None:
+    """Drain core subscriptions before FastStream stops its subscribers.
+
+    FastStream's stop first marks subscribers as not running and then waits for handlers
+    in flight; a request that arrives in between is dropped and its caller times out.
+    Draining first withdraws interest (the queue group routes new requests to the other
+    replicas) and still hands over what was already delivered to this process.
+    """
+    for subscriber in broker.subscribers:
+        subscription = getattr(subscriber, "subscription", None)
+        if subscription is not None and not getattr(subscriber, "stream", None):
+            await subscription.drain()
+            subscriber.subscription = None  # drained: FastStream must not unsubscribe it again

@@ -222,3 +222,17 @@ async def test_deleting_my_account(http, nc):
         "/api/auth/login", json={"email": account.email, "password": PASSWORD}), 401)
     deleted = await js.get_msg("TERRA_EVENTS", subject=f"terra.evt.account.deleted.{account.user_id}")
     assert account.user_id in deleted.data.decode()
+
+
+async def test_repeated_login_failures_are_throttled_with_retry_after(http):
+    account = await register(http)
+    statuses = []
+    for _ in range(7):
+        response = await http.post("/api/auth/login",
+                                   json={"email": account.email, "password": "wrong password!!"})
+        statuses.append(response.status_code)
+    assert statuses[:5] == [401] * 5 and statuses[-1] == 429, statuses
+    assert int(response.headers["retry-after"]) > 0
+    # Even the right password waits out the window: guessing cannot be confirmed.
+    right = await http.post("/api/auth/login", json={"email": account.email, "password": PASSWORD})
+    assert right.status_code == 429

@@ -106,3 +106,10 @@ async def test_a_job_is_visible_to_its_owner_only(http, nc):
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json()["detail"].split()[0] == missing.json()["detail"].split()[0]
     assert (await http.get(f"/api/jobs/{job.job_id}")).status_code == 401
+
+
+async def test_the_request_id_is_echoed_or_made_up(http):
+    given = await http.get("/health", headers={"X-Request-ID": "client-req-42"})
+    assert given.headers["x-request-id"] == "client-req-42"
+    made = await http.get("/health", headers={"X-Request-ID": "bad id with spaces"})
+    assert made.headers["x-request-id"] not in ("", "bad id with spaces")

@@ -42,3 +42,20 @@ async def test_auth_killed_mid_registration_leaves_no_half_written_user(stack, g
             assert login.status_code == 401, login.text
             retry = await http.post("/api/auth/register", json={"email": email, "password": PASSWORD})
             assert retry.status_code == 201, (email, retry.text)
+
+
+async def test_sigterm_finishes_the_requests_in_flight(stack, gateway_url):
+    leaving = stack.start_auth()  # a replica being scaled down or redeployed
+    emails = [f"drain-{new_id()[:10]}@example.com" for _ in range(30)]
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        requests = [
+            asyncio.create_task(
+                http.post("/api/auth/register", json={"email": e, "password": PASSWORD})
+            )
+            for e in emails
+        ]
+        await asyncio.wait(requests, return_when=asyncio.FIRST_COMPLETED)
+        leaving.stop()  # SIGTERM: stop taking requests, finish those in hand, drain
+        responses = await asyncio.gather(*requests)
+    assert leaving.proc.returncode == 0, leaving.log()
+    assert [r.status_code for r in responses] == [201] * len(emails)

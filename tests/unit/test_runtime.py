@@ -1,0 +1,54 @@
+"""Settings refuse placeholders outside the local profile; logs are JSON with ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from terra.errors import ConfigurationError
+from terra.logs import JsonFormatter, correlation_id
+from terra.retry import retry_delay_s
+from terra.settings import RuntimeSettings
+
+
+def test_local_profile_accepts_the_placeholders():
+    assert RuntimeSettings(profile="local").s3_access_key.get_secret_value()
+
+
+def test_production_refuses_placeholder_credentials_and_says_what_to_set():
+    with pytest.raises(ConfigurationError) as raised:
+        RuntimeSettings(profile="production")
+    assert "TERRA_S3_ACCESS_KEY" in str(raised.value)
+    assert "TERRA_S3_SECRET_KEY" in str(raised.value)
+
+
+def test_production_runs_with_real_credentials(monkeypatch):
+    monkeypatch.setenv("TERRA_PROFILE", "production")
+    monkeypatch.setenv("TERRA_S3_ACCESS_KEY", "AKIA-real")
+    monkeypatch.setenv("TERRA_S3_SECRET_KEY", "a-real-secret")
+    monkeypatch.setenv("TERRA_NATS_URL", "nats://a:4222, nats://b:4222")
+    settings = RuntimeSettings()
+    assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
+
+
+def test_json_logs_carry_the_correlation_id_and_extras():
+    record = logging.makeLogRecord(
+        {"name": "gateway", "levelno": logging.INFO, "levelname": "INFO", "msg": "hello %s",
+         "args": ("world",), "job_id": "j1"}
+    )
+    token = correlation_id.set("req-7")
+    try:
+        entry = json.loads(JsonFormatter("gateway").format(record))
+    finally:
+        correlation_id.reset(token)
+    assert entry["msg"] == "hello world" and entry["correlation_id"] == "req-7"
+    assert entry["job_id"] == "j1" and entry["service"] == "gateway" and entry["level"] == "info"
+
+
+def test_retry_delays_grow_and_are_capped():
+    assert [retry_delay_s(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert retry_delay_s(30) == 60.0
+    with pytest.raises(ValueError):
+        retry_delay_s(0)
