@@ -123,6 +123,16 @@ async def answer(
         logs.correlation_id.reset(token)
 
 
+def _responder(
+    model: type[Message], use_case: str, handlers: list[AuthHandlers]
+) -> Callable[[NatsMessage], Awaitable[Message]]:
+    async def respond(msg: NatsMessage) -> Message:
+        return await answer(model, msg.body, getattr(handlers[0], use_case))
+
+    respond.__name__ = use_case
+    return respond
+
+
 def build_app(
     settings: AuthSettings | None = None,
     *,
@@ -139,48 +149,25 @@ def build_app(
     )
     handlers: list[AuthHandlers] = []  # filled at start-up, before subscribers bind
 
-    def use(name: str) -> Callable[[Message], Awaitable[Message]]:
-        return lambda request: getattr(handlers[0], name)(request)
-
-    def rpc(subject: AuthRpc):
-        return broker.subscriber(
+    # Each request subject, the model it carries, and the use case that answers it.
+    routes: tuple[tuple[AuthRpc, type[Message], str], ...] = (
+        (AuthRpc.REGISTER, Register, "register"),
+        (AuthRpc.LOGIN_PASSWORD, LoginWithPassword, "login_password"),
+        (AuthRpc.LOGIN_GOOGLE, LoginWithGoogle, "login_google"),
+        (AuthRpc.REFRESH, RefreshTokens, "refresh"),
+        (AuthRpc.LOGOUT, Logout, "logout"),
+        (AuthRpc.GET_USER, GetUser, "get_user"),
+        (AuthRpc.DELETE_ACCOUNT, DeleteAccount, "delete_account"),
+        (AuthRpc.SIGNING_KEYS, GetSigningKeys, "signing_keys"),
+    )
+    for subject, model, use_case in routes:
+        subscriber = broker.subscriber(
             subject,
             queue=AUTH_QUEUE_GROUP,
             max_workers=settings.max_concurrent_requests,
             title=f"auth:{subject.name.lower()}",
         )
-
-    @rpc(AuthRpc.REGISTER)
-    async def register(msg: NatsMessage) -> Message:
-        return await answer(Register, msg.body, use("register"))
-
-    @rpc(AuthRpc.LOGIN_PASSWORD)
-    async def login_password(msg: NatsMessage) -> Message:
-        return await answer(LoginWithPassword, msg.body, use("login_password"))
-
-    @rpc(AuthRpc.LOGIN_GOOGLE)
-    async def login_google(msg: NatsMessage) -> Message:
-        return await answer(LoginWithGoogle, msg.body, use("login_google"))
-
-    @rpc(AuthRpc.REFRESH)
-    async def refresh(msg: NatsMessage) -> Message:
-        return await answer(RefreshTokens, msg.body, use("refresh"))
-
-    @rpc(AuthRpc.LOGOUT)
-    async def logout(msg: NatsMessage) -> Message:
-        return await answer(Logout, msg.body, use("logout"))
-
-    @rpc(AuthRpc.GET_USER)
-    async def get_user(msg: NatsMessage) -> Message:
-        return await answer(GetUser, msg.body, use("get_user"))
-
-    @rpc(AuthRpc.DELETE_ACCOUNT)
-    async def delete_account(msg: NatsMessage) -> Message:
-        return await answer(DeleteAccount, msg.body, use("delete_account"))
-
-    @rpc(AuthRpc.SIGNING_KEYS)
-    async def signing_keys(msg: NatsMessage) -> Message:
-        return await answer(GetSigningKeys, msg.body, use("signing_keys"))
+        subscriber(_responder(model, use_case, handlers))
 
     @app.on_startup
     async def start() -> None:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from contracts.topology import JOBS_KV
+from gateway import ws
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
 from gateway.correlation import CorrelationId
@@ -18,7 +19,6 @@ from gateway.problems import install_problem_handlers
 from gateway.routers import accounts, health, jobs
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
-from gateway import ws
 from terra.broker import build_broker
 from terra.errors import StorageError
 from terra.provisioning import provision

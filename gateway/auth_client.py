@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from faststream.nats import NatsBroker
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from pydantic import TypeAdapter
 
 from contracts.auth import AuthErrorCode, AuthFailure

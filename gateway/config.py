@@ -13,10 +13,11 @@ class GatewaySettings(RuntimeSettings):
     auth_timeout_s: float = Field(default=5.0, description="Wait for auth_service replies.")
     ws_queue_size: int = Field(default=256, description="Events buffered per socket.")
     ws_ping_interval_s: float = Field(default=20.0, description="WebSocket keep-alive pings.")
-    ws_replay_limit: int = Field(default=5000, description="Most events replayed per connect.")
     keys_refresh_min_interval_s: float = Field(
         default=10.0, description="Least time between signing key fetches on an unknown kid."
     )
     trust_forwarded_for: bool = Field(
-        default=False, description="Behind a proxy: client address from X-Forwarded-For."
+        default=False,
+        description="Behind one trusted proxy: the client address is the last X-Forwarded-For "
+        "hop (the one that proxy appended); never enable when clients reach the gateway directly.",
     )

@@ -40,7 +40,8 @@ def get_client(request: Request, runtime: Runtime) -> ClientContext:
     if runtime.settings.trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded:
-            address = forwarded.split(",")[0].strip()
+            # The last hop is the one our proxy appended; earlier ones are the client's word.
+            address = forwarded.split(",")[-1].strip()
     return ClientContext(address=address, user_agent=request.headers.get("user-agent", "")[:512])
 
 

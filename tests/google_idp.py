@@ -63,7 +63,7 @@ class GoogleKeys:
         keys = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):
                 keys.fetches += 1
                 body = json.dumps(keys.jwks()).encode()
                 self.send_response(200)

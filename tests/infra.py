@@ -23,9 +23,10 @@ def docker_available() -> bool:
         return False
     try:
         import docker
+        from docker.errors import DockerException
 
         docker.from_env(timeout=2).ping()
-    except Exception:
+    except (ImportError, DockerException, OSError):
         return False
     return True
 

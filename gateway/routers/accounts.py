@@ -42,7 +42,7 @@ class LoginBody(Body):
     google_id_token: str | None = Field(default=None, max_length=8192)
 
     @model_validator(mode="after")
-    def _one_method(self) -> "LoginBody":
+    def _one_method(self) -> LoginBody:
         with_password = self.email is not None or self.password is not None
         if with_password == (self.google_id_token is not None):
             raise ValueError("send either {email, password} or {google_id_token}")
@@ -63,7 +63,7 @@ class Tokens(BaseModel):
     expires_in: int
 
     @classmethod
-    def of(cls, pair: TokenPair) -> "Tokens":
+    def of(cls, pair: TokenPair) -> Tokens:
         return cls(
             user=pair.user,
             access_token=pair.access_token,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from nats.errors import Error as NatsError
 
 from gateway.deps import Runtime
 from gateway.problems import Problem
@@ -23,7 +24,7 @@ async def ready(runtime: Runtime) -> dict[str, object]:
     else:
         try:
             reasons += [f"{missing} is not provisioned" for missing in await verify(runtime.nc)]
-        except Exception as exc:  # a JetStream API error or timeout
+        except (NatsError, TimeoutError) as exc:
             reasons.append(f"JetStream is not answering: {exc}")
     try:
         await runtime.storage.ping()

@@ -82,7 +82,8 @@ def test_a_crashed_service_is_reported(tmp_path):
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, log_path)
         auth_pids = subprocess.run(
-            ["pgrep", "-f", "-P", str(proc.pid), "auth_service"], capture_output=True, text=True
+            ["pgrep", "-f", "-P", str(proc.pid), "auth_service"],
+            capture_output=True, text=True, check=False,
         ).stdout.split()
         assert auth_pids, log_path.read_text()
         os.kill(int(auth_pids[0]), signal.SIGKILL)
