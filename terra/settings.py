@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from terra.errors import ConfigurationError
 
 LOCAL_S3_ACCESS_KEY = "terra-local"
-LOCAL_S3_SECRET_KEY = "terra-local-secret"  # noqa: S105 - a published placeholder, refused in production
+LOCAL_S3_SECRET_KEY = "terra-local-secret"
 
 
 class Profile(StrEnum):
