@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
 from nats.js import api
@@ -57,7 +57,7 @@ class Overflow(Exception):
 class Subscription:
     user_id: str
     domain: str | None  # None: every domain
-    queue: asyncio.Queue[Delivered] = field(default_factory=lambda: asyncio.Queue(256))
+    queue: asyncio.Queue[Delivered]
     overflowed: bool = False
 
     def wants(self, subject: str) -> bool:
@@ -80,7 +80,6 @@ class EventHub:
         self._queue_size = queue_size
         self._by_user: dict[str, set[Subscription]] = defaultdict(set)
         self._sub = None
-        self.delivered = 0
 
     async def start(self) -> None:
         self._sub = await self._js.subscribe(
@@ -119,7 +118,6 @@ class EventHub:
         for subscription in subs:
             if subscription.wants(msg.subject):
                 subscription.offer(event)
-                self.delivered += 1
 
     async def last_sequence(self) -> int:
         info = await self._js.stream_info(topology.EVENTS.name)

@@ -27,10 +27,6 @@ class ProvisioningReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
 
-    @property
-    def changed_anything(self) -> bool:
-        return bool(self.created)
-
 def stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
     return api.StreamConfig(
         name=spec.name,
