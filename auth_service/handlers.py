@@ -23,7 +23,6 @@ from auth_service.domain import (
 from auth_service.google import GoogleIdentity, GoogleVerifier
 from auth_service.passwords import PasswordHasher
 from auth_service.repository import (
-    EventPublisher,
     RefreshTokenEntry,
     RefreshTokenStore,
     TokenFamily,
@@ -50,6 +49,7 @@ from contracts.auth import (
     UserReply,
 )
 from contracts.base import Event, utcnow
+from terra.events import EventPublisher
 
 log = logging.getLogger(__name__)
 

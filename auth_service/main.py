@@ -22,7 +22,7 @@ from auth_service.domain import AuthError
 from auth_service.google import CachingRequest, GoogleVerifier
 from auth_service.handlers import AuthHandlers
 from auth_service.passwords import PasswordHasher
-from auth_service.repository import EventPublisher, RefreshTokenStore, UserRepository
+from auth_service.repository import RefreshTokenStore, UserRepository
 from auth_service.throttle import LoginThrottle
 from auth_service.tokens import TokenIssuer, load_private_key, load_public_key
 from contracts.auth import (
@@ -41,6 +41,7 @@ from contracts.base import Message
 from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
 from terra import logs
 from terra.broker import build_broker
+from terra.events import EventPublisher
 from terra.logs import setup_logging
 from terra.service import prepare_infrastructure, run_app, stop_taking_requests
 from terra.telemetry import setup_tracing

@@ -17,7 +17,6 @@ from nats.js.kv import KeyValue
 from pydantic import TypeAdapter
 
 from auth_service.domain import UserRecord, email_digest
-from contracts.base import Event
 from contracts.topology import CREDENTIALS_KV, REFRESH_TOKENS_KV, USERS_KV
 
 log = logging.getLogger(__name__)
@@ -185,16 +184,3 @@ class RefreshTokenStore:
             return False
         return True
 
-
-class EventPublisher:
-    """Publishes events to the EVENTS stream, deduplicated by message id."""
-
-    def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
-
-    async def publish(self, event: Event) -> None:
-        await self._js.publish(
-            event.subject(),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": event.message_id, "Content-Type": "application/json"},
-        )

@@ -17,13 +17,11 @@ import os
 import platform
 import random
 import resource
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -35,7 +33,8 @@ from argon2 import PasswordHasher, Type
 from auth_service.config import AuthSettings
 from contracts import topology
 from contracts.generation import GenerationProgressed
-from terra.local import EmbeddedNats, EmbeddedS3, find_binary, free_port
+from terra.events import EventPublisher
+from terra.local import EmbeddedNats, EmbeddedS3, ServiceStack, find_binary, service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "a long enough passphrase 42"
@@ -56,74 +55,28 @@ TARGET_WS_VS_PLAIN = 5.0
 
 @dataclass
 class Stack:
+    """Embedded servers plus auth_service and one gateway as processes."""
+
     workdir: Path
     nats_server: EmbeddedNats | None = None
     s3: EmbeddedS3 | None = None
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    services: ServiceStack | None = None
     gateway_url: str = ""
-
-    def env(self, **extra: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TERRA_")}
-        return {
-            **base,
-            "TERRA_NATS_URL": self.nats_server.url,
-            "TERRA_S3_ENDPOINT": self.s3.endpoint,
-            "TERRA_S3_ACCESS_KEY": S3_ACCESS_KEY,
-            "TERRA_S3_SECRET_KEY": S3_SECRET_KEY,
-            **extra,
-        }
-
-    def spawn(self, module: str, **extra_env: str) -> subprocess.Popen:
-        log_path = self.workdir / "logs" / f"{module}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=ROOT, env=self.env(**extra_env),
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        self.processes.append(proc)
-        return proc
 
     def start(self) -> None:
         self.nats_server = EmbeddedNats(self.workdir).start()
         self.s3 = EmbeddedS3(self.workdir, S3_ACCESS_KEY, S3_SECRET_KEY).start()
-        auth = self.spawn("auth_service", **BENCH_ARGON2)
-        _wait_for_log(auth, self.workdir / "logs" / "auth_service.log", "started")
-        port = free_port()
-        gateway = self.spawn("gateway", TERRA_PORT=str(port))
-        self.gateway_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if gateway.poll() is not None:
-                raise RuntimeError("gateway exited; see " + str(self.workdir / "logs"))
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.gateway_url}/ready", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError("gateway not ready")
+        env = service_env(self.nats_server.url, self.s3.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
+        self.services = ServiceStack(env, self.workdir / "logs", cwd=ROOT)
+        self.services.start_auth(**BENCH_ARGON2)
+        self.gateway_url = self.services.start_gateway()
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if self.services is not None:
+            self.services.stop()
         for server in (self.s3, self.nats_server):
             if server is not None:
                 server.stop()
-
-
-def _wait_for_log(proc: subprocess.Popen, log_path: Path, needle: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited:\n{log_path.read_text()[-2000:]}")
-        if needle in log_path.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{log_path.name} never logged {needle!r}")
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -230,7 +183,7 @@ async def measure_delivery(
 
     await plain_nc.subscribe(f"{topology.PREFIX}.evt.>", cb=on_plain)
     await plain_nc.flush()
-    js = nc.jetstream()
+    events_out = EventPublisher(nc.jetstream())
     lost_ws = lost_plain = 0
     try:
         for i in range(events):
@@ -240,9 +193,8 @@ async def measure_delivery(
             )
             ws_seen[event.message_id] = asyncio.Event()
             plain_seen[event.message_id] = asyncio.Event()
-            body = event.model_dump_json().encode()
             published[event.message_id] = time.perf_counter()
-            await js.publish(event.subject(), body, headers={"Nats-Msg-Id": event.message_id})
+            await events_out.publish(event)  # as a service publishes it
             # One at a time: the next event leaves when this one has arrived (or is lost).
             for seen, kind in ((ws_seen, "ws"), (plain_seen, "plain")):
                 try:

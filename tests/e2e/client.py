@@ -10,6 +10,7 @@ import httpx
 import websockets
 
 from contracts.base import Event, new_id
+from terra.events import EventPublisher
 
 PASSWORD = "a long enough passphrase 42"
 
@@ -75,8 +76,4 @@ async def nothing_more(socket, wait_s: float = 0.5) -> bool:
 
 async def publish(js, event: Event) -> int:
     """Publish an event the way services do; returns its stream sequence."""
-    ack = await js.publish(
-        event.subject(), event.model_dump_json().encode(),
-        headers={"Nats-Msg-Id": event.message_id},
-    )
-    return ack.seq
+    return (await EventPublisher(js).publish(event)).seq

@@ -19,11 +19,6 @@ from tests.e2e.client import PASSWORD, register, ws_url
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-async def http(gateway_url):
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=15) as client:
-        yield client
-
 
 def fresh_email() -> str:
     return f"Person.{new_id()[:10]}@Example.com"

@@ -14,11 +14,6 @@ from tests.e2e.client import register
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-async def http(gateway_url):
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
-        yield client
-
 
 async def test_health_and_readiness(http):
     assert (await http.get("/health")).json() == {"status": "ok"}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 
-import httpx
 import pytest
 import websockets
 
 from contracts.generation import GenerationProgressed, GenerationStarted
 from contracts.jobs import FailureCode, JobFailed, JobKind
+from contracts.prompt import PromptOptimized, TokenCounts
 from contracts.training import TrainingProgressed
 from tests.e2e.client import (
     nothing_more,
@@ -23,11 +25,6 @@ from tests.e2e.client import (
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-async def http(gateway_url):
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
-        yield client
 
 
 def progressed(user_id: str, job_id: str, step: int) -> GenerationProgressed:
@@ -188,14 +185,16 @@ async def test_a_slow_client_is_cut_off_without_holding_up_others(http, stack, n
     alice, bob = await register(http), await register(http)
     js = nc.jetstream()
     # Alice's client never reads; a tiny socket buffer makes the server queue fill fast.
-    slow = await websockets.connect(ws_url(url, "/ws", token=alice.access_token), max_queue=1)
+    slow = await websockets.connect(ws_url(url, "/ws", token=alice.access_token), max_queue=1,
+                                    compression=None)
     fast = (await open_socket(url, bob)).socket
     try:
-        payload = "x" * 2000  # 1,500 of these outgrow the loopback socket buffers
-        for i in range(1500):
-            await publish(js, JobFailed(user_id=alice.user_id, job_id=f"j{i}",
-                                        kind=JobKind.GENERATION, code=FailureCode.INTERNAL,
-                                        reason=payload))
+        # 400 events of 64 KB of incompressible text (25 MB) outgrow the loopback buffers.
+        text = base64.b64encode(os.urandom(48 * 1024)).decode()
+        for i in range(400):
+            await publish(js, PromptOptimized(user_id=alice.user_id, job_id=f"j{i}",
+                                              original=text, optimized=text,
+                                              tokens=TokenCounts(clip=1, t5=1), engine="bench"))
         seq_b = await publish(js, GenerationStarted(user_id=bob.user_id, job_id="jb"))
         assert (await receive_events(fast, 1, timeout_s=5))[0]["seq"] == seq_b
 
