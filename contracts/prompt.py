@@ -58,6 +58,7 @@ class PromptOptimized(Event):
     tokens: TokenCounts
     warnings: list[str] = Field(default_factory=list)
     engine: str
+    language: str | None = Field(default=None, description="ISO code of the original.")
 
 
 class PromptDecision(StrEnum):

@@ -199,8 +199,13 @@ LOGIN_THROTTLE_KV = KvSpec(
     description="Recent login failures per email and per client address (auth_service).",
     ttl_s=15 * 60.0,
 )
+MODELS_KV = KvSpec(
+    bucket="terra_models",
+    description="Users' LoRA models by model id (trainer_service).",
+)
 KV_BUCKETS: tuple[KvSpec, ...] = (
     JOBS_KV,
+    MODELS_KV,
     USERS_KV,
     CREDENTIALS_KV,
     REFRESH_TOKENS_KV,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
-from contracts.base import Command, Event, Id
+from contracts.base import Command, Event, Id, Model, utcnow
 
 
 class StartTraining(Command):
@@ -79,3 +80,22 @@ class TrainingCancelled(Event):
     type: Literal["training.cancelled.v1"] = "training.cancelled.v1"
     job_id: Id
     model_id: Id
+
+
+class ModelStatus(StrEnum):
+    TRAINING = "training"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ModelRecord(Model):
+    """A user's LoRA, stored under its id in the models KV bucket by trainer_service."""
+
+    type: Literal["training.model.v1"] = "training.model.v1"
+    model_id: Id
+    user_id: Id
+    trigger_word: str = Field(min_length=1, max_length=64)
+    base_model: str = "black-forest-labs/FLUX.1-dev"
+    status: ModelStatus = ModelStatus.TRAINING
+    lora_key: str | None = None
+    created_at: AwareDatetime = Field(default_factory=utcnow)
