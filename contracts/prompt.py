@@ -12,6 +12,40 @@ from contracts.base import Command, Event, Id, Model
 PROMPT_MAX_CHARS = 2000
 
 
+class StylePreset(Model):
+    """A look the user can ask for; the optimiser knows how to phrase each for FLUX."""
+
+    name: str
+    label: str
+    description: str
+
+
+STYLE_PRESETS: tuple[StylePreset, ...] = (
+    StylePreset(name="photo", label="Photo",
+                description="A natural, realistic photograph with true-to-life colour and light."),
+    StylePreset(name="portrait", label="Portrait",
+                description="A flattering head-and-shoulders photograph with soft light and a "
+                "shallow depth of field."),
+    StylePreset(name="cinematic", label="Cinematic",
+                description="A wide film still with dramatic lighting, colour grading and depth."),
+    StylePreset(name="anime", label="Anime",
+                description="Japanese animation style: clean line art, cel shading, vivid colour."),
+    StylePreset(name="oil_painting", label="Oil painting",
+                description="A classical oil painting on canvas with visible brushstrokes."),
+    StylePreset(name="watercolour", label="Watercolour",
+                description="A soft watercolour painting with translucent washes on paper."),
+    StylePreset(name="3d_render", label="3D render",
+                description="A polished 3D render with global illumination and studio lighting."),
+    StylePreset(name="pixel_art", label="Pixel art",
+                description="Retro pixel art with a limited palette and crisp square pixels."),
+    StylePreset(name="comic", label="Comic book",
+                description="A comic book panel with bold ink outlines and halftone shading."),
+    StylePreset(name="line_art", label="Line art",
+                description="A clean black-and-white line drawing without shading."),
+)
+STYLE_NAMES: frozenset[str] = frozenset(style.name for style in STYLE_PRESETS)
+
+
 class OptimizePrompt(Command):
     domain: ClassVar[str] = "prompt"
     verb: ClassVar[str] = "optimize"

@@ -123,6 +123,11 @@ EVENTS = StreamSpec(
     description="Every domain event, kept for replay; subjects end in the user id.",
 )
 STREAMS: tuple[StreamSpec, ...] = (PROMPT_COMMANDS, TRAINING_COMMANDS, GENERATION_COMMANDS, EVENTS)
+COMMAND_STREAMS: dict[str, StreamSpec] = {
+    "prompt": PROMPT_COMMANDS,
+    "training": TRAINING_COMMANDS,
+    "generation": GENERATION_COMMANDS,
+}
 
 # --- consumers (durable, pull, explicit ack) -----------------------------------------------
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from contracts.topology import JOBS_KV
+from contracts.topology import MODELS_KV
 from gateway import ws
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
@@ -16,11 +16,12 @@ from gateway.correlation import CorrelationId
 from gateway.events import EventHub
 from gateway.limits import BodySizeLimit
 from gateway.problems import install_problem_handlers
-from gateway.routers import accounts, health, jobs
+from gateway.routers import accounts, health, jobs, prompts
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from terra.broker import build_broker
 from terra.errors import StorageError
+from terra.jobs import JobStore
 from terra.provisioning import provision
 from terra.storage import ObjectStorage
 
@@ -52,7 +53,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             tokens=TokenVerifier(auth, settings.keys_refresh_min_interval_s),
             hub=hub,
             storage=storage,
-            jobs=await nc.jetstream().key_value(JOBS_KV.bucket),
+            jobs=await JobStore.open(nc.jetstream()),
+            models=await nc.jetstream().key_value(MODELS_KV.bucket),
         )
         try:
             yield
@@ -67,7 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for router in (health.router, accounts.router, jobs.router, ws.router):
+    for router in (health.router, accounts.router, jobs.router, prompts.router, ws.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

@@ -11,6 +11,9 @@ class GatewaySettings(RuntimeSettings):
     cors_origins: list[str] = Field(default_factory=list, description="JSON list of origins.")
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON request body.")
     auth_timeout_s: float = Field(default=5.0, description="Wait for auth_service replies.")
+    wait_timeout_s: float = Field(
+        default=5.0, description="Longest a `?wait=true` request waits before answering 202."
+    )
     ws_queue_size: int = Field(default=256, description="Events buffered per socket.")
     ws_ping_interval_s: float = Field(default=20.0, description="WebSocket keep-alive pings.")
     keys_refresh_min_interval_s: float = Field(

@@ -8,10 +8,12 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
+from contracts.jobs import JobState
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
 from gateway.security import TokenVerifier
+from terra.jobs import JobStore
 from terra.storage import ObjectStorage
 
 
@@ -24,4 +26,10 @@ class GatewayRuntime:
     tokens: TokenVerifier
     hub: EventHub
     storage: ObjectStorage
-    jobs: KeyValue
+    jobs: JobStore
+    models: KeyValue
+
+    async def job(self, job_id: str, user_id: str) -> JobState | None:
+        """The job if it belongs to `user_id`; others' jobs are indistinguishable from none."""
+        job = await self.jobs.get(job_id)
+        return job if job is not None and job.user_id == user_id else None

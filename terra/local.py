@@ -271,10 +271,14 @@ class ServiceStack:
         self.processes.append(process)
         return process
 
-    def start_auth(self, **extra_env: str) -> ServiceProcess:
-        process = self.spawn("auth", "auth_service", **extra_env)
+    def start_service(self, name: str, module: str, **extra_env: str) -> ServiceProcess:
+        """A NATS-driven service, once FastStream says it has started."""
+        process = self.spawn(name, module, **extra_env)
         process.wait_for_log("started")
         return process
+
+    def start_auth(self, **extra_env: str) -> ServiceProcess:
+        return self.start_service("auth", "auth_service", **extra_env)
 
     def start_gateway(self, *, wait_for: str = "/ready", **extra_env: str) -> str:
         """A gateway on a free port; returns its base URL once `wait_for` answers 200."""
