@@ -180,8 +180,11 @@ class TransformersBackend:
                 )
 
         tokenizer, model = self._tokenizer, self._model
+        templated = bool(getattr(tokenizer, "chat_template", None))
         inputs = tokenizer(
-            self._prompt_text(messages), return_tensors="pt", add_special_tokens=False
+            self._prompt_text(messages, templated),
+            return_tensors="pt",
+            add_special_tokens=not templated,  # a chat template writes its own markers
         ).to(self.device)
         eos = model.generation_config.eos_token_id
         if eos is None:
@@ -202,8 +205,8 @@ class TransformersBackend:
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return tokenizer.decode(new_tokens, skip_special_tokens=True)
 
-    def _prompt_text(self, messages: list[ChatMessage]) -> str:
-        if getattr(self._tokenizer, "chat_template", None):
+    def _prompt_text(self, messages: list[ChatMessage], templated: bool) -> str:
+        if templated:
             return self._tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
