@@ -9,7 +9,6 @@ import logging
 
 from contracts.prompt import ChangeKind, PromptChange
 from prompt_service.engine import Optimization, Optimizer, PromptRequest
-from prompt_service.language import detect_language
 from prompt_service.llm.backends import ChatBackend, LlmError
 from prompt_service.llm.checks import added_words, check_rewrite, count_word, tidy_rewrite
 from prompt_service.llm.prompting import build_messages, max_tokens_for, split_answer
@@ -40,9 +39,10 @@ class LlmOptimizer:
         await self.backend.aclose()
 
     async def optimize(self, request: PromptRequest) -> Optimization:
-        # 1. The offline answer first: it is the fallback, and it rejects unknown styles.
+        # 1. The offline answer first: it is the fallback, rejects unknown styles, and
+        #    tells the prompt's language (read with the prompt syntax stripped).
         offline = self.offline.optimize(request)
-        language = detect_language(request.prompt)
+        language = offline.language
         # 2. Ask the backend, within the time limit.
         try:
             async with asyncio.timeout(self.timeout_s):

@@ -53,7 +53,8 @@ class ScriptedBackend:
 class EchoOffline:
     """Stands in for OfflineEngine: echoes the prompt, labels its variants."""
 
-    def __init__(self) -> None:
+    def __init__(self, language: str = "en") -> None:
+        self.language = language
         self.requests: list[PromptRequest] = []
 
     def optimize(self, request: PromptRequest) -> Optimization:
@@ -67,7 +68,7 @@ class EchoOffline:
             tokens=TokenCounts(clip=1, t5=1),
             warnings=["offline warning"],
             engine="offline",
-            language="en",
+            language=self.language,
         )
 
 
@@ -159,6 +160,17 @@ async def test_an_unexpected_backend_crash_still_answers_offline():
     result = await optimizer(ScriptedBackend(error=KeyError("boom"))).optimize(PromptRequest(FOX))
     assert result.engine == "offline"
     assert "KeyError" in result.warnings[-1]
+
+
+async def test_a_prompt_the_offline_engine_reads_as_french_must_come_back_translated():
+    french = "un renard roux dans une forêt enneigée à l'aube, 2 sapins"
+    english = "A red fox in a snowy forest at dawn beside 2 fir trees, soft pink light."
+    translate = LlmOptimizer(ScriptedBackend(english), EchoOffline("fr"), 5)
+    result = await translate.optimize(PromptRequest(french))
+    assert result.engine == "llm:scripted" and result.language == "fr"
+    assert [change.kind for change in result.changes] == [ChangeKind.TRANSLATED]
+    untranslated = LlmOptimizer(ScriptedBackend(french), EchoOffline("fr"), 5)
+    assert (await untranslated.optimize(PromptRequest(french))).engine == "offline"
 
 
 async def test_a_placed_trigger_word_is_reported():
