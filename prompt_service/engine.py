@@ -173,7 +173,7 @@ class OfflineEngine:
     @staticmethod
     def _syntax_changes(cleaned: Cleaned, warnings: list[str]) -> list[PromptChange]:
         changes = []
-        negative = [piece for piece in cleaned.removed if re.match(r"(?i)neg|prompt n", piece)]
+        negative = [piece for piece in cleaned.removed if re.match(r"(?i)neg|prompt n|--no\s", piece)]
         syntax = [piece for piece in cleaned.removed if piece not in negative]
         if syntax:
             shown = ", ".join(dict.fromkeys(syntax))

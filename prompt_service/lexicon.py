@@ -58,7 +58,7 @@ STYLE = (
     "disney", "art nouveau", "impressionist", "impressionism", "surrealism", "surreal",
     "cyberpunk", "steampunk", "vaporwave", "synthwave", "polaroid", "analog film",
     "film photography", "film grain", "kodak portra", "fujifilm", "dslr", "ukiyo-e", "baroque",
-    "pop art", "minimalist", "minimalism", "claymation", "stained glass", "papercraft",
+    "pop art", "matte painting", "minimalist", "minimalism", "claymation", "stained glass", "papercraft",
     "sticker", "poster", "cel shading", "cel-shaded", "brushstrokes", "visible brushstrokes",
     "style", "aesthetic", "art style", "artwork", "aquarelle", "peinture", "peinture à l'huile",
     "dessin", "photographie", "rendu 3d", "bande dessinée", "réaliste", "croquis",

@@ -49,7 +49,7 @@ def _change(kind: ChangeKind, text: str, reason: str) -> PromptChange:
 
 def _lower_first(text: str) -> str:
     """Lowercase a moved tag's capital ("Cinematic") but not a name or acronym ("NASA")."""
-    if len(text) > 1 and text[0].isupper() and text[1].islower():
+    if text[:1].isupper() and (text[1:2].islower() or text[1:2] == " "):
         first = text.split(" ", 1)[0].lower()
         if first in lexicon.STOP_WORDS or _is_lexicon_word(first):
             return text[0].lower() + text[1:]
@@ -93,6 +93,9 @@ def _is_attribute(chunk: Chunk) -> bool:
 
 
 _TIMES = frozenset(("night", "dawn", "dusk", "sunset", "sunrise", "noon", "midnight", "twilight"))
+_WEATHER = frozenset(("rain", "snow", "fog", "mist", "storm", "wind", "heavy rain", "snowfall"))
+_WATER = frozenset(("lake", "river", "sea", "ocean", "pond", "waterfall"))
+_SELF = re.compile(r"(?i)(?<![\w-])(?:me|myself|moi)(?![\w-])")
 
 
 def _as_place(text: str) -> str:
@@ -101,6 +104,10 @@ def _as_place(text: str) -> str:
         return text
     if text.lower() in _TIMES:
         return f"at {text}"
+    if text.lower() in _WEATHER:
+        return f"in the {text}"
+    if text.lower() in _WATER:
+        return f"by a {text}"
     if text.lower().endswith("background"):
         return f"against a {text}"
     article = "an" if text[0].lower() in "aeiou" else "a"
@@ -193,10 +200,18 @@ def build_draft(cleaned: Cleaned, chunks: list[Chunk], english: bool,
 
 def place_trigger(text: str, trigger: str, photographic: bool) -> tuple[str, str]:
     """Put `trigger` in `text` next to the person it names; returns (text, how)."""
+    me = _SELF.search(text)
+    if me:  # "a photo of me as a pirate": the model's person is the user
+        return text[: me.start()] + f"{trigger} person" + text[me.end():], (
+            f"{me.group()}{ARROW}{trigger} person"
+        )
     person = _PERSON.search(text)
     if person:
-        return text[: person.start()] + f"{trigger} " + text[person.start():], (
-            f"{trigger} {person.group()}"
+        noun = person.group()
+        if person.start() == 0 and noun[1:].islower():
+            noun = noun.lower()
+        return text[: person.start()] + f"{trigger} {noun}" + text[person.end():], (
+            f"{trigger} {noun}"
         )
     role = _ROLE.search(text)
     if role:

@@ -1,0 +1,301 @@
+"""The offline optimiser against a corpus of hand-written prompts.
+
+Every prompt goes through the same checks, which state the engine's promises rather than
+snapshot its output:
+- content kept: every content word of the original is in the result, or a `reworded`
+  change "old → new" names it and every word of "new" is in the result;
+- quoted text to render is kept verbatim, in double quotes;
+- budgets: the subject lies inside CLIP's window; when the user's text fits in CLIP's
+  window with room to spare, all of it stays inside; overlong text is warned about;
+- no syntax FLUX cannot read is left; no phrase repeated that the user did not repeat;
+- stable: optimising the result again keeps its words (token-set similarity >= 0.8) and
+  adds no second trigger word;
+- the analysis only reports text that is in the prompt; the trigger word is there once;
+- deterministic, and variants differ.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from prompt_service.analysis import content_words, strip_syntax, words_of
+from prompt_service.engine import ASPECTS, OfflineEngine, Optimization, PromptRequest
+from prompt_service.rewrite import ARROW
+from prompt_service.tokens import CLIP_BUDGET, T5_BUDGET, clip_count, clip_window, count_tokens
+
+LONG_PARAGRAPH = (
+    "An old fisherman with a weathered face and a thick grey beard sits on an upturned "
+    "wooden boat on a pebble beach, mending a tangled green net with his calloused hands. "
+    "Behind him, small houses with peeling blue shutters climb the hillside, and gulls "
+    "circle above the harbour. The sea is calm and silver under an overcast sky, and a "
+    "lighthouse stands at the end of the stone pier."
+)
+VERY_LONG = " ".join(
+    f"In room {n} of the museum there is a marble statue of a dancer, a bronze horse, "
+    f"a faded tapestry showing a hunting scene, and a glass case full of antique coins."
+    for n in range(1, 16)
+)
+FRENCH_LONG = (
+    "Une vieille librairie parisienne remplie de livres anciens, avec une échelle en bois "
+    "contre les étagères, un chat endormi sur le comptoir et la pluie qui coule sur la "
+    "vitrine. Ambiance chaleureuse, lumière dorée des lampes."
+)
+
+# (prompt, style preset, trigger word)
+CORPUS: list[tuple[str, str | None, str | None]] = [
+    # one word, very short
+    ("cat", None, None),
+    ("dragon", "fantasy_art", None),
+    ("sunset", None, None),
+    ("portrait", "portrait", None),
+    ("robot", "pixel_art", None),
+    ("a lighthouse", None, None),
+    ("me", None, "TOK"),
+    # natural sentences
+    ("A photo of a cat sitting on a red chair in a kitchen, warm morning light, 35mm",
+     "photo", None),
+    ("a lone astronaut walking across a red desert on Mars", "cinematic", None),
+    ("A cozy cabin in a snowy forest at night with smoke rising from the chimney", None, None),
+    ("two children flying a kite on a windy hill", "watercolour", None),
+    ("a bowl of ramen on a wooden table, steam rising, close-up", None, None),
+    ("A busy market street in Marrakesh with colourful spices and lanterns", None, None),
+    ("an elderly woman reading a book by the window", "oil_painting", None),
+    ("a red sports car parked on a rainy street in Tokyo at night", "3d_render", None),
+    ("a street with no cars and a sign that says no parking", None, None),
+    # long paragraphs, very long
+    (LONG_PARAGRAPH, None, None),
+    (LONG_PARAGRAPH, "cinematic", "TOK"),
+    (VERY_LONG, None, None),
+    (VERY_LONG, "photo", "sks"),
+    # French (and other languages)
+    ("un chat roux assis sur une chaise dans une cuisine, lumière douce", None, None),
+    ("une femme qui marche sous la pluie à Paris, la nuit", "cinematic", None),
+    ("un château médiéval sur une colline au coucher de soleil", None, None),
+    ("portrait d'un vieil homme avec une barbe blanche, éclairage dramatique", None, "TOK"),
+    ("un dragon rouge qui vole au-dessus d'une forêt, style aquarelle", None, None),
+    ("une plage déserte avec des palmiers et une mer turquoise", "photo", None),
+    (FRENCH_LONG, None, None),
+    ("un robot et un enfant dans un jardin, dessin au crayon", "sketch", None),
+    ("un perro pequeño con un sombrero rojo en la playa", None, None),
+    ("eine alte Frau mit einem roten Schal im Wald", None, None),
+    ("un gatto nero seduto sulla finestra di una casa", None, None),
+    # quoted text to render
+    ('a neon sign that says "OPEN 24/7" on a rainy street at night --ar 16:9 --v 6',
+     "cinematic", None),
+    ('a coffee shop chalkboard with the words "Fresh Croissants" written in white chalk',
+     None, None),
+    ('poster, bold title “THE LAST SUMMER”, retro typography, sunset colours', None, None),
+    ('a birthday cake with "Happy 30th, Léa!" in pink icing', None, None),
+    ('a T-shirt design with the text "no bad days" and a cartoon sun', "comic", None),
+    ('un panneau en bois avec « Bienvenue au camping » écrit dessus', None, None),
+    # trigger word, with and without
+    ("a man in a suit standing on a rooftop at sunset", "photo", "TOK"),
+    ("a photo of TOK person hiking in the mountains", None, "TOK"),
+    ("a knight in shining armor on a horse", "oil_painting", "ohwx"),
+    ("ohwx, 1boy, suit, city street, night", None, "ohwx"),
+    ("a woman with TOK and TOK", None, "TOK"),
+    ("a cup of tea on a windowsill", None, "TOK"),
+    ("close-up portrait of sks woman smiling, natural light", "portrait", "sks"),
+    ("an astronaut floating in space, earth in the background", None, "zwx_man"),
+    # tag soup with weights
+    (("masterpiece, best quality, 1girl, red hair, (detailed eyes:1.3), smiling, "
+     "forest background, anime style"), None, None),
+    (("(masterpiece:1.2), ((best quality)), 8k, highres, 1boy, solo, black jacket, "
+     "[city lights], night, rain"), None, None),
+    ("cyberpunk city, neon lights, {flying cars}, rain, (reflections:1.4), wide shot",
+     None, None),
+    ("portrait, woman, freckles, green eyes, soft lighting, bokeh, 85mm, film grain",
+     "portrait", "TOK"),
+    ("landscape, mountains, lake, sunrise, mist, pine trees, highly detailed, 4k",
+     None, None),
+    (("1girl, solo, long_hair, looking_at_viewer, school_uniform, cherry_blossoms, "
+     "upper_body, masterpiece"), "anime", None),
+    ("cat:: dog::2 friends, cartoon", None, None),
+    (("a castle <lora:fantasyCastle:0.8> on a cliff, epic, dramatic sky, BREAK, "
+     "matte painting"), None, None),
+    # Midjourney flags, negative prompts, metadata
+    ("a vintage car in Havana --ar 3:2 --style raw --stylize 250 --no people, text",
+     None, None),
+    (("portrait of a woman, cinematic lighting\nNegative prompt: blurry, ugly, deformed\n"
+     "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234"), None, "TOK"),
+    ("a bowl of fruit on a table, still life. negative: lowres, bad anatomy", None, None),
+    # emoji
+    ("cat 🐱 on the moon 🌙", None, None),
+    ("🔥🐉 dragon breathing fire over a castle 🏰", "fantasy_art", None),
+    ("a happy dog at the beach 🏖 ☀️ 🫠", None, None),
+    ("🌸", None, None),
+    # nonsense and odd input
+    ("asdf qwerty zxcv", "pixel_art", None),
+    ("blorf the glimmering snarfwidget of zorp", None, None),
+    ("!!! ??? ...", None, None),
+    ("42", None, None),
+    ("A A A A A cat cat cat", None, None),
+]
+
+
+ENGINE = OfflineEngine()
+CASES = [pytest.param(prompt, style, trigger, id=f"{i:02d}") for i, (prompt, style, trigger)
+         in enumerate(CORPUS)]
+
+
+def optimise(prompt: str, style: str | None, trigger: str | None, variants: int = 1
+             ) -> Optimization:
+    return ENGINE.optimize(PromptRequest(prompt, style, trigger, variants))
+
+
+def reworded(result: Optimization) -> list[tuple[list[str], list[str]]]:
+    pairs = []
+    for change in result.changes:
+        if change.kind == "reworded":
+            old, new = change.text.split(ARROW)
+            pairs.append((content_words(old), content_words(new)))
+    return pairs
+
+
+def missing_content(original: str, result: Optimization, text: str) -> list[str]:
+    """Content words of `original` that `text` lost without a reworded change naming them."""
+    kept = set(content_words(text))
+    missing = []
+    for word in content_words(original):
+        if word in kept:
+            continue
+        if any(word in old and set(new) <= kept for old, new in reworded(result)):
+            continue
+        missing.append(word)
+    return missing
+
+
+def trigger_count(text: str, trigger: str) -> int:
+    return len(re.findall(rf"(?<![\w-]){re.escape(trigger)}(?![\w-])", text, re.IGNORECASE))
+
+
+def repeated_trigrams(text: str) -> set[tuple[str, ...]]:
+    words = words_of(text)
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return {gram for gram in grams if grams.count(gram) > 1}
+
+
+def test_the_corpus_is_big_and_varied() -> None:
+    assert len(CORPUS) >= 60
+    assert sum(1 for _, _, trigger in CORPUS if trigger) >= 8
+    assert sum(1 for prompt, _, _ in CORPUS if '"' in prompt or "“" in prompt) >= 4
+    assert any(clip_count(prompt) > CLIP_BUDGET for prompt, _, _ in CORPUS)
+    assert any(count_tokens(prompt).t5 > T5_BUDGET for prompt, _, _ in CORPUS)
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_content_words_are_kept(prompt: str, style: str | None, trigger: str | None) -> None:
+    result = optimise(prompt, style, trigger, variants=2)
+    for text in result.variants:
+        assert missing_content(prompt, result, text) == [], text
+    assert result.optimized == result.variants[0]
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_text_to_render_is_kept_verbatim_in_quotes(
+    prompt: str, style: str | None, trigger: str | None
+) -> None:
+    result = optimise(prompt, style, trigger)
+    for quote in strip_syntax(prompt).quotes:
+        assert f'"{quote}"' in result.optimized
+    if strip_syntax(prompt).quotes:
+        assert result.analysis["text"] == strip_syntax(prompt).quotes[0]
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_budgets(prompt: str, style: str | None, trigger: str | None) -> None:
+    result = optimise(prompt, style, trigger)
+    own = count_tokens(strip_syntax(prompt).text)
+    window = set(words_of(clip_window(result.optimized)))
+    subject = result.analysis["subject"]
+    if subject:  # the subject, as the result words it, is inside CLIP's window
+        renamed = {word for old, _ in reworded(result) for word in old}
+        assert set(content_words(subject)) - renamed <= window
+    if own.clip <= CLIP_BUDGET - 15:  # room for joins, rewordings and a trigger word
+        kept = set(content_words(result.optimized))
+        assert {w for w in content_words(prompt) if w in kept} <= window
+    if own.clip > CLIP_BUDGET:
+        assert any("CLIP" in warning for warning in result.warnings)
+    if own.t5 > T5_BUDGET:
+        assert any("T5" in warning for warning in result.warnings)
+    else:
+        assert result.tokens.t5 <= T5_BUDGET
+    assert result.tokens == count_tokens(result.optimized)
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_no_syntax_or_repeats_left(prompt: str, style: str | None, trigger: str | None) -> None:
+    result = optimise(prompt, style, trigger, variants=3)
+    for text in result.variants:
+        assert not re.search(r"[\[\]{}()<>]|::|(?<!\S)--\w|:\s*\d+\.\d+", text), text
+        assert "negative" not in text.lower()
+        assert repeated_trigrams(text) <= repeated_trigrams(prompt), text
+        assert "  " not in text and ",," not in text and ". ." not in text
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_optimising_again_changes_little(
+    prompt: str, style: str | None, trigger: str | None
+) -> None:
+    first = optimise(prompt, style, trigger)
+    second = optimise(first.optimized, style, trigger)
+    before, after = set(words_of(first.optimized)), set(words_of(second.optimized))
+    assert len(before & after) / len(before | after) >= 0.8, (first.optimized, second.optimized)
+    assert missing_content(first.optimized, second, second.optimized) == []
+    if trigger:
+        assert trigger_count(second.optimized, trigger) == 1
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_analysis_is_found_in_the_prompt(
+    prompt: str, style: str | None, trigger: str | None
+) -> None:
+    result = optimise(prompt, style, trigger)
+    assert tuple(result.analysis) == ASPECTS
+    cleaned = strip_syntax(prompt).text.lower()
+    for aspect, value in result.analysis.items():
+        if value is not None:
+            assert value.lower() in cleaned, (aspect, value)
+            assert value.strip() == value and value
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_trigger_word_once_and_deterministic(
+    prompt: str, style: str | None, trigger: str | None
+) -> None:
+    result = optimise(prompt, style, trigger, variants=4)
+    assert result == optimise(prompt, style, trigger, variants=4)
+    if trigger:
+        for text in result.variants:
+            assert trigger_count(text, trigger) == 1, text
+    assert len(result.variants) == 4
+    if len(set(result.variants)) < 4:
+        assert any("variants" in warning for warning in result.warnings)
+
+
+FRENCH = [prompt for prompt, _, _ in CORPUS[20:28]] + [CORPUS[36][0]]
+
+
+@pytest.mark.parametrize("prompt", FRENCH)
+def test_french_is_detected_kept_and_warned(prompt: str) -> None:
+    result = optimise(prompt, None, None)
+    assert result.language == "fr"
+    assert any("French" in warning and "English" in warning for warning in result.warnings)
+    assert strip_syntax(prompt).text.split(",")[0].lower() in result.optimized.lower()
+    assert not any(change.kind == "translated" for change in result.changes)
+
+
+@pytest.mark.parametrize(("prompt", "language"), [
+    (CORPUS[28][0], "es"), (CORPUS[29][0], "de"), (CORPUS[30][0], "it"),
+])
+def test_other_languages_are_detected(prompt: str, language: str) -> None:
+    assert optimise(prompt, None, None).language == language
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+def test_english_prompts_are_english(prompt: str, style: str | None, trigger: str | None) -> None:
+    if prompt in FRENCH or prompt in (CORPUS[28][0], CORPUS[29][0], CORPUS[30][0]):
+        return
+    assert optimise(prompt, style, trigger).language == "en"
