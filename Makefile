@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[gateway,auth,local,ml,dev]"
+	$(BIN)/pip install --quiet -e ".[gateway,auth,prompt,local,ml,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

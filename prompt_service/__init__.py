@@ -1,1 +1,1 @@
-"""Prompt optimisation service. Not built yet: see the prompt issue. Nothing here runs."""
+"""Prompt optimisation: analyse a prompt and rewrite it the way FLUX reads best."""

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts.prompt import STYLE_PRESETS, StylePreset
+
 
 @dataclass(frozen=True)
 class Style:
+    """How the optimiser phrases a preset; its name, label and description are public and
+    live in `contracts.prompt.STYLE_PRESETS`."""
+
     name: str  # the key a request uses, e.g. "oil_painting"
-    label: str  # for people, e.g. "Oil painting"
-    description: str
     medium: str  # added when the prompt names no medium
     lighting: tuple[str, ...]  # one is added when the prompt says nothing of light
     composition: tuple[str, ...]  # one is added when the prompt says nothing of framing
     photographic: bool = False  # a trigger word reads "a photo of TOK person"
     # Words that mean the prompt already asks for this medium (no medium phrase added).
     keywords: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return _PUBLIC[self.name].label
+
+    @property
+    def description(self) -> str:
+        return _PUBLIC[self.name].description
 
 
 # Used when no preset is chosen: neutral phrases that suit any medium and time of day.
@@ -51,8 +62,6 @@ STYLES: dict[str, Style] = {
     for style in (
         Style(
             name="photo",
-            label="Photo",
-            description="A natural, true-to-life photograph with realistic light and texture.",
             medium="photograph",
             lighting=("natural light", "soft daylight", "soft window light", "diffused daylight"),
             composition=("35mm lens", "eye-level view", "medium shot", "50mm lens"),
@@ -61,8 +70,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="portrait",
-            label="Portrait",
-            description="A close, flattering portrait photograph with a softly blurred background.",
             medium="portrait photograph",
             lighting=("soft studio lighting", "soft window light", "rim light", "softbox lighting"),
             composition=(
@@ -76,8 +83,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="cinematic",
-            label="Cinematic",
-            description="A film still: widescreen framing, dramatic light and colour grading.",
             medium="cinematic film still",
             lighting=(
                 "dramatic lighting",
@@ -96,8 +101,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="anime",
-            label="Anime",
-            description="Japanese animation style: clean line art, cel shading, expressive eyes.",
             medium="anime illustration with clean line art and cel shading",
             lighting=("soft anime lighting", "bright cel-shaded light", "glowing backlight",
                       "soft rim light"),
@@ -106,8 +109,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="oil_painting",
-            label="Oil painting",
-            description="A classical oil painting on canvas with visible brushstrokes.",
             medium="oil painting on canvas with visible brushstrokes",
             lighting=("chiaroscuro lighting", "warm candlelight", "soft window light",
                       "dramatic lighting"),
@@ -117,8 +118,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="watercolour",
-            label="Watercolour",
-            description="A loose watercolour painting with soft washes on textured paper.",
             medium="watercolour painting with soft washes on textured paper",
             lighting=("soft diffused light", "bright airy light", "gentle daylight",
                       "soft backlight"),
@@ -128,8 +127,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="3d_render",
-            label="3D render",
-            description="A polished 3D render with physically based materials.",
             medium="3D render with physically based materials",
             lighting=("soft studio lighting", "global illumination", "three-point lighting",
                       "soft rim light"),
@@ -139,8 +136,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="pixel_art",
-            label="Pixel art",
-            description="Retro pixel art with a limited palette and crisp pixels.",
             medium="16-bit pixel art with a limited palette",
             lighting=("flat lighting", "soft glow", "simple cel lighting", "bright lighting"),
             composition=("side view", "isometric view", "centered composition", "wide view"),
@@ -148,8 +143,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="comic",
-            label="Comic",
-            description="A comic-book panel with bold ink lines and flat colours.",
             medium="comic book illustration with bold ink lines",
             lighting=("dramatic lighting", "hard shadows", "flat lighting", "rim light"),
             composition=("dynamic angle", "low angle shot", "close-up", "wide shot"),
@@ -157,8 +150,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="fantasy_art",
-            label="Fantasy art",
-            description="Painterly fantasy concept art, epic and detailed.",
             medium="fantasy concept art, digital painting",
             lighting=("volumetric light", "magical glow", "god rays", "dramatic lighting"),
             composition=("epic wide shot", "low angle shot", "wide view", "centered composition"),
@@ -166,8 +157,6 @@ STYLES: dict[str, Style] = {
         ),
         Style(
             name="sketch",
-            label="Pencil sketch",
-            description="A graphite pencil sketch on paper with cross-hatching.",
             medium="pencil sketch on paper with cross-hatching",
             lighting=("soft shading", "strong shading", "soft light", "side lighting"),
             composition=("centered composition", "three-quarter view", "close-up", "wide view"),
@@ -190,3 +179,8 @@ def find_style(name: str) -> Style | None:
 def list_styles() -> list[Style]:
     """Every preset, in the order a picker should show them."""
     return list(STYLES.values())
+
+
+_PUBLIC: dict[str, StylePreset] = {preset.name: preset for preset in STYLE_PRESETS}
+if set(_PUBLIC) != set(STYLES):  # a preset needs both halves: fail at import, not per request
+    raise RuntimeError(f"style presets differ: {sorted(set(_PUBLIC) ^ set(STYLES))}")

@@ -21,9 +21,10 @@ from pathlib import Path
 from terra.errors import ConfigurationError, ProvisioningConflict
 
 # Services that exist, in start order (the gateway last, once its backends listen).
-# Later issues add prompt, trainer and generator here when they are built.
+# Later issues add trainer and generator here when they are built.
 SERVICES: dict[str, str] = {
     "auth": "auth_service",
+    "prompt": "prompt_service",
     "gateway": "gateway",
 }
 

@@ -1,0 +1,3 @@
+from prompt_service.main import main
+
+main()
