@@ -181,7 +181,7 @@ def _terms(*groups: tuple[str, ...]) -> str:
     return "|".join(re.escape(term) for term in terms)
 
 
-_B, _E = r"(?<![\w'-])", r"(?![\w-])"
+_B, _E = r"\b(?<![\w'-])", r"(?![\w-])"
 # Order matters where one term is in two lists: the first group that matches wins.
 ASPECT_TERMS = re.compile(
     rf"{_B}(?:(?P<quality>{_terms(lexicon.QUALITY)})"
@@ -250,9 +250,12 @@ def term_matches(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def classify(text: str) -> str:
-    """What a chunk is: quality tags, a modifier aspect, a place, an action, or description."""
-    matches = term_matches(text)
+def classify(text: str, matches: list[tuple[str, int, int]] | None = None) -> str:
+    """What a chunk is: quality tags, a modifier aspect, a place, an action, or description.
+
+    `matches` are `term_matches(text)` when the caller has them already."""
+    if matches is None:
+        matches = term_matches(text)
     words = list(_TOKEN.finditer(text))
     if not words:
         return "description"
@@ -283,18 +286,27 @@ def classify(text: str) -> str:
 def chunks_of(masked: str) -> list[Chunk]:
     """Split on commas, semicolons and sentence ends; classify each piece."""
     chunks: list[Chunk] = []
+    every = term_matches(masked)  # once for the whole text: terms never span a separator
+
+    def add(start: int, end: int, sentence_start: bool, edges: str = " \t\n") -> bool:
+        raw = masked[start:end]
+        piece = raw.strip(edges)
+        if not piece:
+            return False
+        offset = start + len(raw) - len(raw.lstrip(edges))
+        inside = [(aspect, s - offset, e - offset) for aspect, s, e in every
+                  if s >= offset and e <= offset + len(piece)]
+        chunks.append(Chunk(piece, sentence_start, classify(piece, inside)))
+        return True
+
     position, sentence_start = 0, True
     for match in _CHUNK_SPLIT.finditer(masked):
-        piece = masked[position : match.start()].strip()
-        if piece:
-            chunks.append(Chunk(piece, sentence_start, classify(piece)))
+        if add(position, match.start(), sentence_start):
             sentence_start = False
         if match.group(2) is not None:
             sentence_start = True
         position = match.end()
-    piece = masked[position:].strip(_EDGES)
-    if piece:
-        chunks.append(Chunk(piece, sentence_start, classify(piece)))
+    add(position, len(masked), sentence_start, _EDGES)
     return chunks
 
 
