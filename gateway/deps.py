@@ -15,7 +15,9 @@ from gateway.security import Caller, InvalidToken
 _bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login.")
 
 
-def get_runtime(request: Request) -> GatewayRuntime:
+# Dependencies are `async def` even when they do not await: FastAPI runs plain `def`
+# dependencies in a thread pool, a thread hand-off on every request.
+async def get_runtime(request: Request) -> GatewayRuntime:
     return request.app.state.runtime
 
 
@@ -35,7 +37,7 @@ async def get_caller(
 CurrentUser = Annotated[Caller, Depends(get_caller)]
 
 
-def get_client(request: Request, runtime: Runtime) -> ClientContext:
+async def get_client(request: Request, runtime: Runtime) -> ClientContext:
     address = request.client.host if request.client else None
     if runtime.settings.trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")

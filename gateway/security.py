@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -17,6 +18,8 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from contracts.auth import GetSigningKeys, SigningKeys
 from contracts.topology import AuthRpc
 from gateway.auth_client import AuthClient
+
+VERIFIED_CACHE_SIZE = 50_000  # tokens; about 10 MB at most
 
 
 class InvalidToken(Exception):
@@ -39,6 +42,8 @@ class TokenVerifier:
         self._audience: str | None = None
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        # Clients send the same token for its whole life: verify its signature once.
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
 
     async def refresh_keys(self, *, force: bool = False) -> None:
         async with self._lock:
@@ -54,6 +59,19 @@ class TokenVerifier:
     async def verify(self, token: str | None) -> Caller:
         if not token:
             raise InvalidToken("an access token is required")
+        if (known := self._verified.get(token)) is not None:
+            caller, expires_at = known
+            if time.time() < expires_at:
+                self._verified.move_to_end(token)
+                return caller
+            del self._verified[token]
+        caller, expires_at = await self._verify_signature(token)
+        self._verified[token] = (caller, expires_at)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return caller
+
+    async def _verify_signature(self, token: str) -> tuple[Caller, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -79,7 +97,8 @@ class TokenVerifier:
             raise InvalidToken("the access token has expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("the access token is not valid") from exc
-        return Caller(user_id=claims["sub"], email=claims.get("email"), token_id=claims.get("jti"))
+        caller = Caller(user_id=claims["sub"], email=claims.get("email"), token_id=claims.get("jti"))
+        return caller, float(claims["exp"])
 
 
 def _public_key(jwk: dict[str, str]) -> object:

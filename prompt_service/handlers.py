@@ -72,16 +72,12 @@ class PromptHandlers:
         job = await self.jobs.get(command.job_id)
         if job is not None and (job.user_id != command.user_id or job.status.is_terminal):
             return  # done before (a redelivery), or someone else's job id: nothing to do
-        if job is None:
-            await self.jobs.create(JobState(job_id=command.job_id, user_id=command.user_id,
-                                            kind=JobKind.PROMPT, status=JobStatus.RUNNING))
         request = PromptRequest(command.prompt, command.style, command.trigger_word,
                                 command.variants)
         try:
             result = await self.optimizer.optimize(request)
         except UnknownStyle as exc:
-            await self._fail(command.job_id, command.user_id, FailureCode.INVALID_INPUT,
-                             str(exc), command.correlation_id)
+            await self._refuse(command.model_dump_json().encode(), str(exc))
             raise PermanentFailure(str(exc)) from exc
         event = PromptOptimized(
             message_id=f"{command.job_id}-optimized",
@@ -98,10 +94,16 @@ class PromptHandlers:
             engine=result.engine,
             language=result.language,
         )
+        # Event first, state second: a crash in between redelivers the command, which runs
+        # again (deterministically) and publishes the same message id, which the stream drops.
         await self.events.publish(event)
-        payload = event.model_dump(mode="json", exclude=_ENVELOPE)
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
-            "status": JobStatus.SUCCEEDED, "progress": 1.0, "result": payload}))
+        done = {"status": JobStatus.SUCCEEDED, "progress": 1.0,
+                "result": event.model_dump(mode="json", exclude=_ENVELOPE)}
+        # A job of milliseconds is recorded once, finished; no "running" write before it.
+        if job is None and await self.jobs.create(JobState(
+                job_id=command.job_id, user_id=command.user_id, kind=JobKind.PROMPT, **done)):
+            return
+        await self.jobs.update(command.job_id, lambda s: s.model_copy(update=done))
 
     async def record_decision(self, command: RecordPromptDecision) -> None:
         job = await self.jobs.get(command.job_id)

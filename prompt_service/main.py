@@ -69,6 +69,7 @@ def build_app(
         durable=PROMPT_WORKERS.durable,
         pull_sub=PullSub(batch_size=settings.prompt_batch_size, timeout=1.0),
         ack_policy=AckPolicy.MANUAL,
+        max_workers=settings.prompt_concurrency,
         title="prompt:commands",
     )
     async def on_command(msg: NatsMessage) -> None:
@@ -82,14 +83,22 @@ def build_app(
         await prepare_infrastructure(broker, settings, consumers=[PROMPT_WORKERS])
         connection = await broker.connect()
         js = connection.jetstream()
+        chosen = optimizer or build_optimizer(settings)
+        if hasattr(chosen, "start"):
+            await chosen.start()  # a local model loads now, not during the first request
         handlers[:] = [PromptHandlers(
-            optimizer=optimizer or build_optimizer(settings),
+            optimizer=chosen,
             jobs=await JobStore.open(js),
             events=EventPublisher(js),
         )]
         await watch_dead_letters(connection, PROMPT_WORKERS, handlers[0].dead_letter,
                                  queue=SERVICE)
         log.info("prompt_service ready", extra={"llm_backend": settings.llm_backend.value})
+
+    @app.after_shutdown
+    async def close_optimizer() -> None:
+        if handlers and hasattr(handlers[0].optimizer, "aclose"):
+            await handlers[0].optimizer.aclose()
 
     return app
 

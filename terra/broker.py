@@ -16,7 +16,11 @@ def build_broker(settings: RuntimeSettings, *, name: str) -> NatsBroker:
         name=name,
         connect_timeout=int(settings.nats_connect_timeout_s),
         max_reconnect_attempts=-1,
-        middlewares=(NatsTelemetryMiddleware(tracer_provider=trace.get_tracer_provider()),),
+        middlewares=(
+            (NatsTelemetryMiddleware(tracer_provider=trace.get_tracer_provider()),)
+            if settings.tracing
+            else ()
+        ),
         graceful_timeout=settings.shutdown_grace_s,
         logger=None,
     )

@@ -38,7 +38,12 @@ async def prepare_infrastructure(
 
 
 def run_app(app: FastStream) -> None:
-    asyncio.run(app.run())
+    try:
+        import uvloop  # faster loop and socket I/O; installed with uvicorn[standard]
+    except ImportError:
+        asyncio.run(app.run())
+    else:
+        uvloop.run(app.run())
 
 
 async def stop_taking_requests(broker: NatsBroker) -> None:

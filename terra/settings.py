@@ -59,6 +59,11 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, description="Time to finish in-flight work.")
 
     @property
+    def tracing(self) -> bool:
+        """Tracing costs every request a few spans: only pay for it when spans go somewhere."""
+        return self.trace_exporter is not TraceExporter.NONE
+
+    @property
     def nats_servers(self) -> list[str]:
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 

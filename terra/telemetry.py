@@ -7,7 +7,7 @@ through NATS to the worker and back to the WebSocket push.
 
 from __future__ import annotations
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -29,12 +29,24 @@ def _exporter(settings: RuntimeSettings) -> SpanExporter | None:
 def setup_tracing(
     settings: RuntimeSettings, service_name: str, exporter: SpanExporter | None = None
 ) -> TracerProvider:
-    """Install a tracer provider for this process. `exporter` overrides the settings (tests)."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    """Install tracer and meter providers for this process. `exporter` overrides the
+    settings' span exporter (tests). Metrics are exported only with OTLP."""
+    resource = Resource.create({"service.name": service_name})
+    provider = TracerProvider(resource=resource)
     exporter = exporter or _exporter(settings)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if exporter is None:
+        return provider  # not installed: the API's no-op tracer costs next to nothing
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    if settings.trace_exporter is TraceExporter.OTLP:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        endpoint = settings.otlp_endpoint
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(
+            endpoint=f"{endpoint.rstrip('/')}/v1/metrics" if endpoint else None))
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
     return provider
 
 

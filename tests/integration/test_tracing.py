@@ -38,6 +38,7 @@ async def test_one_trace_from_http_through_nats_to_auth_service(
 ):
     # A server of its own: no auth_service of another test may answer in the queue group.
     monkeypatch.setenv("TERRA_NATS_URL", fresh_nats_url)
+    monkeypatch.setenv("TERRA_TRACE_EXPORTER", "console")  # tracing on (spans go to `spans`)
     auth_app = build_app(AuthSettings(), configure_process=False)
     gateway = create_app(GatewaySettings())
     await auth_app.start()
