@@ -61,10 +61,11 @@ class TokenVerifier:
             raise InvalidToken("an access token is required")
         if (known := self._verified.get(token)) is not None:
             caller, expires_at = known
-            if time.time() < expires_at:
-                self._verified.move_to_end(token)
-                return caller
-            del self._verified[token]
+            if time.time() >= expires_at:
+                del self._verified[token]
+                raise InvalidToken("the access token has expired")
+            self._verified.move_to_end(token)
+            return caller
         caller, expires_at = await self._verify_signature(token)
         self._verified[token] = (caller, expires_at)
         if len(self._verified) > VERIFIED_CACHE_SIZE:
