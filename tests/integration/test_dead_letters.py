@@ -1,0 +1,43 @@
+"""A command whose deliveries run out reaches the service's failure handling and leaves
+the work queue; it is neither lost silently nor retried forever."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from contracts.topology import PROMPT_COMMANDS, ConsumerSpec, command_subject
+from terra.provisioning import provision
+from terra.worker import watch_dead_letters
+
+pytestmark = pytest.mark.integration
+
+
+async def test_exhausted_deliveries_are_handed_over_and_removed(fresh_nats_url):
+    nc = await nats.connect(fresh_nats_url)
+    try:
+        spec = ConsumerSpec(stream=PROMPT_COMMANDS.name, durable="dead_letter_test",
+                            filter_subject=command_subject("prompt", "optimize"),
+                            ack_wait_s=0.5, max_deliver=2)
+        await provision(nc, streams=[PROMPT_COMMANDS], consumers=[spec], kv_buckets=[])
+        js = nc.jetstream()
+        handed_over: asyncio.Queue[bytes] = asyncio.Queue()
+        await watch_dead_letters(nc, spec, handed_over.put, queue="test")
+
+        await js.publish(spec.filter_subject, b'{"poison": true}')
+        pull = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+        for _ in range(spec.max_deliver):  # every attempt fails
+            [msg] = await pull.fetch(1, timeout=5)
+            await msg.nak()
+        # A worker keeps pulling; the server gives up on the message instead of sending it.
+        with pytest.raises(nats.errors.TimeoutError):
+            await pull.fetch(1, timeout=1)
+
+        assert await asyncio.wait_for(handed_over.get(), 5) == b'{"poison": true}'
+        await asyncio.sleep(0.2)
+        assert (await js.stream_info(spec.stream)).state.messages == 0
+        await pull.unsubscribe()
+    finally:
+        await nc.close()
