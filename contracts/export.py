@@ -15,7 +15,7 @@ from contracts import auth, topology
 from contracts.base import Command, Event
 from contracts.jobs import CancelJob, JobFailed, JobKind, JobState
 from contracts.registry import MESSAGES
-from contracts.training import ModelRecord
+from contracts.training import DatasetManifest, ModelRecord
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_FILE = SCHEMA_DIR / "asyncapi.json"
@@ -38,6 +38,7 @@ def json_schemas() -> dict[str, dict]:
     schemas = {f"{name}.json": model.model_json_schema() for name, model in MESSAGES.items()}
     schemas["job.state.v1.json"] = JobState.model_json_schema()
     schemas["training.model.v1.json"] = ModelRecord.model_json_schema()
+    schemas["training.dataset.v1.json"] = DatasetManifest.model_json_schema()
     return schemas
 
 

@@ -141,7 +141,7 @@ PROMPT_WORKERS = ConsumerSpec(
 TRAINING_WORKERS = ConsumerSpec(
     stream=TRAINING_COMMANDS.name,
     durable="training_workers",
-    filter_subject=f"{PREFIX}.cmd.training.>",
+    filter_subject=command_subject("training", "start"),
     ack_wait_s=60.0,  # kept alive by in_progress() heartbeats while a job runs
     max_deliver=4,
     max_ack_pending=64,
@@ -150,12 +150,29 @@ TRAINING_WORKERS = ConsumerSpec(
 GENERATION_WORKERS = ConsumerSpec(
     stream=GENERATION_COMMANDS.name,
     durable="generation_workers",
-    filter_subject=f"{PREFIX}.cmd.generation.>",
+    filter_subject=command_subject("generation", "generate"),
     ack_wait_s=60.0,
     max_deliver=4,
     max_ack_pending=256,
     description="generator_service replicas share this consumer.",
 )
+
+
+
+def control_consumer(domain: str) -> ConsumerSpec:
+    """Cancels of long jobs have a consumer of their own: queued behind the very job they
+    cancel, on the workers' consumer, they would arrive when it is over."""
+    return ConsumerSpec(
+        stream=COMMAND_STREAMS[domain].name,
+        durable=f"{domain}_control",
+        filter_subject=command_subject(domain, "cancel"),
+        ack_wait_s=30.0,
+        description=f"{domain} cancels, served by every replica.",
+    )
+
+
+TRAINING_CONTROL = control_consumer("training")
+GENERATION_CONTROL = control_consumer("generation")
 
 
 def account_cleanup_consumer(service: str) -> ConsumerSpec:
@@ -173,7 +190,9 @@ def account_cleanup_consumer(service: str) -> ConsumerSpec:
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     PROMPT_WORKERS,
     TRAINING_WORKERS,
+    TRAINING_CONTROL,
     GENERATION_WORKERS,
+    GENERATION_CONTROL,
     account_cleanup_consumer("trainer"),
     account_cleanup_consumer("generator"),
 )
@@ -206,8 +225,19 @@ LOGIN_THROTTLE_KV = KvSpec(
 )
 MODELS_KV = KvSpec(
     bucket="terra_models",
-    description="Users' LoRA models by model id (trainer_service).",
+    description="Users' LoRA models under `<user_id>.<model_id>`, and `active.<user_id>` "
+    "naming the one training a user may have running.",
+    history=3,
 )
+
+
+def model_key(user_id: str, model_id: str) -> str:
+    """Keyed by owner first: one filter (`<user_id>.*`) lists a user's models."""
+    return f"{user_id}.{model_id}"
+
+
+def active_training_key(user_id: str) -> str:
+    return f"active.{user_id}"
 KV_BUCKETS: tuple[KvSpec, ...] = (
     JOBS_KV,
     MODELS_KV,

@@ -98,4 +98,28 @@ class ModelRecord(Model):
     base_model: str = "black-forest-labs/FLUX.1-dev"
     status: ModelStatus = ModelStatus.TRAINING
     lora_key: str | None = None
+    job_id: Id | None = None
+    dataset_id: Id | None = None
+    rank: int | None = None
+    steps: int | None = None
+    sample_image_keys: list[str] = Field(default_factory=list)
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class DatasetImage(Model):
+    image_id: Id
+    key: str = Field(description="Object key of the normalised JPEG (metadata stripped).")
+    filename: str = Field(max_length=255)
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class DatasetManifest(Model):
+    """What an upload stored: written last, so a dataset without one does not exist."""
+
+    type: Literal["training.dataset.v1"] = "training.dataset.v1"
+    dataset_id: Id
+    user_id: Id
+    images: list[DatasetImage] = Field(min_length=1)
     created_at: AwareDatetime = Field(default_factory=utcnow)

@@ -19,6 +19,7 @@ from contracts.prompt import (
     RecordPromptDecision,
     StylePreset,
 )
+from contracts.topology import model_key
 from contracts.training import ModelRecord, ModelStatus
 from gateway.commands import job_id_for, send, wait_for_event
 from gateway.deps import CurrentUser, Runtime
@@ -142,11 +143,11 @@ async def _trigger_word(runtime: GatewayRuntime, user_id: str, model_id: str | N
     if model_id is None:
         return None
     try:
-        entry = await runtime.models.get(model_id)
+        entry = await runtime.models.get(model_key(user_id, model_id))
     except KeyNotFoundError:
         entry = None
     model = ModelRecord.model_validate_json(entry.value) if entry and entry.value else None
-    if model is None or model.user_id != user_id:
+    if model is None:
         raise Problem(404, "not-found", f"No model {model_id}.")
     if model.status is not ModelStatus.READY:
         raise Problem(409, "conflict", f"Model {model_id} is {model.status.value}, not ready.")

@@ -10,7 +10,7 @@ from nats.js.errors import NotFoundError
 
 from contracts.base import new_id
 from contracts.prompt import OptimizePrompt
-from contracts.topology import EVENTS, MODELS_KV, user_events_filter
+from contracts.topology import EVENTS, MODELS_KV, model_key, user_events_filter
 from contracts.training import ModelRecord, ModelStatus
 from tests.e2e.client import open_socket, receive_events, register
 
@@ -110,7 +110,7 @@ async def test_the_trigger_word_of_my_model_is_placed_once(http, nc, alice):
     theirs = ModelRecord(model_id=new_id(), user_id=bob.user_id, trigger_word="brr",
                          status=ModelStatus.READY)
     for model in (mine, theirs):
-        await kv.put(model.model_id, model.model_dump_json().encode())
+        await kv.put(model_key(model.user_id, model.model_id), model.model_dump_json().encode())
 
     response = await optimize(http, alice, prompt="a portrait of me hiking in the alps",
                               for_model=mine.model_id)
