@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import JSONResponse
-from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from contracts.base import Id, new_id
@@ -19,8 +18,7 @@ from contracts.prompt import (
     RecordPromptDecision,
     StylePreset,
 )
-from contracts.topology import model_key
-from contracts.training import ModelRecord, ModelStatus
+from contracts.training import ModelStatus
 from gateway.commands import job_id_for, send, wait_for_event
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
@@ -117,7 +115,8 @@ async def optimize(
     return JSONResponse(Accepted(job_id=job_id).model_dump(), status_code=202)
 
 
-@router.post("/{job_id}/accept", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{job_id}/accept", status_code=status.HTTP_200_OK,
+             responses={202: {"description": "Recorded later: the service was busy."}})
 async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, runtime: Runtime) -> Response:
     """Record what you kept of the optimised prompt: unchanged, edited or rejected."""
     job = await runtime.job(job_id, caller.user_id)
@@ -142,11 +141,7 @@ async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, runtime: Run
 async def _trigger_word(runtime: GatewayRuntime, user_id: str, model_id: str | None) -> str | None:
     if model_id is None:
         return None
-    try:
-        entry = await runtime.models.get(model_key(user_id, model_id))
-    except KeyNotFoundError:
-        entry = None
-    model = ModelRecord.model_validate_json(entry.value) if entry and entry.value else None
+    model = await runtime.models.get(user_id, model_id)
     if model is None:
         raise Problem(404, "not-found", f"No model {model_id}.")
     if model.status is not ModelStatus.READY:
