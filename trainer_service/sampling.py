@@ -1,0 +1,76 @@
+"""Sample images from a freshly trained LoRA, on the base pipeline, with fixed seeds."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from diffusers import FluxPipeline
+from PIL import Image
+
+from trainer_service.training import LORA_WEIGHT_NAME
+
+SAMPLE_ADAPTER = "terra_sample"
+SAMPLE_TEMPLATES = (
+    "a photo of {trigger} person",
+    "a portrait of {trigger} person, soft window light",
+    "{trigger} person hiking in the mountains, wide shot",
+    "a watercolour painting of {trigger} person",
+)
+
+
+def sample_prompts(trigger_word: str, count: int = 4) -> list[str]:
+    """Up to four prompts that each name the trigger word once."""
+    if not 1 <= count <= len(SAMPLE_TEMPLATES):
+        raise ValueError(f"between 1 and {len(SAMPLE_TEMPLATES)} samples, got {count}")
+    return [t.format(trigger=trigger_word) for t in SAMPLE_TEMPLATES[:count]]
+
+
+def generate_samples(
+    pipeline: FluxPipeline,
+    lora: bytes | None,
+    prompts: Sequence[str],
+    *,
+    height: int,
+    width: int,
+    seeds: Sequence[int] | None = None,
+    num_inference_steps: int = 28,
+    guidance_scale: float = 3.5,
+    max_sequence_length: int = 512,
+) -> list[Image.Image]:
+    """One image per prompt with `lora` loaded (None: the base alone), seed i for prompt i.
+
+    The pipeline is a complete base pipeline (the training one has lost its encoders);
+    the LoRA is unloaded again afterwards so the pipeline can be reused.
+    """
+    seeds = list(range(len(prompts))) if seeds is None else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    if lora is not None:
+        load_lora_bytes(pipeline, lora, adapter_name=SAMPLE_ADAPTER)
+    try:
+        images = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            images.append(pipeline(
+                prompt,
+                height=height,
+                width=width,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                max_sequence_length=max_sequence_length,
+                generator=torch.Generator(device="cpu").manual_seed(seed),
+            ).images[0])
+        return images
+    finally:
+        if lora is not None:
+            pipeline.unload_lora_weights()
+
+
+def load_lora_bytes(pipeline: FluxPipeline, lora: bytes, *, adapter_name: str) -> None:
+    """`load_lora_weights` from bytes, through a file so the adapter metadata (alpha) is read."""
+    with tempfile.TemporaryDirectory(prefix="terra-lora-") as folder:
+        (Path(folder) / LORA_WEIGHT_NAME).write_bytes(lora)
+        pipeline.load_lora_weights(folder, weight_name=LORA_WEIGHT_NAME,
+                                   adapter_name=adapter_name)
