@@ -386,7 +386,9 @@ def _add_lora(
         ))
     if config.quantize_base is not None:
         _quantize_base(transformer, config.quantize_base)
-    for parameter in transformer.parameters():
+    for name, parameter in transformer.named_parameters():
+        # quanto's new layers come back trainable: only the LoRA may be.
+        parameter.requires_grad_("lora_" in name)
         if parameter.requires_grad:  # the LoRA trains in float32 whatever the base's dtype
             parameter.data = parameter.data.to(torch.float32)
     if config.gradient_checkpointing:

@@ -45,7 +45,7 @@ def test_tiny_flux_builds_in_under_two_seconds(tmp_path):
 
 def test_tiny_flux_is_built_once_per_process_and_loads_deterministically():
     assert tiny_flux_folder() is tiny_flux_folder()
-    a, b = fresh_pipeline(), fresh_pipeline()
+    a, b = fresh_pipeline(), load_flux_pipeline(str(tiny_flux_folder()), CPU, torch.float32)
     assert a.transformer.config.guidance_embeds and a.vae_scale_factor == 8
     for name, tensor in a.transformer.state_dict().items():
         assert torch.equal(tensor, b.transformer.state_dict()[name])

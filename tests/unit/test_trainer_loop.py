@@ -46,11 +46,11 @@ def tiny_examples(count: int = 3):
     return prepare_examples(noise_images(count), "sks", 64)
 
 
-def tiny_trainer(config: TrainingConfig = CONFIG) -> LoraTrainer:
+def tiny_trainer(config: TrainingConfig = CONFIG, dtype=torch.float32) -> LoraTrainer:
     pipeline = build_tiny_flux()
-    encoded = encode_examples(pipeline, tiny_examples(), device=CPU, dtype=torch.float32,
+    encoded = encode_examples(pipeline, tiny_examples(), device=CPU, dtype=dtype,
                               max_sequence_length=config.max_sequence_length)
-    return LoraTrainer(pipeline.transformer, encoded, config, device=CPU, dtype=torch.float32,
+    return LoraTrainer(pipeline.transformer, encoded, config, device=CPU, dtype=dtype,
                        scheduler_config=pipeline.scheduler.config)
 
 
@@ -159,16 +159,30 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng():
     assert all(torch.equal(final[k], resumed_final[k]) for k in final)
 
 
-def test_quantized_base_trains_the_lora_and_quantizes_only_the_base():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quantized_base_trains_the_lora_and_quantizes_only_the_base(dtype):
     from optimum.quanto import QLinear
 
-    trainer = tiny_trainer(dataclasses.replace(CONFIG, quantize_base="qint8"))
+    trainer = tiny_trainer(dataclasses.replace(CONFIG, quantize_base="qint8"), dtype)
+    assert trainer.parameters and all("lora_" in name for name in trainer.parameters)
     before = lora_weights(trainer)
     losses = [trainer.train_step() for _ in range(2)]
     assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in trainer.parameters.values())
     quantized = [n for n, m in trainer.transformer.named_modules() if isinstance(m, QLinear)]
     assert any(n.endswith("to_q.base_layer") for n in quantized)
     assert not any("lora_" in n for n in quantized)
+    after = lora_weights(trainer)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bfloat16_base_trains_a_float32_lora():
+    trainer = tiny_trainer(dtype=torch.bfloat16)
+    assert trainer.transformer.transformer_blocks[0].attn.to_q.base_layer.weight.dtype == (
+        torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in trainer.parameters.values())
+    before = lora_weights(trainer)
+    assert all(torch.isfinite(torch.tensor([trainer.train_step() for _ in range(2)])))
     after = lora_weights(trainer)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
