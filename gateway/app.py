@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from contracts.topology import MODELS_KV
+from contracts import topology
 from gateway import ws
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
@@ -16,12 +16,13 @@ from gateway.correlation import CorrelationId
 from gateway.events import EventHub
 from gateway.limits import BodySizeLimit
 from gateway.problems import install_problem_handlers
-from gateway.routers import accounts, health, jobs, prompts
+from gateway.routers import accounts, health, jobs, models, prompts, training
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from terra.broker import build_broker
 from terra.errors import StorageError
 from terra.jobs import JobStore
+from terra.models import ModelStore
 from terra.provisioning import provision
 from terra.storage import ObjectStorage
 
@@ -36,7 +37,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         broker = build_broker(settings, name="gateway")
         await broker.start()  # no subscribers: connects, for publish and request/reply
         nc = broker.connection
-        await provision(nc, replicas=settings.nats_replicas)
+        # Every consumer too: the gateway reads queue depths, and a command accepted before
+        # its worker first starts waits in a consumer that already exists.
+        await provision(nc, replicas=settings.nats_replicas, consumers=topology.CONSUMERS)
         storage = ObjectStorage.from_settings(settings)
         try:
             await storage.ensure_buckets()
@@ -54,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             hub=hub,
             storage=storage,
             jobs=await JobStore.open(nc.jetstream()),
-            models=await nc.jetstream().key_value(MODELS_KV.bucket),
+            models=await ModelStore.open(nc.jetstream()),
         )
         try:
             yield
@@ -69,7 +72,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for router in (health.router, accounts.router, jobs.router, prompts.router, ws.router):
+    for router in (health.router, accounts.router, jobs.router, prompts.router,
+                   training.router, models.router, ws.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
@@ -79,7 +83,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_headers=["*"],
             allow_credentials=False,
         )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       per_path={"/api/training/upload": settings.max_upload_bytes})
     app.add_middleware(CorrelationId)
 
     if settings.tracing:

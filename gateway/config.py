@@ -10,6 +10,11 @@ class GatewaySettings(RuntimeSettings):
     port: int = 8000
     cors_origins: list[str] = Field(default_factory=list, description="JSON list of origins.")
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON request body.")
+    max_upload_bytes: int = Field(
+        default=21 * 20 * 1024 * 1024 + 1024 * 1024,
+        description="Largest training upload (a file over 20 MB is refused by name, not by "
+        "cutting the request short).",
+    )
     auth_timeout_s: float = Field(default=5.0, description="Wait for auth_service replies.")
     wait_timeout_s: float = Field(
         default=5.0, description="Longest a `?wait=true` request waits before answering 202."

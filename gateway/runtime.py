@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
-from nats.js.kv import KeyValue
 
 from contracts.jobs import JobState
 from gateway.auth_client import AuthClient
@@ -14,6 +13,7 @@ from gateway.config import GatewaySettings
 from gateway.events import EventHub
 from gateway.security import TokenVerifier
 from terra.jobs import JobStore
+from terra.models import ModelStore
 from terra.storage import ObjectStorage
 
 
@@ -27,7 +27,7 @@ class GatewayRuntime:
     hub: EventHub
     storage: ObjectStorage
     jobs: JobStore
-    models: KeyValue
+    models: ModelStore
 
     async def job(self, job_id: str, user_id: str) -> JobState | None:
         """The job if it belongs to `user_id`; others' jobs are indistinguishable from none."""

@@ -73,7 +73,7 @@ def build_app(
         title="prompt:commands",
     )
     async def on_command(msg: NatsMessage) -> None:
-        await settle(msg, handlers[0].handle(msg.body))
+        await settle(msg, lambda: handlers[0].handle(msg.body))
 
     @app.on_startup
     async def start() -> None:

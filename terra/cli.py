@@ -21,10 +21,11 @@ from pathlib import Path
 from terra.errors import ConfigurationError, ProvisioningConflict
 
 # Services that exist, in start order (the gateway last, once its backends listen).
-# Later issues add trainer and generator here when they are built.
+# The generator joins when it is built.
 SERVICES: dict[str, str] = {
     "auth": "auth_service",
     "prompt": "prompt_service",
+    "trainer": "trainer_service",
     "gateway": "gateway",
 }
 

@@ -131,5 +131,9 @@ class ObjectStorage:
                 raise StorageError(f"could not delete {len(failed)} objects: {failed[:3]}")
         return len(keys)
 
+    async def delete(self, key: str) -> None:
+        """Delete one object; deleting a missing one is not an error (S3 semantics)."""
+        await self._run(self._client.remove_object, self.bucket, key)
+
     async def presigned_get(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str:
         return await self._run(self._client.presigned_get_object, self.bucket, key, expires)

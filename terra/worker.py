@@ -27,10 +27,11 @@ class PermanentFailure(Exception):
     """The command can never succeed (bad input); retrying is pointless."""
 
 
-async def settle(msg: NatsMessage, work: Awaitable[None]) -> None:
+async def settle(msg: NatsMessage, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` (decoding included) and ack, nak with a delay, or ack a lost cause."""
     attempt = msg.raw_message.metadata.num_delivered
     try:
-        await work
+        await work()
     except PermanentFailure as exc:
         log.warning("command refused", extra={"reason": str(exc), "attempt": attempt})
         await msg.ack()

@@ -1,0 +1,54 @@
+"""The user's LoRA models: list (with sample images) and delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel
+
+from contracts.base import Id
+from contracts.topology import OBJECTS
+from contracts.training import ModelStatus
+from gateway.deps import CurrentUser, Runtime
+from gateway.problems import Problem
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+
+class ModelView(BaseModel):
+    model_id: str
+    status: str
+    trigger_word: str
+    base_model: str
+    rank: int | None
+    steps: int | None
+    job_id: str | None
+    created_at: str
+    sample_urls: list[str]
+
+
+@router.get("", response_model=list[ModelView])
+async def list_models(caller: CurrentUser, runtime: Runtime) -> list[ModelView]:
+    """Your models, newest first; sample image URLs are valid for 15 minutes."""
+    views = []
+    for record in await runtime.models.list(caller.user_id):
+        views.append(ModelView(
+            model_id=record.model_id, status=record.status.value,
+            trigger_word=record.trigger_word, base_model=record.base_model, rank=record.rank,
+            steps=record.steps, job_id=record.job_id, created_at=record.created_at.isoformat(),
+            sample_urls=[await runtime.storage.presigned_get(key)
+                         for key in record.sample_image_keys],
+        ))
+    return views
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_model(model_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
+    record = await runtime.models.get(caller.user_id, model_id)
+    if record is None:
+        raise Problem(404, "not-found", f"No model {model_id}.")
+    if record.status is ModelStatus.TRAINING:
+        raise Problem(409, "conflict", "This model is still training; cancel the training "
+                      "first.")
+    await runtime.storage.delete_prefix(OBJECTS.model_key(caller.user_id, model_id, ""))
+    await runtime.models.delete(caller.user_id, model_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

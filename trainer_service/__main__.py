@@ -1,0 +1,3 @@
+from trainer_service.main import main
+
+main()
