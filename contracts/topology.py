@@ -142,7 +142,9 @@ TRAINING_WORKERS = ConsumerSpec(
     stream=TRAINING_COMMANDS.name,
     durable="training_workers",
     filter_subject=command_subject("training", "start"),
-    ack_wait_s=60.0,  # kept alive by in_progress() heartbeats while a job runs
+    # Kept alive by in_progress() heartbeats while a job runs; a dead worker's job is
+    # redelivered (and resumed from its checkpoint) this long after its last heartbeat.
+    ack_wait_s=30.0,
     max_deliver=4,
     max_ack_pending=64,
     description="trainer_service replicas share this consumer.",

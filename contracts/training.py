@@ -61,6 +61,8 @@ class TrainingSampleReady(Event):
     job_id: Id
     step: int = Field(ge=0)
     image_id: Id
+    image_key: str | None = Field(default=None, description="Object key of the PNG; "
+                                  "GET /api/models lists a download URL for it.")
 
 
 class TrainingCompleted(Event):
@@ -72,6 +74,7 @@ class TrainingCompleted(Event):
     trigger_word: str
     lora_key: str = Field(description="Object key of the LoRA safetensors.")
     sample_image_ids: list[Id] = Field(default_factory=list)
+    sample_image_keys: list[str] = Field(default_factory=list)
 
 
 class TrainingCancelled(Event):

@@ -19,7 +19,7 @@ class TrainerSettings(RuntimeSettings):
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between checkpoints.")
     progress_interval_s: float = Field(default=2.0, gt=0, description="Least time between "
                                        "progress events.")
-    heartbeat_s: float = Field(default=15.0, gt=0, description="in_progress() interval; "
+    heartbeat_s: float = Field(default=8.0, gt=0, description="in_progress() interval; "
                                "well under the consumer's ack_wait.")
     cancel_poll_s: float = Field(default=0.5, gt=0, description="How often a running job "
                                  "looks for a cancel.")

@@ -27,6 +27,7 @@ from contracts.training import (
     TrainingCancelled,
     TrainingCompleted,
     TrainingProgressed,
+    TrainingSampleReady,
     TrainingStarted,
 )
 from terra.events import EventPublisher
@@ -126,6 +127,12 @@ class TrainerHandlers:
             update={"status": ModelStatus.READY, "lora_key": lora_key,
                     "sample_image_keys": sample_keys,
                     "base_model": base_model_name(self.settings.base_model)}))
+        sample_ids = [f"{command.model_id}-sample-{i}" for i in range(len(sample_keys))]
+        for image_id, key in zip(sample_ids, sample_keys, strict=True):
+            await self.events.publish(TrainingSampleReady(
+                message_id=f"{image_id}-ready", user_id=command.user_id,
+                job_id=command.job_id, step=command.steps, image_id=image_id, image_key=key,
+                correlation_id=command.correlation_id))
         final_loss = result.losses[-1] if result.losses else None
         await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
             "status": JobStatus.SUCCEEDED, "progress": 1.0, "detail": "completed",
@@ -135,6 +142,7 @@ class TrainerHandlers:
             message_id=f"{command.job_id}-completed", user_id=command.user_id,
             job_id=command.job_id, model_id=command.model_id,
             trigger_word=command.trigger_word, lora_key=lora_key,
+            sample_image_ids=sample_ids, sample_image_keys=sample_keys,
             correlation_id=command.correlation_id))
         await self.models.release_active(command.user_id, command.job_id)
         await self.store.drop_checkpoints(command.user_id, command.model_id)

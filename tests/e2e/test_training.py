@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 
 import numpy as np
 import pytest
+from nats.js.errors import NotFoundError
 from PIL import Image
 
 from contracts.topology import OBJECTS
@@ -47,7 +49,7 @@ async def frames_until(socket, job_id: str, final: set[str], timeout_s: float = 
     frames = []
     async with asyncio.timeout(timeout_s):
         while True:
-            frame = __import__("json").loads(await socket.recv())
+            frame = json.loads(await socket.recv())
             if frame.get("job_id") != job_id:
                 continue
             frames.append(frame)
@@ -193,3 +195,108 @@ async def alice_with_storage(http, s3):
     client = Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key,
                    secure=False)
     return account, ObjectStorage(client, OBJECTS.bucket)
+
+
+async def test_cancel_a_queued_training(http, gateway_url, trainer):
+    alice, bob = await register(http), await register(http)
+    busy = (await upload(http, alice, photo_files(10, first_seed=500))).json()
+    waiting = (await upload(http, bob, photo_files(10, first_seed=600))).json()
+    alice_ws = (await open_socket(gateway_url, alice, "/ws/training")).socket
+    bob_ws = (await open_socket(gateway_url, bob, "/ws/training")).socket
+    try:
+        running = (await http.post("/api/training/start", headers=alice.headers, json={
+            "dataset_id": busy["dataset_id"], "steps": 400, "rank": 4})).json()
+        await frames_until(alice_ws, running["job_id"], {"training.progressed.v1"})
+        queued = (await http.post("/api/training/start", headers=bob.headers, json={
+            "dataset_id": waiting["dataset_id"], "steps": 5, "rank": 4})).json()
+        [frame] = await frames_until(bob_ws, queued["job_id"], {"training.queued.v1"})
+        assert frame["payload"]["position"] >= 1  # behind alice's
+
+        response = await http.post(f"/api/training/{queued['job_id']}/cancel",
+                                   headers=bob.headers)
+        assert response.status_code == 202
+        # Cancelled at once, not when the trainer gets to it.
+        frames = await frames_until(bob_ws, queued["job_id"], {"training.cancelled.v1"},
+                                    timeout_s=10)
+        assert "training.started.v1" not in [f["type"] for f in frames]
+        await http.post(f"/api/training/{running['job_id']}/cancel", headers=alice.headers)
+        await frames_until(alice_ws, running["job_id"], {"training.cancelled.v1"})
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_account_deletion_erases_photos_and_models(http, gateway_url, trainer,
+                                                         alice_with_storage, nc):
+    from terra.models import ModelStore
+
+    account, storage = alice_with_storage
+    dataset = (await upload(http, account, photo_files(10, first_seed=700))).json()
+    socket = (await open_socket(gateway_url, account, "/ws/training")).socket
+    try:
+        started = (await http.post("/api/training/start", headers=account.headers, json={
+            "dataset_id": dataset["dataset_id"], "steps": 2, "rank": 4})).json()
+        await frames_until(socket, started["job_id"], {"training.completed.v1"})
+    finally:
+        await socket.close()
+    assert await storage.list_keys(f"models/{account.user_id}/")
+    assert (await http.delete("/api/me", headers=account.headers)).status_code == 202
+
+    models = await ModelStore.open(nc.jetstream())
+    for _ in range(100):
+        left = (await storage.list_keys(f"uploads/{account.user_id}/")
+                + await storage.list_keys(f"models/{account.user_id}/"))
+        if not left and not await models.list(account.user_id):
+            break
+        await asyncio.sleep(0.1)
+    assert left == [] and await models.list(account.user_id) == []
+
+
+async def test_a_worker_killed_mid_training_is_resumed_and_completes_once(
+    http, gateway_url, stack, trainer, nc
+):
+    alice = await register(http)
+    dataset = (await upload(http, alice, photo_files(10, first_seed=800))).json()
+    socket = (await open_socket(gateway_url, alice, "/ws/training")).socket
+    try:
+        started = (await http.post("/api/training/start", headers=alice.headers, json={
+            "dataset_id": dataset["dataset_id"], "steps": 40, "rank": 4})).json()
+        job_id = started["job_id"]
+
+        async def reached(step: int) -> None:
+            while True:
+                [*_, frame] = await frames_until(socket, job_id, {"training.progressed.v1"})
+                if frame["payload"]["step"] >= step:
+                    return
+
+        await reached(6)  # checkpoints every 2 steps: at least one is stored
+        for process in stack.processes:
+            if process.name == "trainer":
+                process.kill()  # every trainer dies mid-job, as in a crash
+        stack.start_service("trainer", "trainer_service", TERRA_CHECKPOINT_EVERY="2",
+                            TERRA_PROGRESS_INTERVAL_S="0.2", TERRA_SAMPLES="1")
+        # Redelivered once ack_wait passes without heartbeats; resumed from the checkpoint.
+        frames = await frames_until(socket, job_id, {"training.completed.v1", "job.failed.v1"},
+                                    timeout_s=150)
+    finally:
+        await socket.close()
+    assert frames[-1]["type"] == "training.completed.v1", frames[-1]
+    restarts = [f["payload"]["resumed_from_step"] for f in frames
+                if f["type"] == "training.started.v1"]
+    assert restarts and restarts[-1] >= 2
+
+    # Exactly once: one completed event in the stream, one ready model.
+    completed = []
+    js, seq = nc.jetstream(), 1
+    while True:
+        try:
+            raw = await js.get_msg("TERRA_EVENTS", seq=seq,
+                                   subject=f"terra.evt.training.completed.{alice.user_id}",
+                                   next=True)
+        except NotFoundError:
+            break
+        completed.append(raw)
+        seq = raw.seq + 1
+    assert len(completed) == 1
+    models = (await http.get("/api/models", headers=alice.headers)).json()
+    assert [m["status"] for m in models] == ["ready"]
