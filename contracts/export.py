@@ -13,6 +13,7 @@ from pathlib import Path
 
 from contracts import auth, topology
 from contracts.base import Command, Event
+from contracts.generation import ImageRecord
 from contracts.jobs import CancelJob, JobFailed, JobKind, JobState
 from contracts.registry import MESSAGES
 from contracts.training import DatasetManifest, ModelRecord
@@ -39,6 +40,7 @@ def json_schemas() -> dict[str, dict]:
     schemas["job.state.v1.json"] = JobState.model_json_schema()
     schemas["training.model.v1.json"] = ModelRecord.model_json_schema()
     schemas["training.dataset.v1.json"] = DatasetManifest.model_json_schema()
+    schemas["generation.image.v1.json"] = ImageRecord.model_json_schema()
     return schemas
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
-from contracts.base import Command, Event, Id, Model
+from contracts.base import Command, Event, Id, Model, utcnow
 from contracts.prompt import PROMPT_MAX_CHARS
 
 
@@ -89,3 +89,29 @@ class GenerationCancelled(Event):
     name: ClassVar[str] = "cancelled"
     type: Literal["generation.cancelled.v1"] = "generation.cancelled.v1"
     job_id: Id
+
+
+class ImageRecord(Model):
+    """A generated image, under `<user_id>.<image_id>` in the images KV bucket."""
+
+    type: Literal["generation.image.v1"] = "generation.image.v1"
+    image_id: Id
+    user_id: Id
+    job_id: Id
+    key: str
+    width: int
+    height: int
+    seed: int
+    prompt: str
+    model: BaseModelName
+    lora_id: Id | None = None
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+    expires_at: AwareDatetime
+
+
+# Limits of a request, shared by the gateway's validation and the worker's.
+MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE = 256, 2048, 16
+MODEL_DEFAULTS: dict[BaseModelName, dict[str, float | int | None]] = {
+    BaseModelName.SCHNELL: {"steps": 4, "guidance": None},
+    BaseModelName.DEV: {"steps": 28, "guidance": 3.5},
+}

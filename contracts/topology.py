@@ -238,11 +238,27 @@ def model_key(user_id: str, model_id: str) -> str:
     return f"{user_id}.{model_id}"
 
 
+def image_key(user_id: str, image_id: str) -> str:
+    return f"{user_id}.{image_id}"
+
+
 def active_training_key(user_id: str) -> str:
     return f"active.{user_id}"
+IMAGES_KV = KvSpec(
+    bucket="terra_images",
+    description="Generated images under `<user_id>.<image_id>` (generator_service); they "
+    "expire with the objects (TERRA_IMAGE_RETENTION_DAYS).",
+)
+QUEUE_SLOTS_KV = KvSpec(
+    bucket="terra_queue_slots",
+    description="`generation.<user_id>`: the user's queued and running generation jobs, "
+    "for the per-user cap.",
+)
 KV_BUCKETS: tuple[KvSpec, ...] = (
     JOBS_KV,
     MODELS_KV,
+    IMAGES_KV,
+    QUEUE_SLOTS_KV,
     USERS_KV,
     CREDENTIALS_KV,
     REFRESH_TOKENS_KV,
