@@ -48,6 +48,10 @@ class RuntimeSettings(BaseSettings):
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     s3_connect_timeout_s: float = 2.0
+    s3_public_endpoint: str | None = Field(
+        default=None, description="host:port clients reach for presigned downloads, when "
+        "it differs from TERRA_S3_ENDPOINT (e.g. behind a proxy).")
+    s3_public_secure: bool = True
     s3_access_key: SecretStr = SecretStr(LOCAL_S3_ACCESS_KEY)
     s3_secret_key: SecretStr = SecretStr(LOCAL_S3_SECRET_KEY)
 

@@ -22,9 +22,13 @@ from terra.settings import RuntimeSettings
 
 
 class ObjectStorage:
-    def __init__(self, client: Minio, bucket: str = OBJECTS.bucket) -> None:
+    def __init__(self, client: Minio, bucket: str = OBJECTS.bucket,
+                 presigner: Minio | None = None) -> None:
         self._client = client
         self.bucket = bucket
+        # Presigning is local computation; a client for the public address signs URLs
+        # that clients outside the cluster can reach.
+        self._presigner = presigner or client
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings) -> ObjectStorage:
@@ -43,7 +47,16 @@ class ObjectStorage:
             region=settings.s3_region,
             http_client=http,
         )
-        return cls(client)
+        presigner = None
+        if settings.s3_public_endpoint:
+            presigner = Minio(
+                settings.s3_public_endpoint,
+                access_key=settings.s3_access_key.get_secret_value(),
+                secret_key=settings.s3_secret_key.get_secret_value(),
+                secure=settings.s3_public_secure,
+                region=settings.s3_region,  # known: signing needs no request to the server
+            )
+        return cls(client, presigner=presigner)
 
     async def _run(self, fn, *args, **kwargs):
         try:
@@ -136,4 +149,4 @@ class ObjectStorage:
         await self._run(self._client.remove_object, self.bucket, key)
 
     async def presigned_get(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str:
-        return await self._run(self._client.presigned_get_object, self.bucket, key, expires)
+        return await self._run(self._presigner.presigned_get_object, self.bucket, key, expires)

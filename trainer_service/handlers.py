@@ -104,6 +104,11 @@ class TrainerHandlers:
         except errors.TrainingCancelled as cancelled:
             await self._cancelled(JobRef.of(command), f"cancelled after step {cancelled.step}")
             return
+        except torch.OutOfMemoryError as exc:
+            await self._fail(JobRef.of(command), FailureCode.OUT_OF_MEMORY,
+                             "The GPU ran out of memory while loading the model; set "
+                             "TERRA_QUANTIZE_BASE or use a larger card.")
+            raise PermanentFailure(str(exc)) from exc
         except (errors.OutOfGpuMemory, errors.DatasetError, errors.CheckpointError) as exc:
             code = (FailureCode.OUT_OF_MEMORY if isinstance(exc, errors.OutOfGpuMemory)
                     else FailureCode.INVALID_INPUT)
@@ -117,7 +122,11 @@ class TrainerHandlers:
 
     async def _complete(self, command: StartTraining, result: TrainingResult,
                         resolution: int) -> None:
-        samples = await asyncio.to_thread(self._samples, command, result, resolution)
+        try:
+            samples = await asyncio.to_thread(self._samples, command, result, resolution)
+        except torch.OutOfMemoryError:
+            log.warning("no samples: out of GPU memory", extra={"job_id": command.job_id})
+            samples = []  # the LoRA is what was asked for; samples are a bonus
         lora_key, sample_keys = await self.store.save_result(
             command.user_id, command.model_id, result.lora,
             {**result.metadata, "dataset_id": command.dataset_id, "job_id": command.job_id,
@@ -148,7 +157,9 @@ class TrainerHandlers:
         await self.store.drop_checkpoints(command.user_id, command.model_id)
 
     def _samples(self, command: StartTraining, result: TrainingResult, resolution: int):
-        pipeline = load_flux_pipeline(self.settings.base_model, self.device, self.dtype)
+        pipeline = load_flux_pipeline(self.settings.base_model, "cpu", self.dtype)
+        if self.device.type == "cuda":
+            pipeline.enable_model_cpu_offload(device=self.device)  # one component at a time
         steps = 2 if self.settings.base_model is None else 28
         return generate_samples(pipeline, result.lora,
                                 sample_prompts(command.trigger_word, self.settings.samples),
@@ -248,8 +259,9 @@ class _Run:
 
     def train(self, images, checkpoint: bytes | None) -> TrainingResult:
         settings = self.handlers.settings
-        pipeline = load_flux_pipeline(settings.base_model, self.handlers.device,
-                                      self.handlers.dtype)
+        # Loaded on the CPU: the encoders and then the transformer move to the device one
+        # after another (a bf16 FLUX.1-dev would not fit a 24 GB card all at once).
+        pipeline = load_flux_pipeline(settings.base_model, "cpu", self.handlers.dtype)
         examples = prepare_examples(images, self.command.trigger_word, self.resolution)
         config = TrainingConfig(
             trigger_word=self.command.trigger_word, steps=self.command.steps,

@@ -1,7 +1,7 @@
 """The trainer's objects: the user's photos in, checkpoints and the finished LoRA out.
 
     uploads/<user>/<dataset>/manifest.json, <image>.jpg        (written by the gateway)
-    models/<user>/<model>/checkpoint.bin, checkpoint.json      (the latest only)
+    models/<user>/<model>/checkpoint-<step>.bin, checkpoint.json  (the latest only)
     models/<user>/<model>/lora.safetensors, metadata.json, samples/<n>.png
 """
 

@@ -128,8 +128,14 @@ def encode_examples(
     dtype: torch.dtype,
     max_sequence_length: int = 512,
 ) -> list[EncodedExample]:
-    """VAE latents and text embeddings for every example, computed once, without grads."""
+    """VAE latents and text embeddings for every example, computed once, without grads.
+
+    The encoders visit `device` only for this (the pipeline may be loaded on the CPU so
+    that the full bf16 FLUX never has to fit on the card at once)."""
     vae = pipeline.vae
+    for encoder in (vae, pipeline.text_encoder, pipeline.text_encoder_2):
+        if encoder is not None:
+            encoder.to(device)
     shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
     encoded = []
     with torch.no_grad():
@@ -373,9 +379,12 @@ def _add_lora(
     dtype: torch.dtype,
 ) -> FluxTransformer2DModel:
     transformer.requires_grad_(False)
-    transformer.to(device=device)
     if transformer.dtype != dtype:
         transformer.to(dtype=dtype)
+    if config.quantize_base is None:
+        transformer.to(device=device)
+    # else: quantized where it is (the CPU, for a base that does not fit the card in
+    # bf16), and only then moved to the device.
     with torch.random.fork_rng(devices=[]):  # the LoRA's initial weights, from the seed
         torch.manual_seed(config.seed)
         transformer.add_adapter(LoraConfig(
@@ -386,6 +395,7 @@ def _add_lora(
         ))
     if config.quantize_base is not None:
         _quantize_base(transformer, config.quantize_base)
+        transformer.to(device=device)
     for name, parameter in transformer.named_parameters():
         # quanto's new layers come back trainable: only the LoRA may be.
         parameter.requires_grad_("lora_" in name)

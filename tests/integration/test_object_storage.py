@@ -63,3 +63,14 @@ async def test_wrong_credentials_are_an_error(s3):
     client = Minio(s3.endpoint, access_key=s3.access_key, secret_key="wrong", secure=False)
     with pytest.raises(StorageError):
         await ObjectStorage(client).ping()
+
+
+async def test_presigned_urls_can_name_a_public_address(s3):
+    from terra.settings import RuntimeSettings
+
+    settings = RuntimeSettings(s3_endpoint=s3.endpoint, s3_access_key=s3.access_key,
+                               s3_secret_key=s3.secret_key,
+                               s3_public_endpoint="images.example.com")
+    storage = ObjectStorage.from_settings(settings)
+    url = await storage.presigned_get("images/u/j/x.png")
+    assert url.startswith("https://images.example.com/terra/images/u/j/x.png?")

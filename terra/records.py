@@ -1,0 +1,83 @@
+"""Records a user owns, in a KV bucket under `<user_id>.<record_id>`: one server-side
+filter lists a user's records, and the key itself checks ownership."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from terra.errors import TerraError
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+class OwnedRecords(Generic[RecordT]):
+    record_type: type[RecordT]
+    id_field: str
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    def _key(self, user_id: str, record_id: str) -> str:
+        return f"{user_id}.{record_id}"
+
+    def _key_of(self, record: RecordT) -> str:
+        return self._key(record.user_id, getattr(record, self.id_field))
+
+    async def get(self, user_id: str, record_id: str) -> RecordT | None:
+        found = await self._get(self._key(user_id, record_id))
+        return found[0] if found else None
+
+    async def list(self, user_id: str) -> list[RecordT]:
+        """The user's records, newest first."""
+        # A server-side filter on the user's keys (nats-py's `keys(filters=…)` would read
+        # every key of the bucket and match substrings).
+        watcher = await self._kv.watch(self._key(user_id, "*"), ignore_deletes=True,
+                                       meta_only=True)
+        keys = []
+        async for entry in watcher:
+            if entry is None:  # the end of what exists now
+                break
+            keys.append(entry.key)
+        await watcher.stop()
+        records = [found[0] for key in keys if (found := await self._get(key))]
+        return sorted(records, key=lambda record: record.created_at, reverse=True)
+
+    async def create(self, record: RecordT) -> bool:
+        try:
+            await self._kv.create(self._key_of(record), record.model_dump_json().encode())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def update(
+        self, user_id: str, record_id: str, change: Callable[[RecordT], RecordT]
+    ) -> RecordT:
+        key = self._key(user_id, record_id)
+        for _ in range(20):
+            found = await self._get(key)
+            if found is None:
+                raise KeyError(key)
+            updated = change(found[0])
+            try:
+                await self._kv.update(key, updated.model_dump_json().encode(), last=found[1])
+            except KeyWrongLastSequenceError:
+                continue
+            return updated
+        raise TerraError(f"record {key} kept changing under us")
+
+    async def delete(self, user_id: str, record_id: str) -> None:
+        await self._kv.delete(self._key(user_id, record_id))
+
+    async def _get(self, key: str) -> tuple[RecordT, int] | None:
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return self.record_type.model_validate_json(entry.value), entry.revision
