@@ -238,10 +238,6 @@ def model_key(user_id: str, model_id: str) -> str:
     return f"{user_id}.{model_id}"
 
 
-def image_key(user_id: str, image_id: str) -> str:
-    return f"{user_id}.{image_id}"
-
-
 def active_training_key(user_id: str) -> str:
     return f"active.{user_id}"
 IMAGES_KV = KvSpec(

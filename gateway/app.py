@@ -16,14 +16,16 @@ from gateway.correlation import CorrelationId
 from gateway.events import EventHub
 from gateway.limits import BodySizeLimit
 from gateway.problems import install_problem_handlers
-from gateway.routers import accounts, health, jobs, models, prompts, training
+from gateway.routers import accounts, generation, health, jobs, models, prompts, training
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from terra.broker import build_broker
 from terra.errors import StorageError
+from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
 from terra.provisioning import provision
+from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             storage=storage,
             jobs=await JobStore.open(nc.jetstream()),
             models=await ModelStore.open(nc.jetstream()),
+            images=await ImageStore.open(nc.jetstream()),
+            generation_slots=await QueueSlots.open(nc.jetstream(), "generation"),
         )
         try:
             yield
@@ -73,7 +77,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     for router in (health.router, accounts.router, jobs.router, prompts.router,
-                   training.router, models.router, ws.router):
+                   training.router, models.router, generation.router, generation.images,
+                   ws.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

@@ -19,6 +19,9 @@ class GatewaySettings(RuntimeSettings):
     wait_timeout_s: float = Field(
         default=5.0, description="Longest a `?wait=true` request waits before answering 202."
     )
+    max_generations_per_user: int = Field(
+        default=4, ge=1, description="Queued and running generation jobs per user (then 429)."
+    )
     ws_queue_size: int = Field(default=256, description="Events buffered per socket.")
     ws_ping_interval_s: float = Field(default=20.0, description="WebSocket keep-alive pings.")
     keys_refresh_min_interval_s: float = Field(

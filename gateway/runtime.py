@@ -12,8 +12,10 @@ from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
 from gateway.security import TokenVerifier
+from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
+from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
 
 
@@ -28,6 +30,8 @@ class GatewayRuntime:
     storage: ObjectStorage
     jobs: JobStore
     models: ModelStore
+    images: ImageStore
+    generation_slots: QueueSlots
 
     async def job(self, job_id: str, user_id: str) -> JobState | None:
         """The job if it belongs to `user_id`; others' jobs are indistinguishable from none."""

@@ -21,11 +21,11 @@ from pathlib import Path
 from terra.errors import ConfigurationError, ProvisioningConflict
 
 # Services that exist, in start order (the gateway last, once its backends listen).
-# The generator joins when it is built.
 SERVICES: dict[str, str] = {
     "auth": "auth_service",
     "prompt": "prompt_service",
     "trainer": "trainer_service",
+    "generator": "generator_service",
     "gateway": "gateway",
 }
 

@@ -1,0 +1,178 @@
+"""Image generation: request, cancel, list and download the caller's images."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Response, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from contracts.base import Id, new_id
+from contracts.generation import (
+    MAX_SIDE,
+    MIN_SIDE,
+    MODEL_DEFAULTS,
+    SIDE_MULTIPLE,
+    BaseModelName,
+    GenerateImage,
+)
+from contracts.jobs import CancelJob, JobKind, JobState
+from contracts.prompt import PROMPT_MAX_CHARS
+from contracts.topology import GENERATION_WORKERS
+from contracts.training import ModelStatus
+from gateway.commands import job_id_for, send
+from gateway.deps import CurrentUser, Runtime
+from gateway.problems import Problem
+from gateway.runtime import GatewayRuntime
+
+router = APIRouter(prefix="/api/generate", tags=["generation"])
+images = APIRouter(prefix="/api/images", tags=["generation"])
+
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)]
+
+
+class GenerateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                             max_length=PROMPT_MAX_CHARS)]
+    model: Literal["auto", "schnell", "dev"] = Field(
+        default="auto", description="auto: dev with your newest LoRA if you have one, else "
+        "schnell.")
+    lora_id: Id | None = None
+    lora_scale: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    width: Side = 1024
+    height: Side = 1024
+    steps: Annotated[int, Field(ge=1, le=100)] | None = None
+    guidance: Annotated[float, Field(ge=0.0, le=20.0)] | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+    num_images: Annotated[int, Field(ge=1, le=4)] = 1
+
+    @model_validator(mode="after")
+    def _lora_needs_dev(self) -> GenerateBody:
+        if self.lora_id is not None and self.model == "schnell":
+            raise ValueError("a personal LoRA is trained on FLUX.1-dev: use model dev or auto")
+        return self
+
+
+class Queued(BaseModel):
+    job_id: str
+    queue_position: int
+    model: str
+    lora_id: str | None
+
+
+@router.post("/image", status_code=status.HTTP_202_ACCEPTED, response_model=Queued)
+async def generate(
+    body: GenerateBody, caller: CurrentUser, runtime: Runtime,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Queued:
+    model, lora_id = await _resolve_model(runtime, caller.user_id, body)
+    defaults = MODEL_DEFAULTS[model]
+    job_id = job_id_for(caller.user_id, idempotency_key) or new_id()
+
+    async def still_live(other: str) -> bool:
+        job = await runtime.jobs.get(other)
+        return job is not None and not job.status.is_terminal
+
+    cap = runtime.settings.max_generations_per_user
+    if not await runtime.generation_slots.claim(caller.user_id, job_id, cap, still_live):
+        raise Problem(429, "too-many-jobs", f"You have {cap} generations queued or running; "
+                      "wait for one to finish.", headers={"Retry-After": "5"})
+    await runtime.jobs.create(JobState(job_id=job_id, user_id=caller.user_id,
+                                       kind=JobKind.GENERATION))
+    await send(runtime.broker, GenerateImage(
+        message_id=job_id, job_id=job_id, user_id=caller.user_id, prompt=body.prompt,
+        model=model, lora_id=lora_id, lora_scale=body.lora_scale, width=body.width,
+        height=body.height, steps=body.steps or defaults["steps"],
+        guidance=body.guidance if body.guidance is not None else defaults["guidance"],
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**32),
+        num_images=body.num_images,
+    ))
+    info = await runtime.nc.jetstream().consumer_info(GENERATION_WORKERS.stream,
+                                                      GENERATION_WORKERS.durable)
+    return Queued(job_id=job_id, queue_position=max(0, info.num_pending - 1),
+                  model=model.value, lora_id=lora_id)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel(job_id: Id, caller: CurrentUser, runtime: Runtime) -> dict[str, str]:
+    job = await runtime.job(job_id, caller.user_id)
+    if job is None or job.kind is not JobKind.GENERATION:
+        raise Problem(404, "not-found", f"No generation {job_id}.")
+    if job.status.is_terminal:
+        raise Problem(409, "conflict", f"Generation {job_id} has already {job.status.value}.")
+    await send(runtime.broker, CancelJob(job_id=job_id, user_id=caller.user_id,
+                                         kind=JobKind.GENERATION))
+    return {"job_id": job_id, "status": "cancel_requested"}
+
+
+class ImageView(BaseModel):
+    image_id: str
+    job_id: str
+    width: int
+    height: int
+    seed: int
+    prompt: str
+    model: str
+    created_at: str
+    expires_at: str
+    url: str
+    download_url: str
+
+
+@router.get("/download/{user_id}", response_model=list[ImageView])
+async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[ImageView]:
+    """Your images, newest first: `url` through the gateway, `download_url` presigned for
+    15 minutes. Another user's id is not found."""
+    if user_id != caller.user_id:
+        raise Problem(404, "not-found", f"No images for user {user_id}.")
+    return [
+        ImageView(image_id=r.image_id, job_id=r.job_id, width=r.width, height=r.height,
+                  seed=r.seed, prompt=r.prompt, model=r.model.value,
+                  created_at=r.created_at.isoformat(), expires_at=r.expires_at.isoformat(),
+                  url=f"/api/images/{r.image_id}",
+                  download_url=await runtime.storage.presigned_get(r.key))
+        for r in await runtime.images.list(caller.user_id)
+    ]
+
+
+@images.get("/{image_id}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+async def get_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
+    record = await runtime.images.get(caller.user_id, image_id)
+    if record is None:
+        raise Problem(404, "not-found", f"No image {image_id}.")
+    data = await runtime.storage.get_bytes(record.key)
+    return Response(data, media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@images.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
+    record = await runtime.images.get(caller.user_id, image_id)
+    if record is None:
+        raise Problem(404, "not-found", f"No image {image_id}.")
+    await runtime.storage.delete(record.key)
+    await runtime.images.delete(caller.user_id, image_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _resolve_model(runtime: GatewayRuntime, user_id: str,
+                         body: GenerateBody) -> tuple[BaseModelName, str | None]:
+    """auto: dev with the user's newest ready LoRA, else schnell; a named LoRA must be the
+    caller's and ready."""
+    if body.lora_id is not None:
+        record = await runtime.models.get(user_id, body.lora_id)
+        if record is None:
+            raise Problem(404, "not-found", f"No model {body.lora_id}.")
+        if record.status is not ModelStatus.READY:
+            raise Problem(409, "conflict", f"Model {body.lora_id} is {record.status.value}.")
+        return BaseModelName.DEV, record.model_id
+    if body.model == "auto":
+        ready = [m for m in await runtime.models.list(user_id) if m.status is ModelStatus.READY]
+        if ready:
+            return BaseModelName.DEV, ready[0].model_id
+        return BaseModelName.SCHNELL, None
+    return BaseModelName(body.model), None

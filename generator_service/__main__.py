@@ -1,0 +1,3 @@
+from generator_service.main import main
+
+main()

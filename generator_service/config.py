@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from terra.settings import RuntimeSettings
+
+
+class GeneratorSettings(RuntimeSettings):
+    schnell_model: str | None = Field(
+        default=None, description="FLUX.1-schnell hub id or folder; unset: tiny random FLUX.")
+    dev_model: str | None = Field(
+        default=None, description="FLUX.1-dev hub id or folder; unset: tiny random FLUX.")
+    generate_device: str = Field(default="cpu", description='"cuda", "cuda:1", "cpu".')
+    generate_dtype: str = Field(default="float32", description="bfloat16 on GPUs.")
+    memory_profile: str = Field(
+        default="auto", description="auto, gpu, model_offload, sequential_offload, "
+        "group_offload, each optionally +float8/+int8, or 8gb.")
+    compile: bool = Field(default=False, description="torch.compile the transformers "
+                          "(LoRAs then hot-swap).")
+    adapter_cache_size: int = Field(default=16, ge=1, description="LoRAs kept in memory.")
+    adapter_cache_bytes: int = Field(default=2 * 2**30, ge=1)
+    queue_window: int = Field(default=32, ge=1, description="Commands a worker holds to "
+                              "serve users in turn.")
+    image_retention_days: float = Field(default=7.0, gt=0)
+    progress_interval_s: float = Field(default=0.5, gt=0)
+    heartbeat_s: float = Field(default=8.0, gt=0)
+    cancel_poll_s: float = Field(default=0.5, gt=0)

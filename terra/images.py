@@ -1,0 +1,18 @@
+"""Generated images' records in the images KV bucket, under `<user_id>.<image_id>`."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+
+from contracts.generation import ImageRecord
+from contracts.topology import IMAGES_KV
+from terra.records import OwnedRecords
+
+
+class ImageStore(OwnedRecords[ImageRecord]):
+    record_type = ImageRecord
+    id_field = "image_id"
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> ImageStore:
+        return cls(await js.key_value(IMAGES_KV.bucket))

@@ -1,0 +1,175 @@
+"""Image generation through the gateway and a real generator_service (tiny FLUX)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from contracts.base import new_id
+from contracts.training import ModelRecord, ModelStatus
+from tests.e2e.client import open_socket, register
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SMALL = {"width": 256, "height": 256}
+
+
+@pytest.fixture(scope="session")
+def generator(stack):
+    return stack.start_service("generator", "generator_service",
+                               TERRA_PROGRESS_INTERVAL_S="0.01")
+
+
+async def until(socket, job_id: str, final: set[str], timeout_s: float = 60) -> list[dict]:
+    frames = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            frame = json.loads(await socket.recv())
+            if frame.get("job_id") != job_id:
+                continue
+            frames.append(frame)
+            if frame["type"] in final:
+                return frames
+
+
+DONE = {"generation.image_generated.v1", "job.failed.v1", "generation.cancelled.v1"}
+
+
+async def test_generate_and_download_a_png(http, gateway_url, generator):
+    alice = await register(http)
+    socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    try:
+        response = await http.post("/api/generate/image", headers=alice.headers, json={
+            "prompt": "a lighthouse at dusk", "width": 256, "height": 320, "seed": 7,
+            "num_images": 2})
+        assert response.status_code == 202, response.text
+        accepted = response.json()
+        assert accepted["model"] == "schnell" and accepted["queue_position"] >= 0
+        frames = await until(socket, accepted["job_id"], DONE)
+    finally:
+        await socket.close()
+    types = [f["type"] for f in frames]
+    assert types[-1] == "generation.image_generated.v1", frames[-1]
+    assert "generation.started.v1" in types and "generation.progressed.v1" in types
+    images = frames[-1]["payload"]["images"]
+    assert [(i["width"], i["height"]) for i in images] == [(256, 320)] * 2
+
+    listed = (await http.get(f"/api/generate/download/{alice.user_id}",
+                             headers=alice.headers)).json()
+    assert {i["image_id"] for i in listed} == {i["image_id"] for i in images}
+    png = await http.get(f"/api/images/{images[0]['image_id']}", headers=alice.headers)
+    assert png.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(png.content))
+    assert picture.size == (256, 320) and picture.info["prompt"] == "a lighthouse at dusk"
+    assert int(picture.info["seed"]) == 7
+
+    bob = await register(http)
+    assert (await http.get(f"/api/images/{images[0]['image_id']}",
+                           headers=bob.headers)).status_code == 404
+    assert (await http.get(f"/api/generate/download/{alice.user_id}",
+                           headers=bob.headers)).status_code == 404
+    assert (await http.delete(f"/api/images/{images[0]['image_id']}",
+                              headers=alice.headers)).status_code == 204
+    assert (await http.get(f"/api/images/{images[0]['image_id']}",
+                           headers=alice.headers)).status_code == 404
+
+
+async def test_same_seed_same_pixels(http, gateway_url, generator):
+    alice = await register(http)
+    socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    pictures = []
+    try:
+        for _ in range(2):
+            job = (await http.post("/api/generate/image", headers=alice.headers, json={
+                "prompt": "a red fox", "seed": 42, **SMALL})).json()["job_id"]
+            frames = await until(socket, job, DONE)
+            image_id = frames[-1]["payload"]["images"][0]["image_id"]
+            png = await http.get(f"/api/images/{image_id}", headers=alice.headers)
+            pictures.append(Image.open(io.BytesIO(png.content)).tobytes())
+    finally:
+        await socket.close()
+    assert pictures[0] == pictures[1]
+
+
+async def test_auto_picks_dev_with_my_lora_once_i_have_one(http, nc, generator):
+    alice = await register(http)
+    before = (await http.post("/api/generate/image", headers=alice.headers,
+                              json={"prompt": "me", **SMALL})).json()
+    assert before["model"] == "schnell" and before["lora_id"] is None
+
+    from terra.models import ModelStore
+
+    models = await ModelStore.open(nc.jetstream())
+    mine = ModelRecord(model_id=new_id(), user_id=alice.user_id, trigger_word="zqx",
+                       status=ModelStatus.READY, lora_key="models/x/y/lora.safetensors")
+    await models.create(mine)
+    after = (await http.post("/api/generate/image", headers=alice.headers,
+                             json={"prompt": "zqx person", **SMALL})).json()
+    assert after["model"] == "dev" and after["lora_id"] == mine.model_id
+
+    bob = await register(http)
+    theirs = await http.post("/api/generate/image", headers=bob.headers,
+                             json={"prompt": "x", "lora_id": mine.model_id, **SMALL})
+    assert theirs.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "a cat", "width": 1000}, "width"),
+        ({"prompt": "a cat", "steps": 0}, "steps"),
+        ({"prompt": "a cat", "num_images": 9}, "num_images"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 2001}, "prompt"),
+        ({"prompt": "a cat", "model": "sdxl"}, "model"),
+    ],
+)
+async def test_bad_requests_name_the_field(http, body, field):
+    alice = await register(http)
+    response = await http.post("/api/generate/image", headers=alice.headers, json=body)
+    assert response.status_code == 422
+    assert field in {e["field"] for e in response.json()["errors"]}
+
+
+async def test_per_user_cap_then_fairness_and_cancel(http, gateway_url, generator):
+    alice, bob = await register(http), await register(http)
+    alice_ws = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    bob_ws = (await open_socket(gateway_url, bob, "/ws/generate")).socket
+    try:
+        jobs = []
+        for _ in range(4):
+            response = await http.post("/api/generate/image", headers=alice.headers, json={
+                "prompt": "a slow one", "steps": 20, **SMALL})
+            assert response.status_code == 202
+            jobs.append(response.json()["job_id"])
+        over = await http.post("/api/generate/image", headers=alice.headers,
+                               json={"prompt": "one more", **SMALL})
+        assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
+
+        bobs = (await http.post("/api/generate/image", headers=bob.headers,
+                                json={"prompt": "mine", **SMALL})).json()["job_id"]
+        # Cancel alice's last while it waits, then her first while it may run.
+        await http.post(f"/api/generate/{jobs[-1]}/cancel", headers=alice.headers)
+        cancelled = await until(alice_ws, jobs[-1], DONE)
+        assert cancelled[-1]["type"] == "generation.cancelled.v1"
+
+        finished_at: dict[str, float] = {}
+
+        async def watch(socket, wanted: list[str]) -> None:
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(120):
+                while not set(wanted) <= set(finished_at):
+                    frame = json.loads(await socket.recv())
+                    if frame.get("job_id") in wanted and frame["type"] in DONE:
+                        assert frame["type"] == "generation.image_generated.v1", frame
+                        finished_at[frame["job_id"]] = loop.time()
+
+        await asyncio.gather(watch(alice_ws, jobs[:3]), watch(bob_ws, [bobs]))
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+    # Bob queued after four of alice's, yet his one job is not served after all of hers.
+    assert finished_at[bobs] < finished_at[jobs[2]]
