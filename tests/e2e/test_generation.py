@@ -173,3 +173,68 @@ async def test_per_user_cap_then_fairness_and_cancel(http, gateway_url, generato
         await bob_ws.close()
     # Bob queued after four of alice's, yet his one job is not served after all of hers.
     assert finished_at[bobs] < finished_at[jobs[2]]
+
+
+async def test_a_worker_killed_mid_job_gives_exactly_one_result(http, gateway_url, stack,
+                                                                generator, nc):
+    alice = await register(http)
+    socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    try:
+        job = (await http.post("/api/generate/image", headers=alice.headers, json={
+            "prompt": "a long one", "steps": 100, "width": 512, "height": 512})).json()["job_id"]
+        await until(socket, job, {"generation.progressed.v1"})
+        for process in stack.processes:
+            if process.name == "generator":
+                process.kill()  # every generator dies mid-job
+        stack.start_service("generator", "generator_service", TERRA_PROGRESS_INTERVAL_S="0.01")
+        frames = await until(socket, job, DONE, timeout_s=150)
+    finally:
+        await socket.close()
+    assert frames[-1]["type"] == "generation.image_generated.v1", frames[-1]
+    completed, seq = [], 1
+    js = nc.jetstream()
+    from nats.js.errors import NotFoundError
+
+    while True:
+        try:
+            raw = await js.get_msg("TERRA_EVENTS", seq=seq, next=True,
+                                   subject=f"terra.evt.generation.completed.{alice.user_id}")
+        except NotFoundError:
+            break
+        completed.append(raw)
+        seq = raw.seq + 1
+    assert len(completed) == 1
+    listed = (await http.get(f"/api/generate/download/{alice.user_id}",
+                             headers=alice.headers)).json()
+    assert len(listed) == 1
+
+
+async def test_one_users_burst_does_not_starve_another(stack, generator):
+    import httpx
+
+    url = stack.start_gateway(TERRA_MAX_GENERATIONS_PER_USER="10")
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        alice, bob = await register(http), await register(http)
+        bob_ws = (await open_socket(url, bob, "/ws/generate")).socket
+        alice_ws = (await open_socket(url, alice, "/ws/generate")).socket
+        try:
+            burst = [(await http.post("/api/generate/image", headers=alice.headers, json={
+                "prompt": f"burst {i}", "steps": 6, **SMALL})).json()["job_id"]
+                for i in range(10)]
+            single = (await http.post("/api/generate/image", headers=bob.headers, json={
+                "prompt": "just one", "steps": 6, **SMALL})).json()["job_id"]
+            order: list[str] = []
+
+            async def collect(socket, wanted: set[str]) -> None:
+                async with asyncio.timeout(180):
+                    while not wanted <= set(order):
+                        frame = json.loads(await socket.recv())
+                        if frame.get("job_id") in wanted and frame["type"] in DONE:
+                            order.append(frame["job_id"])
+
+            await asyncio.gather(collect(alice_ws, set(burst)), collect(bob_ws, {single}))
+        finally:
+            await alice_ws.close()
+            await bob_ws.close()
+    # First come first served would finish bob's job eleventh; turns put it near the front.
+    assert order.index(single) <= 3, order
