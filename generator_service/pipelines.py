@@ -270,6 +270,11 @@ class FluxGenerator:
                     self._parameters(request, seed + index, steps, guidance)))
             return images
 
+    def prepare(self, request: GenerationRequest) -> None:
+        """Put the request's LoRA on (or off) now, e.g. while the job waits in the queue."""
+        with self._lock:
+            self._apply_lora(request)
+
     def forget_adapter(self, adapter_id: str) -> bool:
         """Drop a LoRA from the cache and the pipelines (model deleted, account erased)."""
         with self._lock:
