@@ -22,6 +22,8 @@ class GeneratorSettings(RuntimeSettings):
     queue_window: int = Field(default=32, ge=1, description="Commands a worker holds to "
                               "serve users in turn.")
     image_retention_days: float = Field(default=7.0, gt=0)
+    retention_sweep_s: float = Field(default=600.0, gt=0, description="How often expired "
+                                     "images are deleted.")
     progress_interval_s: float = Field(default=0.5, gt=0)
     heartbeat_s: float = Field(default=8.0, gt=0)
     cancel_poll_s: float = Field(default=0.5, gt=0)

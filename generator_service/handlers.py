@@ -175,6 +175,16 @@ class GeneratorHandlers:
         await self._end(command, JobStatus.FAILED, FailureCode.DELIVERY_EXHAUSTED,
                         "The generation failed several times; it has been stopped.")
 
+    async def sweep_expired(self) -> int:
+        """Delete images past their retention: the object, then the record."""
+        expired = await self.images.expired(utcnow())
+        for record in expired:
+            await self.storage.delete(record.key)
+            await self.images.delete(record.user_id, record.image_id)
+        if expired:
+            log.info("expired images deleted", extra={"count": len(expired)})
+        return len(expired)
+
     async def erase_account(self, user_id: str) -> None:
         for record in await self.images.list(user_id):
             await self.images.delete(user_id, record.image_id)

@@ -57,6 +57,7 @@ def build_app(settings: GeneratorSettings | None = None, *,
     app = FastStream(broker, logger=log)
     handlers: list[GeneratorHandlers] = []
     workers: list[tuple[FairWorker, asyncio.Task]] = []
+    sweepers: list[asyncio.Task] = []
 
     def consumer(spec: ConsumerSpec, stream: str):
         return broker.subscriber(
@@ -101,9 +102,20 @@ def build_app(settings: GeneratorSettings | None = None, *,
                                                     stream=GENERATION_WORKERS.stream)
         worker = FairWorker(handlers[0], subscription)
         workers.append((worker, asyncio.create_task(worker.run())))
+        sweepers.append(asyncio.create_task(sweep_forever()))
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await handlers[0].sweep_expired()
+            except Exception:
+                log.exception("retention sweep failed; next one in a while")
+            await asyncio.sleep(settings.retention_sweep_s)
 
     @app.on_shutdown
     async def stop_worker() -> None:
+        for sweeper in sweepers:
+            sweeper.cancel()
         for worker, task in workers:
             worker.stopping.set()  # finishes the job in hand, returns the held ones
             try:

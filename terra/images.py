@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from nats.js import JetStreamContext
 
 from contracts.generation import ImageRecord
@@ -16,3 +18,17 @@ class ImageStore(OwnedRecords[ImageRecord]):
     @classmethod
     async def open(cls, js: JetStreamContext) -> ImageStore:
         return cls(await js.key_value(IMAGES_KV.bucket))
+
+    async def expired(self, now: datetime) -> list[ImageRecord]:
+        """Every user's images past their retention (a sweep reads the whole bucket)."""
+        watcher = await self._kv.watchall(ignore_deletes=True)
+        found = []
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value:
+                record = ImageRecord.model_validate_json(entry.value)
+                if record.expires_at <= now:
+                    found.append(record)
+        await watcher.stop()
+        return found

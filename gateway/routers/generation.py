@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.base import Id, new_id
+from contracts.base import Id, new_id, utcnow
 from contracts.generation import (
     MAX_SIDE,
     MIN_SIDE,
@@ -135,6 +135,7 @@ async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[I
                   url=f"/api/images/{r.image_id}",
                   download_url=await runtime.storage.presigned_get(r.key))
         for r in await runtime.images.list(caller.user_id)
+        if r.expires_at > utcnow()  # the sweep deletes them soon; never offer them
     ]
 
 
@@ -142,7 +143,7 @@ async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[I
             responses={200: {"content": {"image/png": {}}}})
 async def get_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
     record = await runtime.images.get(caller.user_id, image_id)
-    if record is None:
+    if record is None or record.expires_at <= utcnow():
         raise Problem(404, "not-found", f"No image {image_id}.")
     data = await runtime.storage.get_bytes(record.key)
     return Response(data, media_type="image/png",

@@ -1,0 +1,58 @@
+"""Images past their retention are found by the sweep; others are left alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from contracts.base import new_id, utcnow
+from contracts.generation import BaseModelName, ImageRecord
+from terra.images import ImageStore
+from terra.provisioning import provision
+
+pytestmark = pytest.mark.integration
+
+
+def record(user: str, expires_in: timedelta) -> ImageRecord:
+    return ImageRecord(image_id=new_id(), user_id=user, job_id=new_id(), key="images/x.png",
+                       width=256, height=256, seed=1, prompt="p", model=BaseModelName.SCHNELL,
+                       expires_at=utcnow() + expires_in)
+
+
+async def test_only_expired_images_are_swept(nc):
+    await provision(nc)
+    images = await ImageStore.open(nc.jetstream())
+    user = new_id()
+    old, fresh = record(user, timedelta(seconds=-1)), record(user, timedelta(days=7))
+    await images.create(old)
+    await images.create(fresh)
+    expired = {r.image_id for r in await images.expired(utcnow())}
+    assert old.image_id in expired and fresh.image_id not in expired
+
+
+async def test_the_sweep_deletes_object_and_record(nc, s3):
+    from minio import Minio
+
+    from generator_service.config import GeneratorSettings
+    from generator_service.handlers import GeneratorHandlers
+    from terra.storage import ObjectStorage
+
+    await provision(nc)
+    js = nc.jetstream()
+    storage = ObjectStorage(Minio(s3.endpoint, access_key=s3.access_key,
+                                  secret_key=s3.secret_key, secure=False))
+    await storage.ensure_buckets()
+    images = await ImageStore.open(js)
+    user = new_id()
+    old = record(user, timedelta(seconds=-1)).model_copy(
+        update={"key": f"images/{user}/j/0.png"})
+    await storage.put_bytes(old.key, b"png", "image/png")
+    await images.create(old)
+
+    handlers = GeneratorHandlers(settings=GeneratorSettings(), generator=None, jobs=None,
+                                 models=None, images=images, slots=None, events=None,
+                                 storage=storage)
+    assert await handlers.sweep_expired() >= 1
+    assert not await storage.exists(old.key)
+    assert await images.get(user, old.image_id) is None
