@@ -218,9 +218,10 @@ async def test_one_users_burst_does_not_starve_another(stack, generator):
         bob_ws = (await open_socket(url, bob, "/ws/generate")).socket
         alice_ws = (await open_socket(url, alice, "/ws/generate")).socket
         try:
+            # The first job is long, so the other nine and bob's queue up behind it.
             burst = [(await http.post("/api/generate/image", headers=alice.headers, json={
-                "prompt": f"burst {i}", "steps": 6, **SMALL})).json()["job_id"]
-                for i in range(10)]
+                "prompt": f"burst {i}", "steps": 80 if i == 0 else 6, **SMALL})).json()[
+                "job_id"] for i in range(10)]
             single = (await http.post("/api/generate/image", headers=bob.headers, json={
                 "prompt": "just one", "steps": 6, **SMALL})).json()["job_id"]
             order: list[str] = []
@@ -236,5 +237,48 @@ async def test_one_users_burst_does_not_starve_another(stack, generator):
         finally:
             await alice_ws.close()
             await bob_ws.close()
-    # First come first served would finish bob's job eleventh; turns put it near the front.
-    assert order.index(single) <= 3, order
+    # First come first served would finish bob's job eleventh; turns put it second.
+    assert order.index(single) <= 2, order
+
+
+async def test_cancel_a_running_generation(http, gateway_url, generator):
+    alice = await register(http)
+    socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    try:
+        job = (await http.post("/api/generate/image", headers=alice.headers, json={
+            "prompt": "a long one", "steps": 100, "width": 512, "height": 512})).json()["job_id"]
+        await until(socket, job, {"generation.progressed.v1"})
+        assert (await http.post(f"/api/generate/{job}/cancel",
+                                headers=alice.headers)).status_code == 202
+        frames = await until(socket, job, DONE)
+    finally:
+        await socket.close()
+    assert frames[-1]["type"] == "generation.cancelled.v1", frames[-1]
+    steps = [f["payload"]["step"] for f in frames if f["type"] == "generation.progressed.v1"]
+    assert max(steps) < 100  # stopped early, not run to the end
+    assert (await http.get(f"/api/jobs/{job}", headers=alice.headers)).json()["status"] == \
+        "cancelled"
+
+
+async def test_account_deletion_erases_images(http, gateway_url, generator, s3):
+    from minio import Minio
+
+    from terra.storage import ObjectStorage
+
+    alice = await register(http)
+    socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket
+    try:
+        job = (await http.post("/api/generate/image", headers=alice.headers,
+                               json={"prompt": "keep me", **SMALL})).json()["job_id"]
+        await until(socket, job, DONE)
+    finally:
+        await socket.close()
+    storage = ObjectStorage(Minio(s3.endpoint, access_key=s3.access_key,
+                                  secret_key=s3.secret_key, secure=False))
+    assert await storage.list_keys(f"images/{alice.user_id}/")
+    assert (await http.delete("/api/me", headers=alice.headers)).status_code == 202
+    for _ in range(100):
+        if not await storage.list_keys(f"images/{alice.user_id}/"):
+            break
+        await asyncio.sleep(0.1)
+    assert await storage.list_keys(f"images/{alice.user_id}/") == []
