@@ -19,6 +19,9 @@ class GeneratorSettings(RuntimeSettings):
                           "(LoRAs then hot-swap).")
     adapter_cache_size: int = Field(default=16, ge=1, description="LoRAs kept in memory.")
     adapter_cache_bytes: int = Field(default=2 * 2**30, ge=1)
+    batch_max_images: int | None = Field(
+        default=None, ge=1, description="Images of compatible jobs (same model, LoRA, size, "
+        "steps, guidance) run in one loop; unset: 4 on CUDA, 1 on a CPU.")
     queue_window: int = Field(default=32, ge=1, description="Commands a worker holds to "
                               "serve users in turn.")
     image_retention_days: float = Field(default=7.0, gt=0)

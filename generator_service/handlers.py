@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from faststream.nats import NatsMessage
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
@@ -60,41 +59,67 @@ class GeneratorHandlers:
     events: EventPublisher
     storage: ObjectStorage
 
-    # --- one job ----------------------------------------------------------------------
+    @property
+    def batch_max_images(self) -> int:
+        """Images one denoising loop may carry: batching pays on a GPU, not on a CPU."""
+        configured = self.settings.batch_max_images
+        if configured is not None:
+            return configured
+        return 4 if self.settings.generate_device.startswith("cuda") else 1
 
-    async def generate(self, command: GenerateImage, msg: NatsMessage | None = None) -> None:
-        job = await self.jobs.get(command.job_id)
-        if job is None or job.user_id != command.user_id or job.status.is_terminal:
-            await self.slots.release(command.user_id, command.job_id)
-            return  # finished before (a redelivery) or cancelled while queued
-        lora = await self._lora(command)
-        if lora is False:
+    # --- jobs -------------------------------------------------------------------------
+
+    async def generate(self, command: GenerateImage) -> None:
+        await self.generate_batch([command])
+
+    async def generate_batch(self, commands: list[GenerateImage]) -> None:
+        """Compatible commands (`batch_key`) in one denoising loop; one alone otherwise."""
+        ready: list[tuple[GenerateImage, pipelines.GenerationRequest]] = []
+        for command in commands:
+            job = await self.jobs.get(command.job_id)
+            if job is None or job.user_id != command.user_id or job.status.is_terminal:
+                await self.slots.release(command.user_id, command.job_id)
+                continue  # finished before (a redelivery) or cancelled while queued
+            lora = await self._lora(command)
+            if lora is False:
+                continue
+            await self.jobs.update(command.job_id, lambda s: s.model_copy(
+                update={"status": JobStatus.RUNNING}))
+            await self.events.publish(GenerationStarted(
+                message_id=f"{command.job_id}-started", user_id=command.user_id,
+                job_id=command.job_id, correlation_id=command.correlation_id))
+            ready.append((command, request_for(command, lora)))
+        if not ready:
             return
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(
-            update={"status": JobStatus.RUNNING}))
-        await self.events.publish(GenerationStarted(
-            message_id=f"{command.job_id}-started", user_id=command.user_id,
-            job_id=command.job_id, correlation_id=command.correlation_id))
-        request = pipelines.GenerationRequest(
-            prompt=command.prompt, model=command.model.value, lora=lora,
-            lora_scale=command.lora_scale, width=command.width, height=command.height,
-            steps=command.steps,
-            guidance=None if command.model.value == "schnell" else command.guidance,
-            seed=command.seed, num_images=command.num_images)
-        run = _Run(self, command, asyncio.get_running_loop())
-        watcher = asyncio.create_task(run.watch_for_cancel())
+        loop = asyncio.get_running_loop()
+        runs = [_Run(self, command, loop) for command, _ in ready]
+        watchers = [asyncio.create_task(run.watch_for_cancel()) for run in runs]
+
+        def on_step(step: int, total: int) -> None:
+            for run in runs:
+                run.on_step(step, total)
+
+        def should_stop() -> bool:  # a batch stops only when every job in it is cancelled
+            return all(run.cancel.is_set() for run in runs)
+
         try:
-            outcome = await asyncio.to_thread(self.generator.generate, request,
-                                              on_step=run.on_step, should_stop=run.cancel.is_set)
+            outcome = await asyncio.to_thread(
+                self.generator.generate_batch, [request for _, request in ready],
+                on_step=on_step, should_stop=should_stop)
         except pipelines.OutOfGpuMemory as exc:
-            await self._end(command, JobStatus.FAILED, FailureCode.OUT_OF_MEMORY, str(exc))
+            for command, _ in ready:
+                await self._end(command, JobStatus.FAILED, FailureCode.OUT_OF_MEMORY, str(exc))
             return
         finally:
-            watcher.cancel()
-        if isinstance(outcome, pipelines.Cancelled):
-            await self._end(command, JobStatus.CANCELLED, reason="cancelled while running")
-            return
-        await self._store(command, outcome)
+            for watcher in watchers:
+                watcher.cancel()
+        for (command, _), run, images in zip(
+                ready, runs, [None] * len(ready) if isinstance(outcome, pipelines.Cancelled)
+                else outcome, strict=True):
+            if images is None or run.cancel.is_set():
+                await self._end(command, JobStatus.CANCELLED, reason="cancelled while running")
+            else:
+                await self._store(command, images)
 
     async def _lora(self, command: GenerateImage) -> LoraRef | None | bool:
         if command.lora_id is None:
@@ -224,6 +249,22 @@ class _Run:
                 self.cancel.set()
 
 
+def request_for(command: GenerateImage, lora: LoraRef | None) -> pipelines.GenerationRequest:
+    return pipelines.GenerationRequest(
+        prompt=command.prompt, model=command.model.value, lora=lora,
+        lora_scale=command.lora_scale, width=command.width, height=command.height,
+        steps=command.steps,
+        guidance=None if command.model.value == "schnell" else command.guidance,
+        seed=command.seed, num_images=command.num_images)
+
+
+def compatible(a: GenerateImage, b: GenerateImage) -> bool:
+    """Jobs that can share a denoising loop (the pipeline's `batch_key`, from commands)."""
+    def key(c: GenerateImage) -> tuple:
+        return (c.model, c.lora_id, c.lora_scale, c.width, c.height, c.steps, c.guidance)
+    return key(a) == key(b) and a.seed is not None and b.seed is not None
+
+
 @dataclass
 class Held:
     msg: object  # nats-py JetStream message, unacked while held
@@ -238,7 +279,7 @@ class FairWorker:
         self.subscription = subscription
         self.queue: FairQueue[Held] = FairQueue()
         self.positions: dict[str, int] = {}
-        self.running: Held | None = None
+        self.running: list[Held] = []
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -250,9 +291,10 @@ class FairWorker:
                 queued = self.queue.pop()
                 if queued is None:
                     continue
-                self.running = queued.item
-                await self._settle(queued.item)
-                self.running = None
+                batch = [queued.item] + self._compatible_with(queued.item)
+                self.running = batch
+                await self._settle(batch)
+                self.running = []
         finally:
             heartbeats.cancel()
             # Held commands go back to the stream for the other workers.
@@ -294,21 +336,35 @@ class FairWorker:
                 user_id=held.command.user_id, job_id=job_id, position=position,
                 correlation_id=held.command.correlation_id))
 
-    async def _settle(self, held: Held) -> None:
-        self.positions.pop(held.command.job_id, None)
+    def _compatible_with(self, first: Held) -> list[Held]:
+        """Queued jobs that can join `first`'s loop, up to the batch's image budget."""
+        budget = self.handlers.batch_max_images - first.command.num_images
+        joined = []
+        for queued in list(self.queue):
+            command = queued.item.command
+            if budget >= command.num_images and compatible(first.command, command):
+                self.queue.remove(queued.job_id)
+                joined.append(queued.item)
+                budget -= command.num_images
+        return joined
+
+    async def _settle(self, batch: list[Held]) -> None:
+        for held in batch:
+            self.positions.pop(held.command.job_id, None)
         try:
-            await self.handlers.generate(held.command, held.msg)
+            await self.handlers.generate_batch([held.command for held in batch])
         except Exception:
-            attempt = held.msg.metadata.num_delivered
-            log.exception("generation failed; will retry", extra={"attempt": attempt})
-            await held.msg.nak(delay=min(60.0, 2.0 ** attempt))
+            log.exception("generation failed; will retry")
+            for held in batch:
+                await held.msg.nak(delay=min(60.0, 2.0 ** held.msg.metadata.num_delivered))
         else:
-            await held.msg.ack()
+            for held in batch:
+                await held.msg.ack()
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.handlers.settings.heartbeat_s)
-            held = [q.item for q in self.queue] + ([self.running] if self.running else [])
+            held = [q.item for q in self.queue] + self.running
             for item in held:
                 with contextlib.suppress(Exception):
                     await item.msg.in_progress()
