@@ -32,7 +32,15 @@ from contracts.generation import (
     ImageGenerated,
     ImageRecord,
 )
-from contracts.jobs import CancelJob, FailureCode, JobError, JobFailed, JobKind, JobStatus
+from contracts.jobs import (
+    CancelJob,
+    FailureCode,
+    JobError,
+    JobFailed,
+    JobKind,
+    JobState,
+    JobStatus,
+)
 from contracts.topology import OBJECTS
 from generator_service import pipelines
 from generator_service.adapters import LoraRef
@@ -77,7 +85,11 @@ class GeneratorHandlers:
         ready: list[tuple[GenerateImage, pipelines.GenerationRequest]] = []
         for command in commands:
             job = await self.jobs.get(command.job_id)
-            if job is None or job.user_id != command.user_id or job.status.is_terminal:
+            if job is None:  # published straight to NATS (an operator), not via the gateway
+                await self.jobs.create(JobState(job_id=command.job_id, user_id=command.user_id,
+                                                kind=JobKind.GENERATION))
+                job = await self.jobs.get(command.job_id)
+            if job.user_id != command.user_id or job.status.is_terminal:
                 await self.slots.release(command.user_id, command.job_id)
                 continue  # finished before (a redelivery) or cancelled while queued
             lora = await self._lora(command)

@@ -7,17 +7,14 @@ import asyncio
 import logging
 
 import torch
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsMessage, PullSub
+from faststream import FastStream
+from faststream.nats import NatsMessage
 
 from contracts.auth import AccountDeleted
 from contracts.jobs import CancelJob
 from contracts.topology import (
-    EVENTS,
-    GENERATION_COMMANDS,
     GENERATION_CONTROL,
     GENERATION_WORKERS,
-    ConsumerSpec,
     account_cleanup_consumer,
 )
 from generator_service.adapters import AdapterCache
@@ -34,7 +31,7 @@ from terra.service import prepare_infrastructure, run_app
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
 from terra.telemetry import setup_tracing
-from terra.worker import PermanentFailure, settle, watch_dead_letters
+from terra.worker import decode, durable_pull, settle, watch_dead_letters
 
 SERVICE = "generator_service"
 ACCOUNT_CLEANUP = account_cleanup_consumer("generator")
@@ -59,20 +56,15 @@ def build_app(settings: GeneratorSettings | None = None, *,
     workers: list[tuple[FairWorker, asyncio.Task]] = []
     sweepers: list[asyncio.Task] = []
 
-    def consumer(spec: ConsumerSpec, stream: str):
-        return broker.subscriber(
-            spec.filter_subject, stream=JStream(stream, declare=False), durable=spec.durable,
-            pull_sub=PullSub(batch_size=1, timeout=1.0), ack_policy=AckPolicy.MANUAL,
-            title=f"generator:{spec.durable}")
 
-    @consumer(GENERATION_CONTROL, GENERATION_COMMANDS.name)
+    @durable_pull(broker, GENERATION_CONTROL, title="generator:" + GENERATION_CONTROL.durable)
     async def on_cancel(msg: NatsMessage) -> None:
-        await settle(msg, lambda: handlers[0].cancel(_decode(CancelJob, msg.body)))
+        await settle(msg, lambda: handlers[0].cancel(decode(CancelJob, msg.body)))
 
-    @consumer(ACCOUNT_CLEANUP, EVENTS.name)
+    @durable_pull(broker, ACCOUNT_CLEANUP, title="generator:" + ACCOUNT_CLEANUP.durable)
     async def on_account_deleted(msg: NatsMessage) -> None:
         await settle(msg, lambda: handlers[0].erase_account(
-            _decode(AccountDeleted, msg.body).user_id))
+            decode(AccountDeleted, msg.body).user_id))
 
     @app.on_startup
     async def start() -> None:
@@ -122,15 +114,10 @@ def build_app(settings: GeneratorSettings | None = None, *,
                 await asyncio.wait_for(task, settings.shutdown_grace_s)
             except TimeoutError:
                 task.cancel()
+            # Our own pull subscription: left open, the connection's drain would wait on it.
+            await worker.subscription.unsubscribe()
 
     return app
-
-
-def _decode(model, body: bytes):
-    try:
-        return model.model_validate_json(body)
-    except ValueError as exc:
-        raise PermanentFailure(f"undecodable {model.__name__}: {exc}") from exc
 
 
 def main() -> None:

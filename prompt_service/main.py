@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsMessage, PullSub
+from faststream import FastStream
+from faststream.nats import NatsMessage
 
-from contracts.topology import PROMPT_COMMANDS, PROMPT_WORKERS
+from contracts.topology import PROMPT_WORKERS
 from prompt_service.config import LlmBackendKind, PromptSettings
 from prompt_service.engine import OfflineEngine, Optimization, PromptRequest
 from prompt_service.handlers import AsyncOptimizer, PromptHandlers
@@ -17,7 +17,7 @@ from terra.jobs import JobStore
 from terra.logs import setup_logging
 from terra.service import prepare_infrastructure, run_app
 from terra.telemetry import setup_tracing
-from terra.worker import settle, watch_dead_letters
+from terra.worker import durable_pull, settle, watch_dead_letters
 
 SERVICE = "prompt_service"
 log = logging.getLogger(__name__)
@@ -63,15 +63,8 @@ def build_app(
     app = FastStream(broker, logger=log)
     handlers: list[PromptHandlers] = []  # built at start-up, before the subscriber binds
 
-    @broker.subscriber(
-        PROMPT_WORKERS.filter_subject,
-        stream=JStream(PROMPT_COMMANDS.name, declare=False),
-        durable=PROMPT_WORKERS.durable,
-        pull_sub=PullSub(batch_size=settings.prompt_batch_size, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        max_workers=settings.prompt_concurrency,
-        title="prompt:commands",
-    )
+    @durable_pull(broker, PROMPT_WORKERS, title="prompt:commands",
+                  batch_size=settings.prompt_batch_size, max_workers=settings.prompt_concurrency)
     async def on_command(msg: NatsMessage) -> None:
         await settle(msg, lambda: handlers[0].handle(msg.body))
 

@@ -73,3 +73,25 @@ async def watch_dead_letters(
             pass
 
     return await nc.subscribe(subject, queue=queue, cb=handle)
+
+
+def durable_pull(broker, spec: ConsumerSpec, *, title: str, batch_size: int = 1,
+                 max_workers: int = 1):
+    """A FastStream subscriber bound to a provisioned durable consumer, acked by hand
+    (`settle`). FastStream must not declare the stream: provisioning owns it."""
+    from faststream import AckPolicy
+    from faststream.nats import JStream, PullSub
+
+    options = {"max_workers": max_workers} if max_workers > 1 else {}
+    return broker.subscriber(
+        spec.filter_subject, stream=JStream(spec.stream, declare=False), durable=spec.durable,
+        pull_sub=PullSub(batch_size=batch_size, timeout=1.0), ack_policy=AckPolicy.MANUAL,
+        title=title, **options)
+
+
+def decode(model, body: bytes):
+    """The message as `model`, or a `PermanentFailure` (retrying cannot fix bad bytes)."""
+    try:
+        return model.model_validate_json(body)
+    except ValueError as exc:
+        raise PermanentFailure(f"undecodable {model.__name__}: {exc}") from exc

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsMessage, PullSub
+from faststream import FastStream
+from faststream.nats import NatsMessage
 
 from contracts.auth import AccountDeleted
 from contracts.jobs import CancelJob
 from contracts.topology import (
-    EVENTS,
-    TRAINING_COMMANDS,
     TRAINING_CONTROL,
     TRAINING_WORKERS,
-    ConsumerSpec,
     account_cleanup_consumer,
 )
 from contracts.training import StartTraining
@@ -27,7 +24,7 @@ from terra.models import ModelStore
 from terra.service import prepare_infrastructure, run_app
 from terra.storage import ObjectStorage
 from terra.telemetry import setup_tracing
-from terra.worker import PermanentFailure, settle, watch_dead_letters
+from terra.worker import decode, durable_pull, settle, watch_dead_letters
 from trainer_service.config import TrainerSettings
 from trainer_service.handlers import TrainerHandlers
 from trainer_service.store import TrainingStore
@@ -44,25 +41,20 @@ def build_app(settings: TrainerSettings | None = None, *,
     app = FastStream(broker, logger=log)
     handlers: list[TrainerHandlers] = []  # built at start-up, before subscribers bind
 
-    def consumer(spec: ConsumerSpec, stream: str, **options):
-        return broker.subscriber(
-            spec.filter_subject, stream=JStream(stream, declare=False), durable=spec.durable,
-            pull_sub=PullSub(batch_size=1, timeout=1.0), ack_policy=AckPolicy.MANUAL,
-            title=f"trainer:{spec.durable}", **options)
 
-    @consumer(TRAINING_WORKERS, TRAINING_COMMANDS.name)
+    @durable_pull(broker, TRAINING_WORKERS, title="trainer:" + TRAINING_WORKERS.durable)
     async def on_start(msg: NatsMessage) -> None:
-        await settle(msg, lambda: handlers[0].start(_decode(StartTraining, msg.body),
+        await settle(msg, lambda: handlers[0].start(decode(StartTraining, msg.body),
                                                     msg.in_progress))
 
-    @consumer(TRAINING_CONTROL, TRAINING_COMMANDS.name)
+    @durable_pull(broker, TRAINING_CONTROL, title="trainer:" + TRAINING_CONTROL.durable)
     async def on_cancel(msg: NatsMessage) -> None:
-        await settle(msg, lambda: handlers[0].cancel(_decode(CancelJob, msg.body)))
+        await settle(msg, lambda: handlers[0].cancel(decode(CancelJob, msg.body)))
 
-    @consumer(ACCOUNT_CLEANUP, EVENTS.name)
+    @durable_pull(broker, ACCOUNT_CLEANUP, title="trainer:" + ACCOUNT_CLEANUP.durable)
     async def on_account_deleted(msg: NatsMessage) -> None:
         await settle(msg, lambda: handlers[0].erase_account(
-            _decode(AccountDeleted, msg.body).user_id))
+            decode(AccountDeleted, msg.body).user_id))
 
     @app.on_startup
     async def start() -> None:
@@ -84,13 +76,6 @@ def build_app(settings: TrainerSettings | None = None, *,
                                                  "device": settings.train_device})
 
     return app
-
-
-def _decode(model, body: bytes):
-    try:
-        return model.model_validate_json(body)
-    except ValueError as exc:
-        raise PermanentFailure(f"undecodable {model.__name__}: {exc}") from exc
 
 
 def main() -> None:

@@ -92,7 +92,10 @@ async def generate(
     ))
     info = await runtime.nc.jetstream().consumer_info(GENERATION_WORKERS.stream,
                                                       GENERATION_WORKERS.durable)
-    return Queued(job_id=job_id, queue_position=max(0, info.num_pending - 1),
+    # Waiting in the stream, or held by a worker (queued there or running): an estimate;
+    # the worker's `generation.queued.v1` frame gives the fair position.
+    return Queued(job_id=job_id,
+                  queue_position=max(0, info.num_pending + info.num_ack_pending - 1),
                   model=model.value, lora_id=lora_id)
 
 

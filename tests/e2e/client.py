@@ -77,3 +77,30 @@ async def nothing_more(socket, wait_s: float = 0.5) -> bool:
 async def publish(js, event: Event) -> int:
     """Publish an event the way services do; returns its stream sequence."""
     return (await EventPublisher(js).publish(event)).seq
+
+
+async def frames_until(socket, job_id: str, final: set[str], timeout_s: float = 60) -> list[dict]:
+    """A job's frames from a socket, up to and including the first of type in `final`."""
+    frames = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            frame = json.loads(await socket.recv())
+            if frame.get("job_id") != job_id:
+                continue
+            frames.append(frame)
+            if frame["type"] in final:
+                return frames
+
+
+async def stored_events(nc, subject: str) -> list:
+    """Every message the events stream holds on `subject` (wildcards allowed)."""
+    from nats.js.errors import NotFoundError
+
+    js, found, seq = nc.jetstream(), [], 1
+    while True:
+        try:
+            raw = await js.get_msg("TERRA_EVENTS", seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return found
+        found.append(raw)
+        seq = raw.seq + 1

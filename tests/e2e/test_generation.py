@@ -11,7 +11,7 @@ from PIL import Image
 
 from contracts.base import new_id
 from contracts.training import ModelRecord, ModelStatus
-from tests.e2e.client import open_socket, register
+from tests.e2e.client import frames_until, open_socket, register, stored_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMALL = {"width": 256, "height": 256}
@@ -23,17 +23,6 @@ def generator(stack):
     return stack.start_service("generator", "generator_service",
                                TERRA_PROGRESS_INTERVAL_S="0.01", TERRA_BATCH_MAX_IMAGES="4")
 
-
-async def until(socket, job_id: str, final: set[str], timeout_s: float = 60) -> list[dict]:
-    frames = []
-    async with asyncio.timeout(timeout_s):
-        while True:
-            frame = json.loads(await socket.recv())
-            if frame.get("job_id") != job_id:
-                continue
-            frames.append(frame)
-            if frame["type"] in final:
-                return frames
 
 
 DONE = {"generation.image_generated.v1", "job.failed.v1", "generation.cancelled.v1"}
@@ -49,7 +38,7 @@ async def test_generate_and_download_a_png(http, gateway_url, generator):
         assert response.status_code == 202, response.text
         accepted = response.json()
         assert accepted["model"] == "schnell" and accepted["queue_position"] >= 0
-        frames = await until(socket, accepted["job_id"], DONE)
+        frames = await frames_until(socket, accepted["job_id"], DONE)
     finally:
         await socket.close()
     types = [f["type"] for f in frames]
@@ -86,7 +75,7 @@ async def test_same_seed_same_pixels(http, gateway_url, generator):
         for _ in range(2):
             job = (await http.post("/api/generate/image", headers=alice.headers, json={
                 "prompt": "a red fox", "seed": 42, **SMALL})).json()["job_id"]
-            frames = await until(socket, job, DONE)
+            frames = await frames_until(socket, job, DONE)
             image_id = frames[-1]["payload"]["images"][0]["image_id"]
             png = await http.get(f"/api/images/{image_id}", headers=alice.headers)
             pictures.append(Image.open(io.BytesIO(png.content)).tobytes())
@@ -154,7 +143,7 @@ async def test_per_user_cap_then_fairness_and_cancel(http, gateway_url, generato
                                 json={"prompt": "mine", **SMALL})).json()["job_id"]
         # Cancel alice's last while it waits, then her first while it may run.
         await http.post(f"/api/generate/{jobs[-1]}/cancel", headers=alice.headers)
-        cancelled = await until(alice_ws, jobs[-1], DONE)
+        cancelled = await frames_until(alice_ws, jobs[-1], DONE)
         assert cancelled[-1]["type"] == "generation.cancelled.v1"
 
         finished_at: dict[str, float] = {}
@@ -183,28 +172,17 @@ async def test_a_worker_killed_mid_job_gives_exactly_one_result(http, gateway_ur
     try:
         job = (await http.post("/api/generate/image", headers=alice.headers, json={
             "prompt": "a long one", "steps": 100, "width": 512, "height": 512})).json()["job_id"]
-        await until(socket, job, {"generation.progressed.v1"})
+        await frames_until(socket, job, {"generation.progressed.v1"})
         for process in stack.processes:
             if process.name == "generator":
                 process.kill()  # every generator dies mid-job
         stack.start_service("generator", "generator_service", TERRA_PROGRESS_INTERVAL_S="0.01",
                             TERRA_BATCH_MAX_IMAGES="4")
-        frames = await until(socket, job, DONE, timeout_s=150)
+        frames = await frames_until(socket, job, DONE, timeout_s=150)
     finally:
         await socket.close()
     assert frames[-1]["type"] == "generation.image_generated.v1", frames[-1]
-    completed, seq = [], 1
-    js = nc.jetstream()
-    from nats.js.errors import NotFoundError
-
-    while True:
-        try:
-            raw = await js.get_msg("TERRA_EVENTS", seq=seq, next=True,
-                                   subject=f"terra.evt.generation.completed.{alice.user_id}")
-        except NotFoundError:
-            break
-        completed.append(raw)
-        seq = raw.seq + 1
+    completed = await stored_events(nc, f"terra.evt.generation.completed.{alice.user_id}")
     assert len(completed) == 1
     listed = (await http.get(f"/api/generate/download/{alice.user_id}",
                              headers=alice.headers)).json()
@@ -250,10 +228,10 @@ async def test_cancel_a_running_generation(http, gateway_url, generator):
     try:
         job = (await http.post("/api/generate/image", headers=alice.headers, json={
             "prompt": "a long one", "steps": 100, "width": 512, "height": 512})).json()["job_id"]
-        await until(socket, job, {"generation.progressed.v1"})
+        await frames_until(socket, job, {"generation.progressed.v1"})
         assert (await http.post(f"/api/generate/{job}/cancel",
                                 headers=alice.headers)).status_code == 202
-        frames = await until(socket, job, DONE)
+        frames = await frames_until(socket, job, DONE)
     finally:
         await socket.close()
     assert frames[-1]["type"] == "generation.cancelled.v1", frames[-1]
@@ -273,7 +251,7 @@ async def test_account_deletion_erases_images(http, gateway_url, generator, s3):
     try:
         job = (await http.post("/api/generate/image", headers=alice.headers,
                                json={"prompt": "keep me", **SMALL})).json()["job_id"]
-        await until(socket, job, DONE)
+        await frames_until(socket, job, DONE)
     finally:
         await socket.close()
     storage = ObjectStorage(Minio(s3.endpoint, access_key=s3.access_key,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 
 import numpy as np
 import pytest
-from nats.js.errors import NotFoundError
 from PIL import Image
 
 from contracts.topology import OBJECTS
-from tests.e2e.client import open_socket, register
+from tests.e2e.client import frames_until, open_socket, register, stored_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,17 +42,6 @@ async def upload(http, account, files) -> dict:
                                timeout=60)
     return response
 
-
-async def frames_until(socket, job_id: str, final: set[str], timeout_s: float = 120):
-    frames = []
-    async with asyncio.timeout(timeout_s):
-        while True:
-            frame = json.loads(await socket.recv())
-            if frame.get("job_id") != job_id:
-                continue
-            frames.append(frame)
-            if frame["type"] in final:
-                return frames
 
 
 async def test_upload_train_and_use_the_model(http, gateway_url, trainer):
@@ -286,17 +273,7 @@ async def test_a_worker_killed_mid_training_is_resumed_and_completes_once(
     assert restarts and restarts[-1] >= 2
 
     # Exactly once: one completed event in the stream, one ready model.
-    completed = []
-    js, seq = nc.jetstream(), 1
-    while True:
-        try:
-            raw = await js.get_msg("TERRA_EVENTS", seq=seq,
-                                   subject=f"terra.evt.training.completed.{alice.user_id}",
-                                   next=True)
-        except NotFoundError:
-            break
-        completed.append(raw)
-        seq = raw.seq + 1
+    completed = await stored_events(nc, f"terra.evt.training.completed.{alice.user_id}")
     assert len(completed) == 1
     models = (await http.get("/api/models", headers=alice.headers)).json()
     assert [m["status"] for m in models] == ["ready"]
