@@ -339,9 +339,16 @@ class FairWorker:
         for position, job_id in enumerate(order, start=1 if self.running else 0):
             if self.positions.get(job_id) == position:
                 continue
+            held = next(q.item for q in self.queue if q.job_id == job_id)
+            job = await self.handlers.jobs.get(job_id)
+            if job is not None and job.status.is_terminal:
+                # Cancelled while it waited here: out of the window, no stale positions.
+                self.queue.remove(job_id)
+                self.positions.pop(job_id, None)
+                await held.msg.ack()
+                continue
             first = job_id not in self.positions
             self.positions[job_id] = position
-            held = next(q.item for q in self.queue if q.job_id == job_id)
             kind = GenerationQueued if first else GenerationQueuePositionChanged
             await self.handlers.events.publish(kind(
                 message_id=f"{job_id}-{'queued' if first else 'position'}-{position}",
