@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from gateway.app import create_app
@@ -14,10 +16,13 @@ def main() -> None:
     settings = GatewaySettings()
     setup_logging(settings, "gateway")
     setup_tracing(settings, "gateway")
+    # `terra up` binds the listener itself and hands it down, so that no other program
+    # can take the port and a restarted gateway serves on the same socket.
+    listen_fd = os.environ.get("TERRA_LISTEN_FD")
+    where = {"fd": int(listen_fd)} if listen_fd else {"host": settings.host, "port": settings.port}
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        **where,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,
         proxy_headers=settings.trust_forwarded_for,

@@ -1,7 +1,8 @@
 """The `terra` command.
 
   terra up                 the whole system on one machine (embedded NATS and S3 unless
-                           TERRA_NATS_URL / TERRA_S3_ENDPOINT point elsewhere)
+                           TERRA_NATS_URL / TERRA_S3_ENDPOINT point elsewhere); a process
+                           that dies is restarted, one that keeps dying stops it all
   terra run <service>      one service against the NATS and S3 in settings (production)
   terra provision          create or verify streams, consumers, KV and object buckets
 """
@@ -12,13 +13,17 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
+import socket
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from terra.errors import ConfigurationError, ProvisioningConflict
+
+if TYPE_CHECKING:
+    from terra.local import EmbeddedNats, EmbeddedS3
+    from terra.settings import RuntimeSettings
 
 # Services that exist, in start order (the gateway last, once its backends listen).
 SERVICES: dict[str, str] = {
@@ -63,28 +68,20 @@ async def _provision() -> int:
     return 0
 
 
-def _pump(name: str, stream, width: int) -> None:
-    """Prefix a child's output lines with its name."""
-    for line in iter(stream.readline, b""):
-        sys.stdout.write(f"{name:<{width}} | {line.decode(errors='replace')}")
-        sys.stdout.flush()
-
-
-def up(data_dir: Path) -> int:
+def _embedded_servers(
+    settings: RuntimeSettings, data_dir: Path, env: dict[str, str]
+) -> list[EmbeddedNats | EmbeddedS3]:
+    """Start NATS and S3 unless the environment points elsewhere; fill `env` with their
+    addresses. The default ports are preferred; when taken, any free one does."""
     from terra.local import EmbeddedNats, EmbeddedS3, port_is_free
-    from terra.settings import RuntimeSettings
 
-    settings = RuntimeSettings(data_dir=data_dir)
-    env = dict(os.environ)
-    env.setdefault("TERRA_LOG_FORMAT", "text")
-    env["TERRA_DATA_DIR"] = str(data_dir)
-    servers = []
+    started: list[EmbeddedNats | EmbeddedS3] = []
     try:
         if "TERRA_NATS_URL" in os.environ:
             print(f"NATS       {settings.nats_url} (external)")
         else:
             nats_server = EmbeddedNats(data_dir, **({"port": 4222} if port_is_free(4222) else {}))
-            servers.append(nats_server.start())
+            started.append(nats_server.start())
             env["TERRA_NATS_URL"] = nats_server.url
             print(f"NATS       {nats_server.url}  (JetStream data in {data_dir / 'nats'})")
         if "TERRA_S3_ENDPOINT" in os.environ:
@@ -94,19 +91,55 @@ def up(data_dir: Path) -> int:
                 data_dir,
                 settings.s3_access_key.get_secret_value(),
                 settings.s3_secret_key.get_secret_value(),
-                **({"s3_port": 8333} if port_is_free(8333) else {}),
+                **({"port": 8333} if port_is_free(8333) else {}),
             )
-            servers.append(s3.start())
+            started.append(s3.start())
             env["TERRA_S3_ENDPOINT"] = s3.endpoint
             print(f"S3         http://{s3.endpoint}  (objects in {data_dir / 's3'})")
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return started
+
+
+def _gateway_socket(env: dict[str, str]) -> socket.socket:
+    """The gateway's listener, bound here and inherited by every gateway process we start:
+    no other program can take the port between a check and a bind, and a restarted gateway
+    serves on the same address (connections wait in the backlog meanwhile)."""
+    from terra.local import listening_socket
+
+    host = env.get("TERRA_HOST", "127.0.0.1")
+    if "TERRA_PORT" in env:
+        return listening_socket(host, int(env["TERRA_PORT"]))  # asked for: taken is an error
+    try:
+        return listening_socket(host, 8000)
+    except OSError:
+        return listening_socket(host, 0)
+
+
+def up(data_dir: Path) -> int:
+    from terra.processes import ProcessSupervisor, ServiceChild
+    from terra.settings import RuntimeSettings
+
+    settings = RuntimeSettings(data_dir=data_dir)
+    env = {k: v for k, v in os.environ.items() if k != "TERRA_LISTEN_FD"}
+    env.setdefault("TERRA_LOG_FORMAT", "text")
+    env["TERRA_DATA_DIR"] = str(data_dir)
+    supervisor = ProcessSupervisor()
+    try:
+        listener = _gateway_socket(env)
+    except OSError as exc:
+        print(f"could not listen for the gateway: {exc}", file=sys.stderr)
+        return 1
+    try:
+        for server in _embedded_servers(settings, data_dir, env):
+            supervisor.watch(server)
     except (ConfigurationError, RuntimeError, TimeoutError) as exc:
         print(f"could not start the embedded servers: {exc}", file=sys.stderr)
-        for server in reversed(servers):
-            server.stop()
+        listener.close()
         return 1
 
-    width = max(map(len, SERVICES))
-    children: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
 
     def stop_all(*_: object) -> None:
@@ -114,48 +147,24 @@ def up(data_dir: Path) -> int:
 
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
+    host, port = listener.getsockname()[:2]
+    gateway_env = {**env, "TERRA_LISTEN_FD": str(listener.fileno()), "TERRA_PORT": str(port)}
+    width = max(map(len, SERVICES))
     for name, module in SERVICES.items():
-        child = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        threading.Thread(target=_pump, args=(name, child.stdout, width), daemon=True).start()
-        children[name] = child
-    host = env.get("TERRA_HOST", "127.0.0.1")
-    port = env.get("TERRA_PORT", "8000")
+        gateway = name == "gateway"
+        supervisor.watch(ServiceChild(
+            name, module, gateway_env if gateway else env, width=width,
+            pass_fds=(listener.fileno(),) if gateway else (),
+        ).start())
     print(f"gateway    http://{host}:{port}  (API docs at /docs, WebSockets at /ws)")
-    print(f"services   {', '.join(SERVICES)}; Ctrl-C stops everything")
+    print(f"services   {', '.join(SERVICES)}; restarted when they die; Ctrl-C stops everything",
+          flush=True)
 
-    exit_code = 0
-    while not stopping.is_set():
-        for name, child in children.items():
-            if child.poll() is not None:
-                print(
-                    f"\n!! service {name} exited with code {child.returncode}; "
-                    "stopping the stack (see its output above)",
-                    file=sys.stderr,
-                )
-                exit_code = 1
-                stopping.set()
-                break
-        stopping.wait(0.5)
-
-    print("stopping…")
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + settings.shutdown_grace_s
-    for child in children.values():
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    for server in reversed(servers):
-        server.stop()
-    print("stopped")
+    exit_code = supervisor.run(stopping)
+    print("stopping…", flush=True)
+    supervisor.stop(grace_s=settings.shutdown_grace_s)
+    listener.close()
+    print("stopped", flush=True)
     return exit_code
 
 

@@ -1,9 +1,14 @@
-"""`terra up`: the whole system from one command, stopped cleanly, restarted on its data."""
+"""`terra up`: the whole system from one command, stopped cleanly, restarted on its data;
+kept up (a killed process comes back, a crash loop stops it with the reason); two at once,
+each on its own servers."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,17 +16,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+from minio import Minio
 
-from terra.local import free_port
+from terra.cli import SERVICES
+from terra.local import EmbeddedNats, EmbeddedS3, StartupFailed, free_port
+from terra.processes import listening_pid_owns
+from terra.settings import LOCAL_S3_ACCESS_KEY, LOCAL_S3_SECRET_KEY
 from tests.e2e.client import PASSWORD
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_terra_up(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_terra_up(data_dir: Path, port: int | None, log_path: Path,
+                   **extra_env: str) -> subprocess.Popen:
+    """`terra up` with none of this shell's TERRA_ settings; `port` None: its own choice."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TERRA_")}
-    env["TERRA_PORT"] = str(port)
+    if port is not None:
+        env["TERRA_PORT"] = str(port)
+    env.update(extra_env)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "terra.cli", "up", "--data-dir", str(data_dir)],
@@ -42,11 +55,62 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: floa
     raise TimeoutError(log_path.read_text())
 
 
+def output_of(log_path: Path) -> str:
+    # Replaced, not refused: a line being written may end in half a character.
+    return log_path.read_text(errors="replace")
+
+
+def wait_for_output(log_path: Path, pattern: str, *, after: int = 0,
+                    timeout_s: float = 60) -> re.Match:
+    """Until `pattern` (a multi-line regex) is in the output past character `after`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.compile(pattern, re.MULTILINE).search(output_of(log_path), after)
+        if found:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"no {pattern!r} in:\n{output_of(log_path)[after:]}")
+
+
+def printed_address(log_path: Path, what: str) -> str:
+    """The address `terra up` printed for NATS, S3 or the gateway (scheme://host:port)."""
+    return wait_for_output(log_path, rf"^{what} +(\w+://[\d.]+:\d+)").group(1)
+
+
+def child_pids(parent: subprocess.Popen, cmdline: str) -> list[int]:
+    """`terra up`'s children whose command line matches the regex `cmdline`."""
+    found = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "--", cmdline],
+                           capture_output=True, text=True, check=False).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def child_pid(parent: subprocess.Popen, cmdline: str) -> int:
+    found = child_pids(parent, cmdline)
+    assert len(found) == 1, f"children matching {cmdline!r}: {found}"
+    return found[0]
+
+
+def service_cmdline(module: str) -> str:
+    return rf" -m {module}$"
+
+
+def register(url: str, email: str, timeout_s: float = 30) -> httpx.Response:
+    """A client's registration, retried while the stack answers 5xx (a reconnect)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.post(f"{url}/api/auth/register",
+                              json={"email": email, "password": PASSWORD}, timeout=10)
+        if response.status_code < 500 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
 def stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGINT)
     return proc.wait(60)
 
 
+@pytest.mark.slow
 def test_terra_up_serves_stops_cleanly_and_keeps_its_data(tmp_path):
     port, data_dir, log_path = free_port(), tmp_path / "data", tmp_path / "terra-up.log"
     url = f"http://127.0.0.1:{port}"
@@ -76,19 +140,152 @@ def test_terra_up_serves_stops_cleanly_and_keeps_its_data(tmp_path):
         assert stop(proc) == 0
 
 
-def test_a_crashed_service_is_reported(tmp_path):
+@pytest.mark.slow
+def test_every_service_killed_comes_back(tmp_path):
     port, log_path = free_port(), tmp_path / "terra-up.log"
+    url = f"http://127.0.0.1:{port}"
     proc = start_terra_up(tmp_path / "data", port, log_path)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, log_path)
-        auth_pids = subprocess.run(
-            ["pgrep", "-f", "-P", str(proc.pid), "auth_service"],
-            capture_output=True, text=True, check=False,
-        ).stdout.split()
-        assert auth_pids, log_path.read_text()
-        os.kill(int(auth_pids[0]), signal.SIGKILL)
-        assert proc.wait(60) == 1
+        wait_ready(url, proc, log_path)
+        for name, module in SERVICES.items():
+            pid = child_pid(proc, service_cmdline(module))
+            offset = len(output_of(log_path))
+            os.kill(pid, signal.SIGKILL)
+            restart = wait_for_output(
+                log_path, rf"^!! service {name} exited with code -9; "
+                rf"restarting in [\d.]+ s \(restart 1\)$", after=offset)
+            wait_for_output(log_path, rf"^{name} +\| .*(started successfully|Application "
+                            r"startup complete)", after=restart.end())
+            assert child_pid(proc, service_cmdline(module)) != pid
+            wait_ready(url, proc, log_path)  # the gateway keeps its socket: the same URL
+            if name == "auth":
+                email = "after-the-crash@example.com"
+                assert register(url, email).status_code == 201
+                login = httpx.post(f"{url}/api/auth/login",
+                                   json={"email": email, "password": PASSWORD}, timeout=10)
+                assert login.status_code == 200, login.text
+        assert proc.poll() is None
+    finally:
+        assert stop(proc) == 0, log_path.read_text()
+
+
+@pytest.mark.slow
+def test_the_embedded_nats_killed_comes_back_on_its_port(tmp_path):
+    port, log_path = free_port(), tmp_path / "terra-up.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = start_terra_up(tmp_path / "data", port, log_path)
+    try:
+        wait_ready(url, proc, log_path)
+        nats_port = int(printed_address(log_path, "NATS").rsplit(":", 1)[1])
+        pid = child_pid(proc, "nats-server ")
+        offset = len(output_of(log_path))
+        os.kill(pid, signal.SIGKILL)
+        wait_for_output(log_path, r"^!! server nats exited with code -9; restarting in "
+                        r"[\d.]+ s \(restart 1\)$", after=offset)
+        deadline = time.monotonic() + 30
+        while child_pids(proc, "nats-server ") in ([], [pid]):
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        assert child_pids(proc, rf"nats-server .*-p {nats_port} "), "not on the same port"
+        wait_ready(url, proc, log_path)
+        response = register(url, "after-nats@example.com")
+        assert response.status_code == 201, response.text
+    finally:
+        assert stop(proc) == 0, log_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_service_that_keeps_crashing_stops_the_stack_with_the_reason(tmp_path):
+    log_path = tmp_path / "terra-up.log"
+    # Only prompt_service reads it, and refuses it at start: a deterministic crash loop.
+    proc = start_terra_up(tmp_path / "data", free_port(), log_path, TERRA_PROMPT_BATCH_SIZE="0")
+    try:
+        assert proc.wait(100) == 1
     finally:
         if proc.poll() is None:
             stop(proc)
-    assert "service auth exited with code -9" in log_path.read_text()
+    output = log_path.read_text()
+    assert "!! service prompt exited with code 1; restarting in 0.5 s (restart 1)" in output
+    assert "!! service prompt exited with code 1; restarting in 8.0 s (restart 5)" in output
+    assert "!! service prompt crashed 6 times in 60 s; stopping the stack" in output
+    reason = output[output.index("crashed 6 times"):]
+    assert "prompt_batch_size" in reason  # its last output says why
+    assert "restart 6" not in output and "stopped" in output
+    assert not re.search(r"!! service (auth|trainer|generator|gateway)", output)
+
+
+@pytest.mark.slow
+def test_two_stacks_started_at_once_each_use_their_own_servers(tmp_path):
+    stacks = {}
+    for name in ("one", "two"):
+        data_dir, log_path = tmp_path / name, tmp_path / f"{name}.log"
+        # No TERRA_PORT, NATS or S3 settings: both want 8000, 4222 and 8333.
+        stacks[name] = (data_dir, log_path, start_terra_up(data_dir, None, log_path))
+    try:
+        addresses = {}
+        for name, (data_dir, log_path, proc) in stacks.items():
+            addresses[name] = {what: printed_address(log_path, what)
+                               for what in ("NATS", "S3", "gateway")}
+            wait_ready(addresses[name]["gateway"], proc, log_path)
+        for what in ("NATS", "S3", "gateway"):
+            assert addresses["one"][what] != addresses["two"][what], addresses
+
+        payloads = {}
+        for name, (data_dir, log_path, proc) in stacks.items():
+            response = register(addresses[name]["gateway"], "same@example.com")
+            assert response.status_code == 201, response.text  # an account store of its own
+            # Each stack's S3 is the weed it started, storing into its own data dir.
+            endpoint = addresses[name]["S3"].removeprefix("http://")
+            weed = child_pid(proc, r"weed mini ")
+            assert listening_pid_owns(weed, int(endpoint.rsplit(":", 1)[1])) is not False
+            payloads[name] = os.urandom(4096)
+            s3 = Minio(endpoint, LOCAL_S3_ACCESS_KEY, LOCAL_S3_SECRET_KEY, secure=False)
+            s3.make_bucket("probe")
+            s3.put_object("probe", "payload", io.BytesIO(payloads[name]), 4096)
+        for name, (data_dir, _, _) in stacks.items():
+            other = payloads["two" if name == "one" else "one"]
+            stored = [path.read_bytes() for path in (data_dir / "s3").rglob("*.dat")]
+            assert any(payloads[name] in blob for blob in stored)
+            assert not any(other in blob for blob in stored)
+            streams = list((data_dir / "nats" / "jetstream").glob("*/streams/*"))
+            assert streams, f"no JetStream streams stored in {data_dir}"
+    finally:
+        codes = {name: stop(proc) for name, (_, _, proc) in stacks.items()}
+    assert codes == {"one": 0, "two": 0}, codes
+
+
+def test_an_embedded_server_leaves_a_taken_default_port_but_never_a_chosen_one(tmp_path):
+    with socket.socket() as squatter:  # another program, listening where we meant to
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        nats_server = EmbeddedNats(tmp_path / "moved", port=taken).start()
+        try:
+            assert nats_server.port != taken
+            assert listening_pid_owns(nats_server.server.proc.pid, nats_server.port) is not False
+        finally:
+            nats_server.stop()
+        with pytest.raises(StartupFailed, match="address already in use"):
+            EmbeddedNats(tmp_path / "fixed", port=taken, fixed_port=True).start()
+
+
+def test_embedded_s3_is_never_ready_on_another_programs_listener(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        with pytest.raises(StartupFailed):
+            EmbeddedS3(tmp_path, "ak", "a-secret-key", port=taken, fixed_port=True).start()
+
+
+def test_terra_up_refuses_a_gateway_port_that_is_taken(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        log_path = tmp_path / "terra-up.log"
+        proc = start_terra_up(tmp_path / "data", taken, log_path)
+        assert proc.wait(30) == 1
+    output = log_path.read_text()
+    assert "could not listen for the gateway" in output and "NATS" not in output
