@@ -9,7 +9,10 @@ thread) and serialised by a lock, so one job runs at a time. A job:
 4. encodes the prompt once for all its images;
 5. denoises image i from a CPU generator seeded `seed + i`, so a seed gives the same
    pixels whatever the device and however many images were asked for, reporting every
-   step and stopping early when `should_stop()` says so (a `Cancelled` outcome).
+   step and stopping early when `should_stop()` says so (a `Cancelled` outcome);
+6. decodes each image with the VAE only when not cancelled: the pipeline stops at latents
+   and `_decode` does what it would have done, so a cancel never waits for a decode
+   (`should_stop()` is also asked before denoising and between images).
 
 The memory profile (`memory.py`) is applied once when the generator is built: a LoRA
 slot first when the transformer will be compiled or quantized, then quantization, then
@@ -30,6 +33,7 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
+from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
 from generator_service.adapters import (
@@ -253,7 +257,10 @@ class FluxGenerator:
             progress = _Progress(total, on_step, stop)
             images = []
             for index in range(request.num_images):
-                image = pipeline(
+                if stop():  # after the LoRA and the prompt, and between images
+                    return Cancelled(progress.done, total, len(images))
+                decoded = _denoise_and_decode(
+                    pipeline, progress,
                     prompt_embeds=prompt_embeds,
                     pooled_prompt_embeds=pooled,
                     height=request.height,
@@ -261,12 +268,11 @@ class FluxGenerator:
                     num_inference_steps=steps,
                     guidance_scale=guidance,
                     generator=torch.Generator(device="cpu").manual_seed(seed + index),
-                    callback_on_step_end=progress.callback,
-                ).images[0]
-                if progress.stopped:
+                )
+                if decoded is None:
                     return Cancelled(progress.done, total, len(images))
                 images.append(GeneratedImage(
-                    image, seed + index, index,
+                    decoded[0], seed + index, index,
                     self._parameters(request, seed + index, steps, guidance)))
             return images
 
@@ -308,8 +314,11 @@ class FluxGenerator:
                     pooled.append(pooled_embeds)
                     seeds.append(request.seed + image)
                     owners.append((index, image))
+            if stop():
+                return Cancelled(0, steps, 0)
             progress = _Progress(steps, on_step, stop)
-            output = pipeline(
+            output = _denoise_and_decode(
+                pipeline, progress,
                 prompt_embeds=torch.cat(embeds),
                 pooled_prompt_embeds=torch.cat(pooled),
                 height=first.height,
@@ -317,9 +326,8 @@ class FluxGenerator:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
-                callback_on_step_end=progress.callback,
-            ).images
-            if progress.stopped:
+            )
+            if output is None:
                 return Cancelled(progress.done, steps, 0)
             results: list[list[GeneratedImage]] = [[] for _ in requests]
             for picture, seed, (index, image) in zip(output, seeds, owners, strict=True):
@@ -391,6 +399,38 @@ class _Progress:
             self.stopped = True
             pipeline._interrupt = True  # the loop skips the remaining steps
         return {}
+
+
+def _denoise_and_decode(pipeline: FluxPipeline, progress: _Progress, *, height: int,
+                        width: int, **call: Any) -> list[Image.Image] | None:
+    """One pipeline call that stops at latents, then the VAE decode unless cancelled.
+
+    None when `should_stop()` said so, during the loop or after it: a cancelled job never
+    decodes (at 2048² the decode, tiled or not, costs more than many steps). The decode is
+    what `FluxPipeline.__call__` does itself for `output_type="pil"` (diffusers 0.42),
+    step for step, so the pixels are the same as letting the pipeline decode.
+    """
+    latents = pipeline(height=height, width=width, output_type="latent",
+                       callback_on_step_end=progress.callback, **call).images
+    if progress.stopped or progress.should_stop():
+        return None
+    return _decode(pipeline, latents, height, width)
+
+
+@torch.no_grad()
+def _decode(pipeline: FluxPipeline, latents: torch.Tensor, height: int,
+            width: int) -> list[Image.Image]:
+    """Packed latents to PIL images, as the end of `FluxPipeline.__call__` does it: on the
+    VAE's execution device (its onload device when offloaded; the offload hook moves the
+    weights), tiled if `configure_vae` said so, then every component offloaded again."""
+    vae = pipeline.vae
+    latents = pipeline._unpack_latents(latents, height, width, pipeline.vae_scale_factor)
+    latents = (latents / vae.config.scaling_factor) + vae.config.shift_factor
+    latents = latents.to(get_module_execution_device(vae))
+    image = vae.decode(latents, return_dict=False)[0]
+    images = pipeline.image_processor.postprocess(image, output_type="pil")
+    pipeline.maybe_free_model_hooks()  # model offload: the VAE back off the device
+    return images
 
 
 @contextmanager

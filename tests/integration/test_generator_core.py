@@ -14,6 +14,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("optimum.quanto")
 
 from generator_service.adapters import AdapterCache, LoraRef
+from generator_service.memory import MemoryProfile
 from generator_service.pipelines import (
     Cancelled,
     FluxGenerator,
@@ -153,6 +154,110 @@ def test_cancellation_stops_early(generator):
     done: list[tuple[int, int]] = []
     generator.generate(request(num_images=2), on_step=lambda s, t: done.append((s, t)))
     assert done == [(s, 6) for s in range(1, 7)]
+
+
+def decode_spy(monkeypatch, generator, model="dev", on_call=None) -> list[tuple]:
+    """Every `vae.decode` call's latent shape; `on_call()` runs before each."""
+    vae = generator.pipelines[model].vae
+    decode, calls = vae.decode, []
+
+    def spy(latents, *args, **kwargs):
+        calls.append(tuple(latents.shape))
+        if on_call is not None:
+            on_call()
+        return decode(latents, *args, **kwargs)
+
+    monkeypatch.setattr(vae, "decode", spy)
+    return calls
+
+
+def test_a_cancelled_job_never_decodes(generator, monkeypatch):
+    calls = decode_spy(monkeypatch, generator)
+    seen: list[int] = []
+    outcome = generator.generate(request(num_images=2), on_step=lambda s, t: seen.append(s),
+                                 should_stop=lambda: len(seen) >= 1)
+    assert outcome == Cancelled(steps_done=1, total_steps=6, images_done=0)
+    # Stopped at the last step of the first image: that image is not decoded either.
+    seen.clear()
+    outcome = generator.generate(request(num_images=2), on_step=lambda s, t: seen.append(s),
+                                 should_stop=lambda: len(seen) >= 3)
+    assert outcome == Cancelled(steps_done=3, total_steps=6, images_done=0)
+    batch = [request(seed=1),
+             dataclasses.replace(request(seed=5, num_images=2), prompt="a red fox")]
+    seen.clear()
+    outcome = generator.generate_batch(batch, on_step=lambda s, t: seen.append(s),
+                                       should_stop=lambda: len(seen) >= 2)
+    assert outcome == Cancelled(steps_done=2, total_steps=3, images_done=0)
+    assert calls == []
+    assert not isinstance(generator.generate_batch(batch), Cancelled)
+    assert calls == [(3, 16, 8, 8)]  # the spy sees decodes: one for the whole batch
+
+
+def test_a_cancel_during_a_decode_or_the_prompt_starts_no_more_steps(generator, monkeypatch):
+    stop = False
+    seen: list[int] = []
+
+    def cancel() -> None:
+        nonlocal stop
+        stop = True
+
+    def run(job, requests):
+        nonlocal stop
+        stop = False
+        seen.clear()
+        return job(requests, on_step=lambda s, t: seen.append(s), should_stop=lambda: stop)
+
+    calls = decode_spy(monkeypatch, generator, on_call=cancel)  # cancelled while decoding
+    outcome = run(generator.generate, request(num_images=3))
+    assert outcome == Cancelled(steps_done=3, total_steps=9, images_done=1)
+    assert seen == [1, 2, 3] and len(calls) == 1  # the second image never started
+
+    pipeline = generator.pipelines["dev"]
+    encode = pipeline.encode_prompt
+
+    def encode_then_cancel(*args, **kwargs):
+        cancel()
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "encode_prompt", encode_then_cancel)
+    assert run(generator.generate, request(num_images=2)) == Cancelled(0, 6, 0)
+    assert run(generator.generate_batch, [request(seed=1), request(seed=7)]) == Cancelled(0, 3, 0)
+    assert seen == [] and len(calls) == 1
+
+
+@pytest.mark.parametrize(("placement", "side"), [
+    ("gpu", 64), ("gpu", 96), ("model_offload", 96), ("group_offload", 64)])
+def test_decoding_the_latents_ourselves_gives_the_pipelines_own_pixels(placement, side):
+    """The pipeline stops at latents and `_decode` finishes: bit for bit what
+    `FluxPipeline(output_type="pil")` gives, tiled (96 px over a 64 px threshold; the tiny
+    VAE tiles above 64 px) or not, with the VAE offloaded or not."""
+    generator = make_generator(MemoryProfile(placement, vae_tiling_above=64))
+    pipeline = generator.pipelines["dev"]
+    size = {"width": side, "height": side}
+    requests = [request(**size, seed=11, num_images=2),
+                dataclasses.replace(request(**size, seed=20), prompt="a red fox")]
+    single = generator.generate(requests[0])
+    batched = generator.generate_batch(requests)
+    assert pipeline.vae.use_tiling == (side > 64)
+
+    def own(prompts, seeds):
+        with torch.no_grad():
+            encoded = [pipeline.encode_prompt(p, prompt_2=None, max_sequence_length=512,
+                                              device=pipeline._execution_device) for p in prompts]
+        return pipeline(prompt_embeds=torch.cat([e[0] for e in encoded]),
+                        pooled_prompt_embeds=torch.cat([e[1] for e in encoded]),
+                        **size, num_inference_steps=3, guidance_scale=3.5, output_type="pil",
+                        generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
+                        ).images
+
+    for index, image in enumerate(single):
+        (expected,) = own([requests[0].prompt], [11 + index])
+        assert np.array_equal(np.asarray(image.image), np.asarray(expected))
+    expected = own([requests[0].prompt] * 2 + [requests[1].prompt], [11, 12, 20])
+    got = [image.image for images in batched for image in images]
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_generated_png_carries_the_parameters(generator, loras):
