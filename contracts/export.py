@@ -14,9 +14,10 @@ from pathlib import Path
 from contracts import auth, topology
 from contracts.base import Command, Event
 from contracts.generation import ImageRecord
-from contracts.jobs import CancelJob, JobFailed, JobKind, JobState
+from contracts.jobs import CancelJob, JobFailed, JobKind, JobRequeued, JobState
 from contracts.registry import MESSAGES
 from contracts.training import DatasetManifest, ModelRecord
+from contracts.workers import WorkerHeartbeat
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_FILE = SCHEMA_DIR / "asyncapi.json"
@@ -41,12 +42,13 @@ def json_schemas() -> dict[str, dict]:
     schemas["training.model.v1.json"] = ModelRecord.model_json_schema()
     schemas["training.dataset.v1.json"] = DatasetManifest.model_json_schema()
     schemas["generation.image.v1.json"] = ImageRecord.model_json_schema()
+    schemas["worker.heartbeat.v1.json"] = WorkerHeartbeat.model_json_schema()
     return schemas
 
 
 def _channels_for(model: type) -> list[str]:
-    if model is JobFailed:
-        return [topology.event_subject(kind.value, "failed", "{user_id}") for kind in JobKind]
+    if model in (JobFailed, JobRequeued):
+        return [topology.event_subject(kind.value, model.name, "{user_id}") for kind in JobKind]
     if model is CancelJob:
         return [topology.command_subject(kind.value, "cancel") for kind in JobKind]
     if issubclass(model, Event):

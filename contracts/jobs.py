@@ -29,10 +29,15 @@ class JobStatus(StrEnum):
 
 
 # The only transitions a job may take; anything else is a bug or a stale writer.
+# A running job goes back to queued when its worker stopped or its attempt failed and it
+# waits for another attempt (a `job.requeued.v1` event says why). A job of milliseconds
+# (a prompt) may succeed with no recorded start.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset(
-        {JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+        {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED,
+         JobStatus.CANCELLED}
     ),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -71,6 +76,12 @@ class JobState(Model):
     result: dict[str, Any] = Field(default_factory=dict)
     error: JobError | None = None
     cancel_requested: bool = False
+    attempts: int = Field(default=0, ge=0, description="Attempts that started work.")
+    started_at: AwareDatetime | None = Field(
+        default=None, description="When work first started (the one `started` event).")
+    ending: dict[str, Any] | None = Field(
+        default=None, description="The ending event as published, sent again (same "
+        "message id, so never twice) when a redelivery meets a finished job.")
     created_at: AwareDatetime = Field(default_factory=utcnow)
     updated_at: AwareDatetime = Field(default_factory=utcnow)
 
@@ -102,6 +113,27 @@ class JobFailed(Event):
     code: FailureCode
     reason: str = Field(max_length=2000, description="Text a user can read.")
     retryable: bool = False
+
+    def subject(self) -> str:
+        from contracts.topology import event_subject
+
+        return event_subject(self.kind.value, self.name, self.user_id)
+
+
+class JobRequeued(Event):
+    """A job that had started waits for another attempt: its worker stopped, or the attempt
+    failed in a way worth retrying. Published once per attempt, on its kind's domain."""
+
+    domain: ClassVar[str] = "jobs"
+    name: ClassVar[str] = "requeued"
+    type: Literal["job.requeued.v1"] = "job.requeued.v1"
+    job_id: Id
+    kind: JobKind
+    reason: str = Field(max_length=2000, description="Text a user can read.")
+    attempt: int = Field(ge=1, description="The attempt that ended without an ending.")
+    resumed_from_step: int | None = Field(
+        default=None, ge=0, description="Progress kept for the next attempt (training "
+        "checkpoints), when there is any.")
 
     def subject(self) -> str:
         from contracts.topology import event_subject

@@ -154,7 +154,9 @@ GENERATION_WORKERS = ConsumerSpec(
     durable="generation_workers",
     filter_subject=command_subject("generation", "generate"),
     ack_wait_s=30.0,  # a dead worker's held commands return this long after its heartbeats stop
-    max_deliver=4,
+    # Held commands are delivered again at every hand-off between workers; the attempts
+    # that started work are counted on the job (`terra.lifecycle`), this is a backstop.
+    max_deliver=20,
     max_ack_pending=256,
     description="generator_service replicas share this consumer.",
 )
@@ -240,10 +242,18 @@ def model_key(user_id: str, model_id: str) -> str:
 
 def active_training_key(user_id: str) -> str:
     return f"active.{user_id}"
+
+
 IMAGES_KV = KvSpec(
     bucket="terra_images",
     description="Generated images under `<user_id>.<image_id>` (generator_service); they "
     "expire with the objects (TERRA_IMAGE_RETENTION_DAYS).",
+)
+WORKERS_KV = KvSpec(
+    bucket="terra_workers",
+    description="Worker heartbeats under `<service>.<worker_id>`, each rewritten every "
+    "few seconds and gone once it stops (TTL): which domains have a live worker.",
+    ttl_s=6.0,
 )
 QUEUE_SLOTS_KV = KvSpec(
     bucket="terra_queue_slots",
@@ -255,6 +265,7 @@ KV_BUCKETS: tuple[KvSpec, ...] = (
     MODELS_KV,
     IMAGES_KV,
     QUEUE_SLOTS_KV,
+    WORKERS_KV,
     USERS_KV,
     CREDENTIALS_KV,
     REFRESH_TOKENS_KV,

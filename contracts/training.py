@@ -89,6 +89,7 @@ class ModelStatus(StrEnum):
     TRAINING = "training"
     READY = "ready"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class ModelRecord(Model):

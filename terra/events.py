@@ -1,22 +1,72 @@
 """Publishing domain events: to the events stream, deduplicated by message id, carrying
-the current trace context so the consumer's span (and the WebSocket push) joins it."""
+the current trace context so the consumer's span (and the WebSocket push) joins it.
+
+A publish that meets a broker fault (a stream leader election, a reconnect) is retried
+for up to `retry_for_s`: every event has a fixed message id, so a retry can never make a
+second copy, and an ending that was recorded is not lost to a few seconds without a
+leader.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
+import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from opentelemetry import propagate
 
 from contracts.base import Event
 
+log = logging.getLogger(__name__)
+
+# What a publish raises while it cannot be stored right now.
+RETRYABLE_PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError and asyncio's: no ack in time
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+)
+
 
 class EventPublisher:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, retry_for_s: float = 15.0,
+                 ack_timeout_s: float = 2.0) -> None:
         self._js = js
+        self.retry_for_s = retry_for_s
+        self.ack_timeout_s = ack_timeout_s
 
     async def publish(self, event: Event) -> PubAck:
         headers = {"Nats-Msg-Id": event.message_id, "Content-Type": "application/json"}
         propagate.inject(headers)
-        return await self._js.publish(
-            event.subject(), event.model_dump_json().encode(), headers=headers
-        )
+        subject, data = event.subject(), event.model_dump_json().encode()
+        return await publish_with_retry(self._js, subject, data, headers,
+                                        retry_for_s=self.retry_for_s,
+                                        ack_timeout_s=self.ack_timeout_s)
+
+
+async def publish_with_retry(js: JetStreamContext, subject: str, data: bytes,
+                             headers: dict[str, str], *, retry_for_s: float,
+                             ack_timeout_s: float, stream: str | None = None) -> PubAck:
+    """`js.publish`, retried on broker faults until `retry_for_s` has passed. Callers must
+    set `Nats-Msg-Id`, or a retry after a lost ack could store the message twice."""
+    deadline = time.monotonic() + retry_for_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await js.publish(subject, data, timeout=ack_timeout_s, stream=stream,
+                                    headers=headers)
+        except RETRYABLE_PUBLISH_ERRORS as exc:
+            pause = min(1.0, 0.05 * 2 ** attempt)
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("publish failed; retrying", extra={
+                "subject": subject, "attempt": attempt, "error": f"{type(exc).__name__}: {exc}"})
+            await asyncio.sleep(pause)

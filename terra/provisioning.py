@@ -22,10 +22,16 @@ from terra.errors import ProvisioningConflict
 
 log = logging.getLogger(__name__)
 
+# Consumer settings NATS changes in place without losing a message or a position: a
+# contract that changes one of these updates an existing consumer instead of conflicting.
+EDITABLE_CONSUMER_FIELDS = frozenset({"ack_wait", "max_deliver", "backoff", "max_ack_pending"})
+
+
 @dataclass
 class ProvisioningReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
 
 def stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
     return api.StreamConfig(
@@ -118,10 +124,16 @@ async def ensure_consumer(js, spec: ConsumerSpec, report: ProvisioningReport) ->
         "backoff": config.backoff or [],
         "max_ack_pending": config.max_ack_pending,
     }
-    diffs = _differences("consumer", f"{spec.stream}/{spec.durable}", wanted, info.config)
+    name = f"{spec.stream}/{spec.durable}"
+    changed = {key for key, want in wanted.items() if not _same(want, getattr(info.config, key, None))}
+    if changed and changed <= EDITABLE_CONSUMER_FIELDS:
+        await js.add_consumer(spec.stream, config)  # create-or-update: an in-place edit
+        report.updated.append(f"consumer {name}: {', '.join(sorted(changed))}")
+        return
+    diffs = _differences("consumer", name, wanted, info.config)
     if diffs:
         raise ProvisioningConflict("\n".join(diffs))
-    report.unchanged.append(f"consumer {spec.stream}/{spec.durable}")
+    report.unchanged.append(f"consumer {name}")
 
 async def ensure_kv(js, spec: KvSpec, replicas: int, report: ProvisioningReport) -> None:
     stream_name = f"KV_{spec.bucket}"
@@ -158,8 +170,8 @@ async def provision(
         await ensure_kv(js, bucket, replicas, report)
     for consumer in consumers:
         await ensure_consumer(js, consumer, report)
-    if report.created:
-        log.info("provisioned", extra={"provisioned": report.created})
+    if report.created or report.updated:
+        log.info("provisioned", extra={"provisioned": report.created, "updated": report.updated})
     return report
 
 async def verify(nc: NatsClient, streams: Iterable[StreamSpec] = topology.STREAMS) -> list[str]:

@@ -38,11 +38,11 @@ class OwnedRecords(Generic[RecordT]):
         # every key of the bucket and match substrings).
         watcher = await self._kv.watch(self._key(user_id, "*"), ignore_deletes=True,
                                        meta_only=True)
-        keys = []
+        keys: dict[str, None] = {}  # a key written while we list can come twice
         async for entry in watcher:
             if entry is None:  # the end of what exists now
                 break
-            keys.append(entry.key)
+            keys[entry.key] = None
         await watcher.stop()
         records = [found[0] for key in keys if (found := await self._get(key))]
         return sorted(records, key=lambda record: record.created_at, reverse=True)

@@ -1,25 +1,64 @@
-"""What every NATS-driven service does at start: connect, provision, then serve.
+"""How every NATS-driven service runs: connect, provision, build its handlers, serve.
 
-FastStream's `app.run()` already turns SIGTERM/SIGINT into a graceful stop: subscribers
-stop pulling, in-flight handlers get `shutdown_grace_s` to finish, the connection
-drains, and anything still unacked returns to its stream after `ack_wait`.
+`worker_app` is the one `serve()` of the job services: it builds the service's parts
+from its bootstrap, runs each consumer's pull loop and every other long-lived loop under
+one `Supervisor`, writes the worker's heartbeat, and stops in order on SIGTERM: stop
+pulling, give work in hand the grace period, hand back what is left, withdraw the
+heartbeat, drain the connection. A supervisor that gives up ends the process non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from nats.aio.client import Client as NatsClient
 
 from contracts.topology import ConsumerSpec
+from terra import supervise
+from terra.broker import build_broker
+from terra.liveness import Heartbeat, WorkLoad
+from terra.logs import setup_logging
 from terra.provisioning import provision
 from terra.settings import RuntimeSettings
 from terra.storage import ObjectStorage
+from terra.supervise import Supervisor
+from terra.telemetry import setup_tracing
+from terra.worker import Handle, PullConsumer, watch_dead_letters
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Consumer:
+    """A durable consumer this service pulls, and what handles (and settles) a message."""
+
+    spec: ConsumerSpec
+    handle: Handle
+    concurrency: int = 1
+
+
+@dataclass
+class WorkerParts:
+    """What a service's bootstrap hands to `worker_app`."""
+
+    domains: tuple[str, ...]  # the job kinds it serves, for liveness
+    consumers: list[Consumer] = field(default_factory=list)
+    loops: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    dead_letters: dict[str, tuple[ConsumerSpec, Callable[[bytes], Awaitable[None]]]] = field(
+        default_factory=dict)
+    # Jobs held and in hand, and whether loops of its own (not consumers) are pulling.
+    workload: Callable[[], WorkLoad] | None = None
+    stop: Callable[[float], Awaitable[None]] | None = None  # before the consumers stop
+    after_stop: Callable[[], Awaitable[None]] | None = None  # once nothing runs any more
+
+
+Bootstrap = Callable[[NatsClient, ObjectStorage | None], Awaitable[WorkerParts]]
 
 
 async def prepare_infrastructure(
@@ -28,22 +67,88 @@ async def prepare_infrastructure(
     *,
     consumers: Iterable[ConsumerSpec] = (),
     storage: ObjectStorage | None = None,
-) -> None:
-    """Connect and provision before subscribers bind to their durable consumers."""
+) -> NatsClient:
+    """Connect and provision before anything binds to its durable consumers."""
     connection = await broker.connect()
     report = await provision(connection, replicas=settings.nats_replicas, consumers=consumers)
     if storage is not None:
         await storage.ensure_buckets()
     log.info("infrastructure ready", extra={"provisioned": report.created})
+    return connection
+
+
+def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
+               consumers: Iterable[ConsumerSpec], uses_storage: bool = True,
+               configure_process: bool = True,
+               supervisor: Supervisor | None = None) -> FastStream:
+    """The FastStream app of a job service; `bootstrap` builds its parts once connected."""
+    broker = build_broker(settings, name=service)
+    app = FastStream(broker, logger=log)
+    supervisor = supervisor or Supervisor()
+    running: dict[str, object] = {}
+
+    @app.on_startup
+    async def start() -> None:
+        if configure_process:
+            setup_logging(settings, service)
+            setup_tracing(settings, service)
+        storage = ObjectStorage.from_settings(settings) if uses_storage else None
+        connection = await prepare_infrastructure(broker, settings, consumers=consumers,
+                                                  storage=storage)
+        parts = await bootstrap(connection, storage)
+        js = connection.jetstream()
+        pulls = [PullConsumer(js, c.spec, c.handle, concurrency=c.concurrency,
+                              fetch_timeout_s=settings.fetch_timeout_s)
+                 for c in parts.consumers]
+        for spec, on_dead_letter in parts.dead_letters.values():
+            await watch_dead_letters(connection, spec, on_dead_letter, queue=service)
+
+        def workload() -> WorkLoad:
+            own = parts.workload() if parts.workload else WorkLoad(pulling=True)
+            loops = {name: state.running for name, state in supervisor.loops.items()}
+            pulling = own.pulling and supervisor.healthy and all(p.pulling for p in pulls)
+            return WorkLoad(pulling=pulling, loops=loops, holding=own.holding,
+                            running=own.running)
+
+        heartbeat = await Heartbeat.open(js, service, parts.domains, workload,
+                                         interval_s=settings.liveness_interval_s)
+        running.update(parts=parts, pulls=pulls, heartbeat=heartbeat)
+        for pull in pulls:
+            supervisor.start(f"pull:{pull.name}", pull.run)
+        for name, loop in parts.loops.items():
+            supervisor.start(name, loop)
+        supervisor.start("heartbeat", heartbeat.run)
+        log.info(f"{service} ready", extra={"worker_id": heartbeat.worker_id,
+                                             "consumers": [p.name for p in pulls]})
+
+    @app.on_shutdown
+    async def stop() -> None:
+        if not running:
+            return
+        grace = settings.shutdown_grace_s
+        supervisor.begin_stop()
+        parts: WorkerParts = running["parts"]
+        if parts.stop is not None:
+            await parts.stop(grace)
+        await asyncio.gather(*(pull.stop(grace) for pull in running["pulls"]))
+        await supervisor.stop()
+        await running["heartbeat"].withdraw()
+        if parts.after_stop is not None:
+            await parts.after_stop()
+
+    return app
 
 
 def run_app(app: FastStream) -> None:
+    """Run until SIGTERM/SIGINT; exit non-zero when supervision gave up."""
     try:
         import uvloop  # faster loop and socket I/O; installed with uvicorn[standard]
     except ImportError:
         asyncio.run(app.run())
     else:
         uvloop.run(app.run())
+    if supervise.exit_code:
+        sys.exit(supervise.exit_code)
 
 
 async def stop_taking_requests(broker: NatsBroker) -> None:

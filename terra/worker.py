@@ -1,46 +1,246 @@
-"""What every JetStream worker does with a command: settle it, and handle dead letters.
+"""What every JetStream worker does with its commands: pull them, settle them, and handle
+dead letters.
 
-`settle` acks work that finished, naks a failed attempt with a growing delay (the
-consumer's `max_deliver` bounds the attempts), and acks a command that can never
-succeed after its handler has reported the failure. When attempts run out, the server
-publishes a max-deliveries advisory; `watch_dead_letters` turns it into the service's
-failure handling (job failed, `JobFailed` to the user) and removes the message.
+`fetch` is the one call into nats-py's pull API. It turns every exception nats-py
+documents for `PullSubscription.fetch` into one of three outcomes: nothing to do yet (an
+idle timeout, of either of the two timeout types it raises), a broker fault to wait out
+(`BrokerUnavailable`: a leader election, a reconnect, a full outbound buffer), or a
+consumer to bind again (`ConsumerGone`). Anything else is a bug and reaches the
+supervisor, which logs it and restarts the loop.
+
+`PullConsumer.run` is a worker's loop over one durable consumer; `settle` acks work that
+finished, naks a failed attempt with a growing delay (the consumer's `max_deliver` bounds
+the attempts), and acks a command that can never succeed after its handler has reported
+the failure. When attempts run out, the server publishes a max-deliveries advisory;
+`watch_dead_letters` turns it into the service's failure handling.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from faststream.nats import NatsMessage
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.errors import Error as NatsError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import propagate, trace
 
 from contracts.topology import MAX_DELIVERIES_ADVISORY, ConsumerSpec
 from terra.retry import retry_delay_s
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("terra.worker")
 
 
 class PermanentFailure(Exception):
     """The command can never succeed (bad input); retrying is pointless."""
 
 
-async def settle(msg: NatsMessage, work: Callable[[], Awaitable[None]]) -> None:
-    """Run `work` (decoding included) and ack, nak with a delay, or ack a lost cause."""
-    attempt = msg.raw_message.metadata.num_delivered
+class BrokerUnavailable(Exception):
+    """NATS cannot serve the call right now (no leader, reconnecting); try again soon."""
+
+
+class ConsumerGone(Exception):
+    """The durable consumer or our subscription to it no longer exists: bind again."""
+
+
+# What nats-py raises while a stream or consumer has no leader, while the client
+# reconnects, or when a pull request is answered with a temporary status.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServerError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.SlowConsumerError,
+)
+
+
+async def fetch(subscription: JetStreamContext.PullSubscription, batch: int,
+                timeout_s: float) -> list[Msg]:
+    """Up to `batch` messages, or [] when none came within `timeout_s`."""
+    try:
+        return await subscription.fetch(batch, timeout=timeout_s)
+    except TimeoutError:
+        # nats.errors.TimeoutError, FetchTimeoutError and the built-in asyncio.TimeoutError
+        # (raised from `_fetch_n` when the deadline passes between its two requests).
+        return []
+    except (nats.js.errors.NotFoundError, nats.errors.BadSubscriptionError) as exc:
+        raise ConsumerGone(str(exc)) from exc
+    except ValueError as exc:  # "nats: invalid subscription": ours was closed under us
+        raise ConsumerGone(str(exc)) from exc
+    except TRANSIENT_ERRORS as exc:
+        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except nats.js.errors.APIError as exc:
+        # A pull answered with a status nats-py does not treat as temporary (409 leadership
+        # change, consumer deleted mid-pull, 400 during a migration): the consumer must be
+        # looked up again.
+        raise ConsumerGone(f"{exc.code}: {exc.description}") from exc
+
+
+async def bind(js: JetStreamContext, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
+    """Our pull subscription to the provisioned durable consumer `spec`."""
+    try:
+        return await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+    except TimeoutError as exc:
+        raise BrokerUnavailable(f"binding {spec.durable} timed out") from exc
+    except nats.js.errors.NotFoundError as exc:
+        raise ConsumerGone(f"consumer {spec.stream}/{spec.durable} not found") from exc
+    except TRANSIENT_ERRORS as exc:
+        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+Handle = Callable[[Msg], Awaitable[None]]
+
+
+class PullConsumer:
+    """A worker's loop over one durable consumer: up to `concurrency` messages in hand,
+    each passed to `handle` (which settles it), until `stop()`.
+
+    Broker faults are waited out here with a short, growing pause; a consumer that went
+    away is bound again. `pulling` says whether the loop is alive and recently pulled or
+    is busy with work, for liveness reports.
+    """
+
+    def __init__(self, js: JetStreamContext, spec: ConsumerSpec, handle: Handle, *,
+                 concurrency: int = 1, fetch_timeout_s: float = 1.0,
+                 stale_after_s: float = 10.0) -> None:
+        self.js = js
+        self.spec = spec
+        self.handle = handle
+        self.concurrency = concurrency
+        self.fetch_timeout_s = fetch_timeout_s
+        self.stale_after_s = stale_after_s
+        self.in_hand: set[asyncio.Task] = set()
+        self.last_pull = float("-inf")
+        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._stopping = asyncio.Event()
+        self._free = concurrency  # messages we may still take in hand
+        self._room = asyncio.Event()  # set whenever `_free` goes up
+        self._faults = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.durable
+
+    @property
+    def pulling(self) -> bool:
+        fresh = time.monotonic() - self.last_pull < self.stale_after_s
+        return not self._stopping.is_set() and (fresh or bool(self.in_hand))
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            free = await self._wait_for_room()
+            try:
+                if self._subscription is None:
+                    self._subscription = await bind(self.js, self.spec)
+                messages = await fetch(self._subscription, free, self.fetch_timeout_s)
+            except BrokerUnavailable as exc:
+                await self._pause("broker unavailable", exc)
+                continue
+            except ConsumerGone as exc:
+                await self._drop_subscription()
+                await self._pause("consumer gone; binding again", exc)
+                continue
+            self.last_pull = time.monotonic()
+            self._faults = 0
+            for msg in messages:
+                self._free -= 1
+                task = asyncio.create_task(self._handle(msg))
+                self.in_hand.add(task)
+                task.add_done_callback(self.in_hand.discard)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop pulling; give what is in hand `grace_s` to finish, then hand it back."""
+        self._stopping.set()
+        if self.in_hand:
+            await asyncio.wait(set(self.in_hand), timeout=grace_s)
+        for task in set(self.in_hand):
+            task.cancel()
+        if self.in_hand:
+            await asyncio.wait(set(self.in_hand), timeout=2.0)
+        await self._drop_subscription()
+
+    async def _wait_for_room(self) -> int:
+        """How many more messages may be fetched now (waits for at least one)."""
+        while self._free <= 0:
+            self._room.clear()
+            await self._room.wait()
+        return self._free
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            with consuming(msg):
+                await self.handle(msg)
+        except asyncio.CancelledError:
+            # Stopped mid-work: hand it back now rather than after ack_wait.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception:  # `handle` settles; anything here is a bug worth a stack
+            log.exception("message handling failed", extra={"consumer": self.name})
+        finally:
+            self._free += 1
+            self._room.set()
+
+    async def _pause(self, why: str, exc: Exception) -> None:
+        self._faults += 1
+        delay = min(2.0, 0.1 * 2 ** min(self._faults, 5))
+        log.warning(why, extra={"consumer": self.name, "error": str(exc), "retry_in_s": delay})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _drop_subscription(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+
+def consuming(msg: Msg):
+    """A span for handling `msg`, child of the trace that published it."""
+    return tracer.start_as_current_span(
+        f"{msg.subject} process", context=propagate.extract(dict(msg.headers or {})),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject})
+
+
+async def settle(msg: Msg, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` (decoding included) and ack, nak with a delay, or ack a lost cause.
+
+    A settle that cannot reach the server is not an error: the message comes back after
+    `ack_wait`, and the job's recorded state makes the second run a no-op.
+    """
+    attempt = msg.metadata.num_delivered
     try:
         await work()
     except PermanentFailure as exc:
         log.warning("command refused", extra={"reason": str(exc), "attempt": attempt})
-        await msg.ack()
+        await settle_quietly(msg.ack)
     except Exception:
         delay = retry_delay_s(attempt)
         log.exception("command failed; will retry", extra={"attempt": attempt, "delay_s": delay})
-        await msg.nack(delay=delay)
+        await settle_quietly(msg.nak, delay=delay)
     else:
-        await msg.ack()
+        await settle_quietly(msg.ack)
+
+
+async def settle_quietly(action, **kwargs) -> None:
+    """Ack or nak; one that cannot reach the server is redelivered later, and the job's
+    recorded state makes the second delivery a no-op."""
+    try:
+        await action(**kwargs)
+    except (nats.errors.Error, OSError) as exc:
+        log.warning("could not settle a message; it will be redelivered",
+                    extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 async def watch_dead_letters(
@@ -49,10 +249,24 @@ async def watch_dead_letters(
     on_dead_letter: Callable[[bytes], Awaitable[None]],
     *,
     queue: str,
+    retry_for_s: float = 60.0,
 ):
-    """Subscribe to the consumer's max-deliveries advisories (one replica per advisory)."""
+    """Subscribe to the consumer's max-deliveries advisories (one replica per advisory).
+
+    The advisory is a core NATS message, sent once: a broker fault while handling it is
+    retried here for a while, or the job would stay unfinished forever.
+    """
     js = nc.jetstream()
     subject = f"{MAX_DELIVERIES_ADVISORY}.{consumer.stream}.{consumer.durable}"
+
+    async def handle_once(seq: int) -> None:
+        try:
+            message = await js.get_msg(consumer.stream, seq)
+        except nats.js.errors.NotFoundError:
+            return  # already removed by another replica
+        await on_dead_letter(message.data)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_msg(consumer.stream, seq)
 
     async def handle(advisory) -> None:
         details = json.loads(advisory.data)
@@ -62,31 +276,23 @@ async def watch_dead_letters(
             extra={"stream": consumer.stream, "consumer": consumer.durable, "stream_seq": seq,
                    "deliveries": details.get("deliveries")},
         )
-        try:
-            message = await js.get_msg(consumer.stream, seq)
-        except NatsError:
-            return  # already removed by another replica
-        await on_dead_letter(message.data)
-        try:
-            await js.delete_msg(consumer.stream, seq)
-        except NatsError:
-            pass
+        deadline = time.monotonic() + retry_for_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await handle_once(seq)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    log.exception("dead letter could not be handled; giving up",
+                                  extra={"stream_seq": seq})
+                    return
+                log.warning("dead letter handling failed; retrying",
+                            extra={"stream_seq": seq, "attempt": attempt}, exc_info=True)
+                await asyncio.sleep(min(5.0, 0.25 * 2 ** attempt))
 
     return await nc.subscribe(subject, queue=queue, cb=handle)
-
-
-def durable_pull(broker, spec: ConsumerSpec, *, title: str, batch_size: int = 1,
-                 max_workers: int = 1):
-    """A FastStream subscriber bound to a provisioned durable consumer, acked by hand
-    (`settle`). FastStream must not declare the stream: provisioning owns it."""
-    from faststream import AckPolicy
-    from faststream.nats import JStream, PullSub
-
-    options = {"max_workers": max_workers} if max_workers > 1 else {}
-    return broker.subscriber(
-        spec.filter_subject, stream=JStream(spec.stream, declare=False), durable=spec.durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=1.0), ack_policy=AckPolicy.MANUAL,
-        title=title, **options)
 
 
 def decode(model, body: bytes):

@@ -2,8 +2,8 @@
 
 A training is long, so the worker keeps its command alive with heartbeats, saves
 checkpoints to object storage, and on a redelivery (a crashed worker) resumes from the
-last one. Every end (completed, cancelled, failed) is written once: the job's revision-
-checked state decides, and events carry message ids derived from the job.
+last one. How a job starts, ends, retries and cancels is `terra.lifecycle`'s; what is
+left here are the training's own steps, and the model record each ending leaves.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ from dataclasses import dataclass
 
 import torch
 
-from contracts.base import utcnow
-from contracts.jobs import CancelJob, FailureCode, JobError, JobFailed, JobKind, JobState, JobStatus
+from contracts.base import Event
+from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.training import (
     ModelStatus,
     StartTraining,
     TrainingCancelled,
     TrainingCompleted,
     TrainingProgressed,
+    TrainingQueued,
     TrainingSampleReady,
     TrainingStarted,
 )
 from terra.events import EventPublisher
-from terra.jobs import InvalidTransition, JobStore
+from terra.lifecycle import JobFailure, JobLifecycle, JobRef
 from terra.models import ModelStore
-from terra.worker import PermanentFailure
 from trainer_service import errors
 from trainer_service.config import TrainerSettings
 from trainer_service.flux import base_model_name, load_flux_pipeline
@@ -44,83 +44,85 @@ from trainer_service.training import TrainingCallbacks, TrainingConfig, Training
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class JobRef:
-    """What the endings of a training need to know about it."""
-
-    job_id: str
-    user_id: str
-    model_id: str
-    correlation_id: str
-
-    @classmethod
-    def of(cls, command: StartTraining) -> JobRef:
-        return cls(command.job_id, command.user_id, command.model_id, command.correlation_id)
-
 TINY_RESOLUTION = 256  # what the tiny random FLUX trains at, whatever is asked
+
+# What each ending leaves on the model record.
+MODEL_STATUS_AT_END = {
+    JobStatus.SUCCEEDED: ModelStatus.READY,
+    JobStatus.FAILED: ModelStatus.FAILED,
+    JobStatus.CANCELLED: ModelStatus.CANCELLED,
+}
+
+
+class TrainingEvents:
+    """The training domain's own events about a job (see `terra.lifecycle.JobEvents`)."""
+
+    def queued(self, job: JobState) -> Event | None:
+        return TrainingQueued(user_id=job.user_id, job_id=job.job_id,
+                              model_id=job.result["model_id"])
+
+    def started(self, job: JobState) -> Event | None:
+        return TrainingStarted(user_id=job.user_id, job_id=job.job_id,
+                               model_id=job.result["model_id"])
+
+    def cancelled(self, job: JobState) -> Event:
+        return TrainingCancelled(user_id=job.user_id, job_id=job.job_id,
+                                 model_id=job.result["model_id"])
 
 
 @dataclass
 class TrainerHandlers:
     settings: TrainerSettings
-    jobs: JobStore
+    lifecycle: JobLifecycle
     models: ModelStore
     events: EventPublisher
     store: TrainingStore
 
     # --- start ----------------------------------------------------------------------------
 
-    async def start(self, command: StartTraining, heartbeat: Callable[[], Awaitable[None]]) -> None:
-        job = await self.jobs.get(command.job_id)
-        if job is None:
-            await self.jobs.create(JobState(job_id=command.job_id, user_id=command.user_id,
-                                            kind=JobKind.TRAINING,
-                                            result={"model_id": command.model_id}))
-            job = await self.jobs.get(command.job_id)
-        if job.user_id != command.user_id or job.status.is_terminal:
-            return  # finished before (a redelivery) or cancelled while queued
+    async def start(self, command: StartTraining, delivery: int = 1,
+                    heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
+        ref = JobRef.of(command, JobKind.TRAINING)
+        kept = await self.store.checkpoint_step(command.user_id, command.model_id)
+        job = await self.lifecycle.receive(ref, delivery, result={"model_id": command.model_id},
+                                           resumed_from_step=kept)
+        if job is not None:
+            await self.lifecycle.attempt(ref, lambda: self._train(ref, command, heartbeat))
+
+    async def _train(self, ref: JobRef, command: StartTraining,
+                     heartbeat: Callable[[], Awaitable[None]] | None) -> None:
         images = await self.store.load_dataset(command.user_id, command.dataset_id)
         if images is None:
-            await self._fail(JobRef.of(command), FailureCode.NOT_FOUND,
-                             "The photo set no longer exists.")
-            raise PermanentFailure("dataset missing")
+            raise JobFailure(FailureCode.NOT_FOUND, "The photo set no longer exists.")
         checkpoint = await self.store.latest_checkpoint(command.user_id, command.model_id)
-        resumed_from = checkpoint[0] if checkpoint else 0
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
-            "status": JobStatus.RUNNING,
-            "detail": f"resuming from step {resumed_from}" if resumed_from else "training"}))
-        await self.events.publish(TrainingStarted(
-            message_id=f"{command.job_id}-started-{resumed_from}", user_id=command.user_id,
-            job_id=command.job_id, model_id=command.model_id, resumed_from_step=resumed_from,
-            correlation_id=command.correlation_id))
-
+        if await self.lifecycle.begin(ref) is None:
+            return  # cancelled or ended meanwhile
         run = _Run(self, command, asyncio.get_running_loop())
-        watchers = [asyncio.create_task(run.keep_alive(heartbeat)),
-                    asyncio.create_task(run.watch_for_cancel())]
+        watchers = [asyncio.create_task(self.lifecycle.watch_for_cancel(
+            command.job_id, run.cancel, self.settings.cancel_poll_s))]
+        if heartbeat is not None:
+            watchers.append(asyncio.create_task(keep_alive(heartbeat, self.settings.heartbeat_s)))
         try:
             result = await asyncio.to_thread(run.train, images,
                                              checkpoint[1] if checkpoint else None)
         except errors.TrainingCancelled as cancelled:
-            await self._cancelled(JobRef.of(command), f"cancelled after step {cancelled.step}")
+            await self.lifecycle.cancel(ref, f"cancelled after step {cancelled.step}")
             return
         except torch.OutOfMemoryError as exc:
-            await self._fail(JobRef.of(command), FailureCode.OUT_OF_MEMORY,
-                             "The GPU ran out of memory while loading the model; set "
-                             "TERRA_QUANTIZE_BASE or use a larger card.")
-            raise PermanentFailure(str(exc)) from exc
+            raise JobFailure(FailureCode.OUT_OF_MEMORY, "The GPU ran out of memory while "
+                             "loading the model; set TERRA_QUANTIZE_BASE or use a larger "
+                             "card.") from exc
         except (errors.OutOfGpuMemory, errors.DatasetError, errors.CheckpointError) as exc:
             code = (FailureCode.OUT_OF_MEMORY if isinstance(exc, errors.OutOfGpuMemory)
                     else FailureCode.INVALID_INPUT)
-            await self._fail(JobRef.of(command), code, str(exc))
-            raise PermanentFailure(str(exc)) from exc
+            raise JobFailure(code, str(exc)) from exc
         finally:
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
-        await self._complete(command, result, run.resolution)
+        await self._complete(ref, command, result, run.resolution)
 
-    async def _complete(self, command: StartTraining, result: TrainingResult,
+    async def _complete(self, ref: JobRef, command: StartTraining, result: TrainingResult,
                         resolution: int) -> None:
         try:
             samples = await asyncio.to_thread(self._samples, command, result, resolution)
@@ -129,32 +131,21 @@ class TrainerHandlers:
             samples = []  # the LoRA is what was asked for; samples are a bonus
         lora_key, sample_keys = await self.store.save_result(
             command.user_id, command.model_id, result.lora,
-            {**result.metadata, "dataset_id": command.dataset_id, "job_id": command.job_id,
-             "created_at": utcnow().isoformat()},
+            {**result.metadata, "dataset_id": command.dataset_id, "job_id": command.job_id},
             samples)
-        await self.models.update(command.user_id, command.model_id, lambda m: m.model_copy(
-            update={"status": ModelStatus.READY, "lora_key": lora_key,
-                    "sample_image_keys": sample_keys,
-                    "base_model": base_model_name(self.settings.base_model)}))
         sample_ids = [f"{command.model_id}-sample-{i}" for i in range(len(sample_keys))]
         for image_id, key in zip(sample_ids, sample_keys, strict=True):
             await self.events.publish(TrainingSampleReady(
                 message_id=f"{image_id}-ready", user_id=command.user_id,
                 job_id=command.job_id, step=command.steps, image_id=image_id, image_key=key,
                 correlation_id=command.correlation_id))
-        final_loss = result.losses[-1] if result.losses else None
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
-            "status": JobStatus.SUCCEEDED, "progress": 1.0, "detail": "completed",
-            "result": {**s.result, "model_id": command.model_id, "lora_key": lora_key,
-                       "sample_image_keys": sample_keys, "final_loss": final_loss}}))
-        await self.events.publish(TrainingCompleted(
-            message_id=f"{command.job_id}-completed", user_id=command.user_id,
-            job_id=command.job_id, model_id=command.model_id,
+        await self.lifecycle.succeed(ref, TrainingCompleted(
+            user_id=command.user_id, job_id=command.job_id, model_id=command.model_id,
             trigger_word=command.trigger_word, lora_key=lora_key,
-            sample_image_ids=sample_ids, sample_image_keys=sample_keys,
-            correlation_id=command.correlation_id))
-        await self.models.release_active(command.user_id, command.job_id)
-        await self.store.drop_checkpoints(command.user_id, command.model_id)
+            sample_image_ids=sample_ids, sample_image_keys=sample_keys), result={
+            "model_id": command.model_id, "lora_key": lora_key,
+            "sample_image_keys": sample_keys,
+            "final_loss": result.losses[-1] if result.losses else None})
 
     def _samples(self, command: StartTraining, result: TrainingResult, resolution: int):
         pipeline = load_flux_pipeline(self.settings.base_model, "cpu", self.dtype)
@@ -165,55 +156,26 @@ class TrainerHandlers:
                                 sample_prompts(command.trigger_word, self.settings.samples),
                                 height=resolution, width=resolution, num_inference_steps=steps)
 
-    # --- cancel ---------------------------------------------------------------------------
+    # --- endings, cancels, erasure -------------------------------------------------------------
+
+    async def job_ended(self, job: JobState) -> None:
+        """What every ending leaves (run again when a redelivery meets the ended job): the
+        model record says how it ended, its checkpoints and the user's slot are freed."""
+        model_id = job.result.get("model_id")
+        if model_id is not None:
+            update = {"status": MODEL_STATUS_AT_END[job.status]}
+            if job.status is JobStatus.SUCCEEDED:
+                update |= {"lora_key": job.result["lora_key"],
+                           "sample_image_keys": job.result.get("sample_image_keys", []),
+                           "base_model": base_model_name(self.settings.base_model)}
+            with contextlib.suppress(KeyError):  # deleted meanwhile (account erased)
+                await self.models.update(job.user_id, model_id,
+                                         lambda m: m.model_copy(update=update))
+            await self.store.drop_checkpoints(job.user_id, model_id)
+        await self.models.release_active(job.user_id, job.job_id)
 
     async def cancel(self, command: CancelJob) -> None:
-        job = await self.jobs.get(command.job_id)
-        if job is None or job.user_id != command.user_id or job.status.is_terminal:
-            return
-        if job.status is JobStatus.QUEUED:
-            # Nobody runs it yet: cancelled now; the worker that meets it later skips it.
-            ref = JobRef(job.job_id, job.user_id, job.result["model_id"], command.correlation_id)
-            await self._cancelled(ref, "cancelled while queued")
-            return
-        # Running: the worker holding it polls this flag and stops within a step.
-        await self.jobs.update(command.job_id,
-                               lambda s: s.model_copy(update={"cancel_requested": True}))
-
-    # --- endings --------------------------------------------------------------------------
-
-    async def _cancelled(self, command: JobRef, detail: str) -> None:
-        try:
-            await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
-                "status": JobStatus.CANCELLED, "detail": detail}))
-        except InvalidTransition:  # it ended another way first
-            log.info("cancel came too late", extra={"job_id": command.job_id})
-            return
-        await self._model_failed(command)
-        await self.events.publish(TrainingCancelled(
-            message_id=f"{command.job_id}-cancelled", user_id=command.user_id,
-            job_id=command.job_id, model_id=command.model_id,
-            correlation_id=command.correlation_id))
-
-    async def _fail(self, command: JobRef, code: FailureCode, reason: str) -> None:
-        job = await self.jobs.get(command.job_id)
-        if job is None or job.status.is_terminal:
-            return
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
-            "status": JobStatus.FAILED, "error": JobError(code=code, reason=reason)}))
-        await self._model_failed(command)
-        await self.events.publish(JobFailed(
-            message_id=f"{command.job_id}-failed", user_id=command.user_id,
-            job_id=command.job_id, kind=JobKind.TRAINING, code=code, reason=reason,
-            correlation_id=command.correlation_id))
-
-    async def _model_failed(self, command: JobRef) -> None:
-        """Nothing half-registered: the model is marked failed, its files and slot freed."""
-        with contextlib.suppress(KeyError):
-            await self.models.update(command.user_id, command.model_id,
-                                     lambda m: m.model_copy(update={"status": ModelStatus.FAILED}))
-        await self.store.drop_checkpoints(command.user_id, command.model_id)
-        await self.models.release_active(command.user_id, command.job_id)
+        await self.lifecycle.request_cancel(command)
 
     async def dead_letter(self, body: bytes) -> None:
         try:
@@ -221,8 +183,7 @@ class TrainerHandlers:
         except ValueError:
             log.error("undecodable training command dropped")
             return
-        await self._fail(JobRef.of(command), FailureCode.DELIVERY_EXHAUSTED,
-                         "The training failed several times; it has been stopped.")
+        await self.lifecycle.dead_letter(JobRef.of(command, JobKind.TRAINING))
 
     async def erase_account(self, user_id: str) -> None:
         erased = await self.store.erase_user(user_id)
@@ -237,6 +198,17 @@ class TrainerHandlers:
     @property
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.settings.train_dtype)
+
+
+async def keep_alive(heartbeat: Callable[[], Awaitable[None]], every_s: float) -> None:
+    """`in_progress()` well within ack_wait, so a live job is never redelivered. A beat
+    lost to a broker fault is retried at the next one (ack_wait spans several)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await heartbeat()
+        except Exception as exc:
+            log.warning("heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 class _Run:
@@ -296,23 +268,9 @@ class _Run:
 
     async def progress(self, step: int, total: int, loss: float, eta: float | None) -> None:
         command = self.command
-        await self.handlers.events.publish(TrainingProgressed(
+        await self.handlers.lifecycle.progress(JobRef.of(command, JobKind.TRAINING),
+                                               TrainingProgressed(
             message_id=f"{command.job_id}-progress-{step}", user_id=command.user_id,
             job_id=command.job_id, step=step, total_steps=total,
             loss=loss if math.isfinite(loss) else None, eta_seconds=eta,
-            correlation_id=command.correlation_id))
-        await self.handlers.jobs.update(command.job_id, lambda s: s.model_copy(update={
-            "progress": min(step / total, 0.99)}) if not s.status.is_terminal else s)
-
-    async def keep_alive(self, heartbeat: Callable[[], Awaitable[None]]) -> None:
-        """`in_progress()` well within ack_wait, so a live job is never redelivered."""
-        while True:
-            await asyncio.sleep(self.handlers.settings.heartbeat_s)
-            await heartbeat()
-
-    async def watch_for_cancel(self) -> None:
-        while not self.cancel.is_set():
-            await asyncio.sleep(self.handlers.settings.cancel_poll_s)
-            job = await self.handlers.jobs.get(self.command.job_id)
-            if job is not None and job.cancel_requested:
-                self.cancel.set()
+            correlation_id=command.correlation_id), step / total)

@@ -43,7 +43,7 @@ class TrainingStore:
         # Data first, then the pointer: a crash in between leaves the previous pair intact.
         await self.storage.put_bytes(self._model(user_id, model_id, f"checkpoint-{step}.bin"),
                                      data)
-        previous = await self._checkpoint_step(user_id, model_id)
+        previous = await self.checkpoint_step(user_id, model_id)
         await self.storage.put_bytes(self._model(user_id, model_id, "checkpoint.json"),
                                      json.dumps({"step": step}).encode(), "application/json")
         if previous is not None and previous != step:
@@ -51,7 +51,7 @@ class TrainingStore:
                 self._model(user_id, model_id, f"checkpoint-{previous}.bin"))
 
     async def latest_checkpoint(self, user_id: str, model_id: str) -> tuple[int, bytes] | None:
-        step = await self._checkpoint_step(user_id, model_id)
+        step = await self.checkpoint_step(user_id, model_id)
         if step is None:
             return None
         data = await self.storage.get_bytes(
@@ -59,13 +59,14 @@ class TrainingStore:
         return step, data
 
     async def drop_checkpoints(self, user_id: str, model_id: str) -> None:
-        step = await self._checkpoint_step(user_id, model_id)
+        step = await self.checkpoint_step(user_id, model_id)
         await self.storage.delete(self._model(user_id, model_id, "checkpoint.json"))
         if step is not None:
             await self.storage.delete(
                 self._model(user_id, model_id, f"checkpoint-{step}.bin"))
 
-    async def _checkpoint_step(self, user_id: str, model_id: str) -> int | None:
+    async def checkpoint_step(self, user_id: str, model_id: str) -> int | None:
+        """The step of the latest stored checkpoint, if any (reads only the pointer)."""
         key = self._model(user_id, model_id, "checkpoint.json")
         if not await self.storage.exists(key):
             return None

@@ -26,6 +26,7 @@ from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
 from terra.errors import StorageError
 from terra.events import EventPublisher
+from terra.queues import commands_waiting
 
 router = APIRouter(prefix="/api/training", tags=["training"])
 
@@ -148,6 +149,9 @@ async def start(body: StartBody, caller: CurrentUser, runtime: Runtime) -> Start
     await runtime.models.create(ModelRecord(
         model_id=model_id, user_id=caller.user_id, trigger_word=trigger, job_id=job_id,
         dataset_id=body.dataset_id, rank=body.rank, steps=body.steps))
+    # Trainings ahead of this one, counted before it is sent: nothing that can fail is
+    # left between the command's publish and the answer.
+    ahead = await commands_waiting(runtime.nc.jetstream(), TRAINING_WORKERS)
     # The gateway records what it accepted (queued); from then on the trainer owns the job.
     await runtime.jobs.create(JobState(job_id=job_id, user_id=caller.user_id,
                                        kind=JobKind.TRAINING, result={"model_id": model_id}))
@@ -158,16 +162,9 @@ async def start(body: StartBody, caller: CurrentUser, runtime: Runtime) -> Start
     ))
     await EventPublisher(runtime.nc.jetstream()).publish(TrainingQueued(
         message_id=f"{job_id}-queued", user_id=caller.user_id, job_id=job_id,
-        model_id=model_id, position=await _queue_length(runtime) - 1,
+        model_id=model_id, position=ahead,
     ))
     return Started(job_id=job_id, model_id=model_id, trigger_word=trigger)
-
-
-async def _queue_length(runtime: GatewayRuntime) -> int:
-    """Trainings waiting or running, this one included."""
-    info = await runtime.nc.jetstream().consumer_info(TRAINING_WORKERS.stream,
-                                                      TRAINING_WORKERS.durable)
-    return info.num_pending + info.num_ack_pending
 
 
 @router.get("/status", response_model=list[TrainingStatus])

@@ -50,7 +50,7 @@ async def test_the_sweep_deletes_object_and_record(nc, s3):
     await storage.put_bytes(old.key, b"png", "image/png")
     await images.create(old)
 
-    handlers = GeneratorHandlers(settings=GeneratorSettings(), generator=None, jobs=None,
+    handlers = GeneratorHandlers(settings=GeneratorSettings(), generator=None, lifecycle=None,
                                  models=None, images=images, slots=None, events=None,
                                  storage=storage)
     assert await handlers.sweep_expired() >= 1

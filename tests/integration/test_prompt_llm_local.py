@@ -121,11 +121,15 @@ async def test_a_missing_model_folder_is_a_clear_error(tmp_path):
 
 
 async def test_an_abandoned_generation_stops_and_frees_the_model(tiny_model):
-    backend = TransformersBackend(tiny_model, max_new_tokens=3000)  # seconds of noise
+    backend = TransformersBackend(tiny_model, max_new_tokens=3000)
     optimizer = LlmOptimizer(backend, OfflineEngine(), timeout_s=0.2)
     await optimizer.start()
+    # A token every 50 ms: the answer takes seconds however fast this machine is (a tiny
+    # model alone can finish its few dozen tokens inside the 0.2 s limit).
+    slow = backend._model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
     result = await optimizer.optimize(PromptRequest(FOX))
     assert "no answer within 0.2 s" in result.warnings[-1]
+    slow.remove()
     started = time.monotonic()
     await backend.complete(build_messages(PromptRequest(FOX)), max_tokens=2)
     assert time.monotonic() - started < 1  # did not queue behind the abandoned run

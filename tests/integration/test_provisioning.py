@@ -87,9 +87,28 @@ async def test_an_incompatible_consumer_is_reported(fresh_nats_url):
     nc = await nats.connect(fresh_nats_url)
     try:
         await provision(nc)
-        drifted = dataclasses.replace(topology.PROMPT_WORKERS, max_deliver=2)
+        drifted = dataclasses.replace(topology.PROMPT_WORKERS,
+                                      filter_subject="terra.cmd.prompt.optimize")
         await provision(nc, consumers=[drifted])
-        with pytest.raises(ProvisioningConflict, match="max_deliver"):
+        with pytest.raises(ProvisioningConflict, match="filter_subject"):
             await provision(nc, consumers=[topology.PROMPT_WORKERS])
+        info = await nc.jetstream().consumer_info(drifted.stream, drifted.durable)
+        assert info.config.filter_subject == "terra.cmd.prompt.optimize"  # left as it was
+    finally:
+        await nc.drain()
+
+
+async def test_limits_a_consumer_can_change_in_place_are_updated(fresh_nats_url):
+    """Redelivery limits and timers change without losing a message or a position."""
+    nc = await nats.connect(fresh_nats_url)
+    try:
+        await provision(nc)
+        older = dataclasses.replace(topology.GENERATION_WORKERS, max_deliver=2, ack_wait_s=10)
+        await provision(nc, consumers=[older])
+        report = await provision(nc, consumers=[topology.GENERATION_WORKERS])
+        assert report.updated and "max_deliver" in report.updated[0]
+        info = await nc.jetstream().consumer_info(older.stream, older.durable)
+        assert info.config.max_deliver == topology.GENERATION_WORKERS.max_deliver
+        assert info.config.ack_wait == pytest.approx(topology.GENERATION_WORKERS.ack_wait_s)
     finally:
         await nc.drain()

@@ -108,6 +108,14 @@ EXAMPLES: dict[str, dict] = {
     },
     "generation.cancelled.v1": {"job_id": JOB, "user_id": USER},
     "job.cancel.v1": {"job_id": JOB, "user_id": USER, "kind": "generation"},
+    "job.requeued.v1": {
+        "job_id": JOB,
+        "user_id": USER,
+        "kind": "training",
+        "reason": "The worker running it stopped; it will be picked up again.",
+        "attempt": 1,
+        "resumed_from_step": 200,
+    },
     "job.failed.v1": {
         "job_id": JOB,
         "user_id": USER,

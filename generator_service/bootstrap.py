@@ -1,0 +1,81 @@
+"""generator_service's one wiring place: handlers from their dependencies (tests pass fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import torch
+from nats.aio.client import Client as NatsClient
+
+from contracts.auth import AccountDeleted
+from contracts.jobs import CancelJob, JobKind
+from contracts.topology import GENERATION_CONTROL, GENERATION_WORKERS, account_cleanup_consumer
+from generator_service.adapters import AdapterCache
+from generator_service.config import GeneratorSettings
+from generator_service.handlers import GenerationEvents, GeneratorHandlers
+from generator_service.pipelines import FluxGenerator
+from generator_service.worker import FairWorker
+from terra.events import EventPublisher
+from terra.images import ImageStore
+from terra.jobs import JobStore
+from terra.lifecycle import JobLifecycle
+from terra.models import ModelStore
+from terra.service import Consumer, WorkerParts
+from terra.slots import QueueSlots
+from terra.storage import ObjectStorage
+from terra.worker import decode, settle
+
+ACCOUNT_CLEANUP = account_cleanup_consumer("generator")
+CONSUMERS = (GENERATION_WORKERS, GENERATION_CONTROL, ACCOUNT_CLEANUP)
+log = logging.getLogger(__name__)
+
+
+def load_generator(settings: GeneratorSettings) -> FluxGenerator:
+    return FluxGenerator.load(
+        {"schnell": settings.schnell_model, "dev": settings.dev_model},
+        device=settings.generate_device, dtype=getattr(torch, settings.generate_dtype),
+        profile=settings.memory_profile, compile=settings.compile,
+        adapter_cache=AdapterCache(settings.adapter_cache_size, settings.adapter_cache_bytes),
+    )
+
+
+def build_handlers(settings: GeneratorSettings, generator: FluxGenerator, *, jobs: JobStore,
+                   models: ModelStore, images: ImageStore, slots: QueueSlots,
+                   events: EventPublisher, storage: ObjectStorage) -> GeneratorHandlers:
+    handlers = GeneratorHandlers(settings=settings, generator=generator, lifecycle=None,
+                                 models=models, images=images, slots=slots, events=events,
+                                 storage=storage)
+    handlers.lifecycle = JobLifecycle(JobKind.GENERATION, jobs, events, GenerationEvents(),
+                                      on_end=handlers.job_ended,
+                                      progress_interval_s=settings.progress_interval_s)
+    return handlers
+
+
+async def bootstrap(connection: NatsClient, storage: ObjectStorage,
+                    settings: GeneratorSettings) -> WorkerParts:
+    js = connection.jetstream()
+    generator = await asyncio.to_thread(load_generator, settings)
+    handlers = build_handlers(
+        settings, generator, jobs=await JobStore.open(js), models=await ModelStore.open(js),
+        images=await ImageStore.open(js), slots=await QueueSlots.open(js, "generation"),
+        events=EventPublisher(js), storage=storage)
+    worker = FairWorker(js, handlers, fetch_timeout_s=settings.fetch_timeout_s)
+
+    async def on_cancel(msg) -> None:
+        await settle(msg, lambda: handlers.cancel(decode(CancelJob, msg.data)))
+
+    async def on_account_deleted(msg) -> None:
+        await settle(msg, lambda: handlers.erase_account(
+            decode(AccountDeleted, msg.data).user_id))
+
+    log.info("pipelines loaded", extra={"profile": generator.profile.name,
+                                        "device": settings.generate_device})
+    return WorkerParts(
+        domains=(JobKind.GENERATION.value,),
+        consumers=[Consumer(GENERATION_CONTROL, on_cancel),
+                   Consumer(ACCOUNT_CLEANUP, on_account_deleted)],
+        loops={"fair-worker": worker.run, "held-heartbeats": worker.keep_alive,
+               "retention-sweep": handlers.sweep_forever},
+        dead_letters={"generations": (GENERATION_WORKERS, handlers.dead_letter)},
+        workload=worker.workload, stop=worker.stop)

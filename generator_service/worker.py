@@ -1,0 +1,214 @@
+"""The generation worker's loop: commands pulled into a fair window (`scheduling.Window`),
+positions announced as they change, batches served one at a time.
+
+Held commands stay unacked, kept alive by `in_progress()` heartbeats; a worker that dies
+hands them back to the stream after `ack_wait`, and one that stops cleanly hands them back
+at once. The window lives in this object, so a loop restarted by the supervisor keeps it
+(and burns no delivery). Broker faults are waited out; positions are best effort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from contracts.generation import GenerateImage, GenerationQueuePositionChanged
+from contracts.jobs import FailureCode, JobKind
+from contracts.topology import GENERATION_WORKERS
+from generator_service.handlers import GeneratorHandlers, compatible, ref_of
+from generator_service.scheduling import Queued, Window
+from terra.lifecycle import JobFailure, fields_of, ref_from_raw
+from terra.liveness import WorkLoad
+from terra.retry import retry_delay_s
+from terra.worker import BrokerUnavailable, ConsumerGone, bind, fetch, settle_quietly
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Held:
+    msg: Msg  # unacked while held
+    command: GenerateImage
+
+
+class FairWorker:
+    def __init__(self, js: JetStreamContext, handlers: GeneratorHandlers, *,
+                 fetch_timeout_s: float = 1.0, stale_after_s: float = 10.0) -> None:
+        self.js = js
+        self.handlers = handlers
+        settings = handlers.settings
+        self.window: Window[Held] = Window(
+            settings.queue_window, handlers.batch_max_images,
+            images=lambda held: held.command.num_images,
+            compatible=lambda a, b: compatible(a.command, b.command))
+        self.fetch_timeout_s = fetch_timeout_s
+        self.stale_after_s = stale_after_s
+        self.batch: list[Held] = []
+        self.last_pull = float("-inf")
+        self.stopping = asyncio.Event()
+        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._faults = 0
+        self._announcements = itertools.count()
+
+    # --- what the service runs ------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            await self._fill()
+            await self._announce_positions()
+            batch = self.window.next_batch()
+            if batch:
+                await self._serve([queued.item for queued in batch])
+
+    async def keep_alive(self) -> None:
+        """`in_progress()` for everything held or running, well within ack_wait."""
+        while True:
+            await asyncio.sleep(self.handlers.settings.heartbeat_s)
+            for held in [q.item for q in self.window.held()] + self.batch:
+                try:
+                    await held.msg.in_progress()
+                except Exception as exc:  # retried at the next beat; ack_wait spans several
+                    log.warning("heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    def workload(self) -> WorkLoad:
+        fresh = time.monotonic() - self.last_pull < self.stale_after_s
+        return WorkLoad(pulling=not self.stopping.is_set() and (fresh or bool(self.batch)),
+                        holding=[q.job_id for q in self.window.held()],
+                        running=[held.command.job_id for held in self.batch])
+
+    async def stop(self, grace_s: float) -> None:
+        """Finish the batch in hand (within `grace_s`), hand the held commands back."""
+        self.stopping.set()
+        deadline = time.monotonic() + grace_s
+        while self.batch and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for queued in self.window.held():
+            self.window.remove(queued.job_id)
+            with contextlib.suppress(Exception):
+                await queued.item.msg.nak()
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    # --- steps ----------------------------------------------------------------------------
+
+    async def _fill(self) -> None:
+        room = self.window.room
+        if room == 0:
+            return
+        # Quick when jobs wait here already: the next batch should not wait for a pull.
+        timeout = 0.05 if len(self.window) else self.fetch_timeout_s
+        try:
+            if self._subscription is None:
+                self._subscription = await bind(self.js, GENERATION_WORKERS)
+            messages = await fetch(self._subscription, room, timeout)
+        except BrokerUnavailable as exc:
+            await self._pause("broker unavailable", exc)
+            return
+        except ConsumerGone as exc:
+            self._subscription = None
+            await self._pause("consumer gone; binding again", exc)
+            return
+        self.last_pull = time.monotonic()
+        self._faults = 0
+        for msg in messages:
+            await self._take(msg)
+
+    async def _take(self, msg: Msg) -> None:
+        try:
+            command = GenerateImage.model_validate_json(msg.data)
+        except ValidationError as exc:
+            # It can never succeed: its owner hears why once, and it is not retried.
+            ref = ref_from_raw(msg.data, JobKind.GENERATION)
+            log.warning("invalid generation command", extra={"error": str(exc)})
+            if ref is not None:
+                with contextlib.suppress(Exception):
+                    await self.handlers.lifecycle.fail(ref, FailureCode.INVALID_INPUT,
+                                                       f"Invalid command: {fields_of(exc)}.")
+            await settle_quietly(msg.ack)
+            return
+        if command.job_id in self.window:
+            await settle_quietly(msg.ack)  # another copy of a job held already
+            return
+        try:
+            keep = await self.handlers.take(command, msg.metadata.num_delivered)
+        except Exception as exc:  # a broker fault: it comes back after the delay
+            log.warning("could not take a command; retrying it",
+                        extra={"job_id": command.job_id, "error": f"{type(exc).__name__}: {exc}"})
+            await settle_quietly(msg.nak, delay=retry_delay_s(msg.metadata.num_delivered))
+            return
+        if keep:
+            self.window.add(command.job_id, command.user_id, Held(msg, command))
+        else:
+            await settle_quietly(msg.ack)  # finished before, or not this user's job
+
+    async def _announce_positions(self) -> None:
+        jobs = self.handlers.lifecycle.jobs
+        for queued, position in self.window.position_changes(busy=bool(self.batch)):
+            try:
+                job = await jobs.get(queued.job_id)
+                if job is None or job.status.is_terminal:
+                    # Cancelled while it waited here: out of the window, no stale positions.
+                    self.window.remove(queued.job_id)
+                    await settle_quietly(queued.item.msg.ack)
+                    continue
+                await self.handlers.events.publish(self._position(queued, position))
+            except Exception as exc:  # best effort: the next pass announces it again
+                self.window.forget_announcement(queued.job_id)
+                log.warning("position not announced", extra={
+                    "job_id": queued.job_id, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _position(self, queued: Queued[Held], position: int) -> GenerationQueuePositionChanged:
+        command = queued.item.command
+        return GenerationQueuePositionChanged(
+            message_id=f"{command.job_id}-position-{next(self._announcements)}-{id(self):x}",
+            user_id=command.user_id, job_id=command.job_id, position=position,
+            correlation_id=command.correlation_id)
+
+    async def _serve(self, batch: list[Held]) -> None:
+        """Generate a batch and settle each of its commands: done or failed for good
+        (acked), or queued again for another attempt (nak with a growing delay)."""
+        self.batch = batch
+        lifecycle = self.handlers.lifecycle
+        try:
+            await self.handlers.generate([held.command for held in batch])
+        except JobFailure as failure:
+            for held in batch:
+                try:
+                    await lifecycle.fail(ref_of(held.command), failure.code, failure.reason)
+                except Exception:
+                    log.exception("could not record a failure; retrying the command")
+                    await settle_quietly(held.msg.nak, delay=1.0)
+                else:
+                    await settle_quietly(held.msg.ack)
+        except Exception:
+            log.exception("generation failed; will retry")
+            for held in batch:
+                with contextlib.suppress(Exception):
+                    await lifecycle.requeue(ref_of(held.command),
+                                            "An attempt failed; it will be retried shortly.")
+                await settle_quietly(held.msg.nak, delay=retry_delay_s(held.msg.metadata.num_delivered))
+        else:
+            for held in batch:
+                await settle_quietly(held.msg.ack)
+        finally:
+            self.batch = []
+
+    async def _pause(self, why: str, exc: Exception) -> None:
+        self._faults += 1
+        delay = min(2.0, 0.1 * 2 ** min(self._faults, 5))
+        log.warning(why, extra={"error": str(exc), "retry_in_s": delay})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+
+
+
