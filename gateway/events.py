@@ -1,27 +1,37 @@
 """Events from the JetStream events stream to WebSocket subscribers.
 
-Each gateway process runs one ordered JetStream consumer on all events (deliver new) and
-hands each event to the queues of the sockets its owner has open here; dispatch never
-waits on a socket. A socket that falls `queue_size` events behind is closed, and its
-client reconnects with `since` to get the rest from the stream. Replay reads the
-user's own subjects from the stream by sequence (`STREAM.MSG.GET` next-by-subject), so a
-socket never sees another user's events.
+Each gateway process runs one fan-out loop (supervised, see `terra.supervise`): an
+ephemeral push consumer on every event, delivered to a private inbox with idle
+heartbeats, whose events go to the queues of the sockets their owner has open here;
+dispatch never waits on a socket. The loop checks the consumer sequence of every
+delivery and heartbeat: a gap, or silence longer than a few heartbeats (the node holding
+the consumer died, the stream changed leader), makes it start a new consumer right after
+the last event it dispatched. So a node loss costs seconds, and a socket sees every
+event once. A socket that falls `queue_size` events behind is closed, and its client
+reconnects with `since` to get the rest from the stream. Replay reads the user's own
+subjects by sequence (`STREAM.MSG.GET` next-by-subject), so a socket never sees another
+user's events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
-from nats.js import api
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 
 from contracts import topology
+from terra.supervise import Supervisor
+from terra.worker import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("terra.gateway.events")
@@ -73,26 +83,41 @@ class Subscription:
             self.overflowed = True
 
 
+class _Restart(Exception):
+    """The consumer lost events or went quiet: start a new one after the last event."""
+
+
 class EventHub:
-    def __init__(self, nc: NatsClient, queue_size: int = 256) -> None:
+    def __init__(self, nc: NatsClient, queue_size: int = 256, *,
+                 js: JetStreamContext | None = None, heartbeat_s: float = 0.5,
+                 supervisor: Supervisor | None = None) -> None:
         self._nc = nc
-        self._js = nc.jetstream()
+        self._js = js or nc.jetstream()
         self._queue_size = queue_size
         self._by_user: dict[str, set[Subscription]] = defaultdict(set)
-        self._sub = None
+        self.heartbeat_s = heartbeat_s
+        self._supervisor = supervisor or Supervisor()
+        self._owns_supervisor = supervisor is None
+        self.last_seq: int | None = None  # the last event dispatched (or seen at start)
+        self.last_heard = float("-inf")  # monotonic time of the last delivery or heartbeat
+        self.restarts = 0
+        self._consuming = asyncio.Event()  # set once the first consumer exists
 
-    async def start(self) -> None:
-        self._sub = await self._js.subscribe(
-            f"{topology.PREFIX}.evt.>",
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.NEW,
-            cb=self._on_event,
-        )
+    async def start(self, wait_s: float = 10.0) -> None:
+        """Start the fan-out, and wait (a while) for its first consumer: events published
+        once this returns reach the sockets."""
+        self._supervisor.start("event-fanout", self.run)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._consuming.wait(), wait_s)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        if self._owns_supervisor:
+            await self._supervisor.stop()
+
+    @property
+    def live(self) -> bool:
+        """Deliveries or heartbeats arrived within the last few heartbeats."""
+        return time.monotonic() - self.last_heard < 4 * self.heartbeat_s
 
     @property
     def sockets(self) -> int:
@@ -110,14 +135,87 @@ class EventHub:
             if not subs:
                 del self._by_user[subscription.user_id]
 
-    async def _on_event(self, msg) -> None:
-        subs = self._by_user.get(topology.event_owner(msg.subject))
+    # --- the fan-out loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forever: a consumer from just after the last event, its deliveries dispatched,
+        a new one whenever it falls silent or skips."""
+        while True:
+            inbox = self._nc.new_inbox()
+            sub = await self._nc.subscribe(inbox, pending_msgs_limit=-1,
+                                           pending_bytes_limit=-1)
+            name = None
+            try:
+                name = await self._create_consumer(inbox)
+                await self._deliver(sub)
+            except _Restart as why:
+                self.restarts += 1
+                log.warning("event consumer restarted", extra={
+                    "reason": str(why), "after_seq": self.last_seq, "restarts": self.restarts})
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                if name is not None:
+                    asyncio.create_task(self._forget_consumer(name))
+
+    async def _create_consumer(self, inbox: str) -> str:
+        """An ephemeral push consumer from just after the last dispatched event (at the
+        first start: after the stream's last one, so no event falls between two
+        consumers). Broker faults are waited out: a stream without a leader gets one
+        within seconds."""
+        if self.last_seq is None:
+            self.last_seq = await _patiently(self.last_sequence)
+        config = api.ConsumerConfig(
+            deliver_subject=inbox, filter_subject=f"{topology.PREFIX}.evt.>",
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.last_seq + 1,
+            ack_policy=api.AckPolicy.NONE, max_deliver=1, flow_control=True,
+            idle_heartbeat=self.heartbeat_s, inactive_threshold=30.0,
+            num_replicas=1, mem_storage=True)
+        info = await _patiently(lambda: self._js.add_consumer(topology.EVENTS.name, config))
+        self.last_heard = time.monotonic()
+        self._consuming.set()
+        return info.name
+
+    async def _deliver(self, sub) -> None:
+        expected = 1  # the consumer sequence of the next delivery
+        while True:
+            try:
+                msg: Msg = await sub.next_msg(timeout=3 * self.heartbeat_s)
+            except TimeoutError as exc:
+                raise _Restart("no delivery nor heartbeat") from exc
+            self.last_heard = time.monotonic()
+            headers = msg.headers or {}
+            if headers.get(api.Header.STATUS) == api.StatusCode.CONTROL_MESSAGE:
+                if msg.reply:  # a flow control request: answer it or delivery stops
+                    await self._nc.publish(msg.reply)
+                last = headers.get(api.Header.LAST_CONSUMER)
+                if last is not None and int(last) != expected - 1:
+                    raise _Restart(f"heartbeat says {last} delivered, we have {expected - 1}")
+                continue
+            meta = msg.metadata
+            if meta.sequence.consumer != expected:
+                raise _Restart(f"delivery {meta.sequence.consumer}, expected {expected}")
+            expected += 1
+            if meta.sequence.stream <= self.last_seq:
+                continue  # dispatched before the restart
+            self.last_seq = meta.sequence.stream
+            self._dispatch(Delivered(meta.sequence.stream, msg.subject, msg.data,
+                                     dict(headers)))
+
+    def _dispatch(self, event: Delivered) -> None:
+        subs = self._by_user.get(topology.event_owner(event.subject))
         if not subs:
             return
-        event = Delivered(msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers)
         for subscription in subs:
-            if subscription.wants(msg.subject):
+            if subscription.wants(event.subject):
                 subscription.offer(event)
+
+    async def _forget_consumer(self, name: str) -> None:
+        """Best effort: an ephemeral consumer also goes by itself once inactive."""
+        with contextlib.suppress(Exception):
+            await self._js.delete_consumer(topology.EVENTS.name, name)
+
+    # --- replay ------------------------------------------------------------------------------
 
     async def last_sequence(self) -> int:
         info = await self._js.stream_info(topology.EVENTS.name)
@@ -142,6 +240,19 @@ class EventHub:
             events.append(Delivered(raw.seq, raw.subject, raw.data, dict(raw.headers or {})))
             cursor = raw.seq + 1
         return events
+
+
+async def _patiently(call):
+    """`call()` until the broker answers: leader elections and reconnects pass."""
+    pause = 0.05
+    while True:
+        try:
+            return await call()
+        except (TimeoutError, *TRANSIENT_ERRORS) as exc:
+            log.info("JetStream not answering yet; retrying",
+                     extra={"error": f"{type(exc).__name__}: {exc}"})
+            await asyncio.sleep(pause)
+            pause = min(0.5, pause * 2)
 
 
 def continue_trace(event: Delivered):

@@ -5,6 +5,7 @@
                            that dies is restarted, one that keeps dying stops it all
   terra run <service>      one service against the NATS and S3 in settings (production)
   terra provision          create or verify streams, consumers, KV and object buckets
+  terra status             live workers, what each holds, and queue depths
 """
 
 from __future__ import annotations
@@ -66,6 +67,23 @@ async def _provision() -> int:
     for item in report.unchanged:
         print(f"unchanged {item}")
     return 0
+
+
+async def _status(as_json: bool) -> int:
+    import nats
+
+    from terra.settings import RuntimeSettings
+    from terra.status import gather
+
+    settings = RuntimeSettings()
+    nc = await nats.connect(settings.nats_servers, connect_timeout=settings.nats_connect_timeout_s,
+                            max_reconnect_attempts=0)
+    try:
+        status = await gather(nc.jetstream(timeout=5.0))
+    finally:
+        await nc.drain()
+    print(status.as_json() if as_json else status.as_text())
+    return 0 if all(status.served.get(d) for d in ("prompt", "training", "generation")) else 3
 
 
 def _embedded_servers(
@@ -178,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="run one service")
     run_parser.add_argument("service", choices=sorted(SERVICES))
     commands.add_parser("provision", help="create or verify streams, KV and buckets")
+    status_parser = commands.add_parser(
+        "status", help="live workers, what each holds, queue depths (exit 3: a domain has "
+        "no live worker)")
+    status_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     try:
@@ -185,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             return up(args.data_dir.resolve())
         if args.command == "run":
             return _run_service(args.service)
+        if args.command == "status":
+            return asyncio.run(_status(args.json))
         return asyncio.run(_provision())
     except (ConfigurationError, ProvisioningConflict) as exc:
         print(f"terra: {exc}", file=sys.stderr)
