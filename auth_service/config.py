@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from functools import cache
 from typing import Annotated
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from contracts.topology import LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
 from terra.settings import RuntimeSettings
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -57,9 +59,34 @@ class AuthSettings(RuntimeSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1)
 
-    login_window_s: int = Field(default=15 * 60, ge=1, le=15 * 60)
-    login_max_failures_per_email: int = Field(default=5, ge=1)
-    login_max_failures_per_address: int = Field(default=50, ge=1)
+    # Throttles (auth_service.throttle). A client network is an IPv4 address or an IPv6 /64.
+    # The windows cannot outlast their buckets' TTL, which is what forgets the counts.
+    login_window_s: int = Field(
+        default=15 * 60, ge=1, le=int(LOGIN_THROTTLE_KV.ttl_s or 0),
+        description="Window in which sign-in failures count.")
+    login_max_failures_per_email: int = Field(
+        default=5, ge=1,
+        description="Failures for one email from one client network before that pair is "
+        "refused (429). From other networks the email is only slowed down, never locked.")
+    login_max_failures_per_address: int = Field(
+        default=30, ge=1,
+        description="Failures from one client network across all emails before it is "
+        "refused (429): password spraying.")
+    login_slowdown_after_failures: int = Field(
+        default=10, ge=1,
+        description="Recent failures for one email (from anywhere) after which every "
+        "attempt for it waits before its password is checked.")
+    login_slowdown_first_delay_s: float = Field(default=0.25, gt=0, le=4.0)
+    login_slowdown_max_delay_s: float = Field(
+        default=3.0, gt=0, le=4.0,
+        description="Cap of that wait (it doubles with each further failure); kept under the "
+        "gateway's wait for auth replies (TERRA_AUTH_TIMEOUT_S, 5 s).")
+    registration_window_s: int = Field(
+        default=3600, ge=1, le=int(SIGNUP_THROTTLE_KV.ttl_s or 0),
+        description="Window in which sign-ups (password or Google) count per client network.")
+    registration_max_per_address: int = Field(
+        default=10, ge=1,
+        description="Sign-up attempts from one client network in the window before 429.")
 
     max_concurrent_requests: int = Field(default=32, ge=1)
 
@@ -72,6 +99,20 @@ class AuthSettings(RuntimeSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _slowdown_cap_above_first_delay(self) -> AuthSettings:
+        if self.login_slowdown_max_delay_s < self.login_slowdown_first_delay_s:
+            raise ValueError("login_slowdown_max_delay_s is below login_slowdown_first_delay_s")
+        return self
+
+    def throttle_key_secret(self) -> bytes:
+        """Keys the hashes that name throttle counters, so the buckets reveal no email or
+        address (a plain hash of an IPv4 address is undone by trying all 2^32). Derived from
+        the signing key, which every replica holds; rotating it only restarts the counts."""
+        return hmac.digest(
+            self.signing_key.get_secret_value().strip().encode(), b"terra throttle keys v1",
+            "sha256")
 
     def placeholder_secrets(self) -> dict[str, str]:
         found = super().placeholder_secrets()

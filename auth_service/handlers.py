@@ -6,6 +6,7 @@ errors into `AuthFailure` replies.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -28,7 +29,7 @@ from auth_service.repository import (
     TokenFamily,
     UserRepository,
 )
-from auth_service.throttle import LoginThrottle
+from auth_service.throttle import LoginThrottle, SignupThrottle
 from auth_service.tokens import TokenIssuer
 from contracts.auth import (
     AccountDeleted,
@@ -70,6 +71,7 @@ class AuthHandlers:
     issuer: TokenIssuer
     google: GoogleVerifier
     throttle: LoginThrottle
+    signups: SignupThrottle
     events: EventPublisher
     refresh_token_ttl_s: int
 
@@ -78,6 +80,7 @@ class AuthHandlers:
     async def register(self, request: Register) -> TokenPair:
         email = normalise_email(request.email)
         check_password_policy(request.password, email=email)
+        await self.signups.admit(request.client.address)  # before any hashing
         user = UserRecord(
             id=uuid.uuid4().hex,
             email=email,
@@ -96,8 +99,10 @@ class AuthHandlers:
 
     async def login_password(self, request: LoginWithPassword) -> TokenPair:
         email = normalise_email(request.email)
-        address = request.client.address
-        await self.throttle.check(email, address)
+        # Counted before the password is checked, so concurrent guesses all count; a
+        # refused attempt costs no hashing. A failure below keeps its count.
+        attempt = await self.throttle.admit(email, request.client.address)
+        await asyncio.sleep(attempt.delay_s)  # the email's slow-down, if it is under attack
         user = await self.users.find_by_email(email)
         if user is None or user.password_hash is None:
             await self.hasher.verify_unknown(request.password)
@@ -105,9 +110,8 @@ class AuthHandlers:
         else:
             ok = await self.hasher.verify(user.password_hash, request.password)
         if not ok:
-            await self.throttle.record_failure(email, address)
             raise InvalidCredentials()
-        await self.throttle.clear(email)
+        await self.throttle.succeeded(attempt)
         if self.hasher.needs_rehash(user.password_hash):
             user.password_hash = await self.hasher.hash(request.password)
             await self.users.save(user)
@@ -118,7 +122,9 @@ class AuthHandlers:
         user = await self.users.find_by_google(identity.sub)
         created = False
         if user is None:
-            user, created = await self._link_or_create_google_user(identity)
+            user, created = await self._link_or_create_google_user(
+                identity, request.client.address
+            )
             if created:
                 await self._announce(
                     UserRegistered(
@@ -202,7 +208,7 @@ class AuthHandlers:
             raise AuthError(AuthErrorCode.EMAIL_TAKEN, "An account with this email exists.")
 
     async def _link_or_create_google_user(
-        self, identity: GoogleIdentity
+        self, identity: GoogleIdentity, address: str | None
     ) -> tuple[UserRecord, bool]:
         email = normalise_email(identity.email)
         for _ in range(3):  # a concurrent sign-up may take the email between our steps
@@ -220,6 +226,7 @@ class AuthHandlers:
                 display_name=identity.name,
                 google_sub=identity.sub,
             )
+            await self.signups.admit(address)  # a new account, like a sign-up
             try:
                 await self._create_account(user)
             except AuthError as exc:

@@ -23,7 +23,7 @@ from auth_service.google import CachingRequest, GoogleVerifier
 from auth_service.handlers import AuthHandlers
 from auth_service.passwords import PasswordHasher
 from auth_service.repository import RefreshTokenStore, UserRepository
-from auth_service.throttle import LoginThrottle
+from auth_service.throttle import LoginThrottle, SignupThrottle
 from auth_service.tokens import TokenIssuer, load_private_key, load_public_key
 from contracts.auth import (
     AuthErrorCode,
@@ -85,9 +85,19 @@ async def build_handlers(
         ),
         throttle=await LoginThrottle.open(
             js,
+            key_secret=settings.throttle_key_secret(),
             window_s=settings.login_window_s,
-            max_per_email=settings.login_max_failures_per_email,
+            max_per_pair=settings.login_max_failures_per_email,
             max_per_address=settings.login_max_failures_per_address,
+            slowdown_after=settings.login_slowdown_after_failures,
+            slowdown_first_delay_s=settings.login_slowdown_first_delay_s,
+            slowdown_max_delay_s=settings.login_slowdown_max_delay_s,
+        ),
+        signups=await SignupThrottle.open(
+            js,
+            key_secret=settings.throttle_key_secret(),
+            window_s=settings.registration_window_s,
+            max_per_address=settings.registration_max_per_address,
         ),
         events=EventPublisher(js),
         refresh_token_ttl_s=settings.refresh_token_ttl_s,
@@ -175,7 +185,7 @@ def build_app(
         if configure_process:
             setup_logging(settings, SERVICE)
             setup_tracing(settings, SERVICE)
-        await prepare_infrastructure(broker, settings)
+        await prepare_infrastructure(broker, settings, SERVICE)
         connection = await broker.connect()
         handlers[:] = [
             await build_handlers(connection.jetstream(), settings, google_request=google_request)

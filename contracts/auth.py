@@ -107,7 +107,11 @@ class AuthFailure(Message):
     type: Literal["auth.failure.v1"] = "auth.failure.v1"
     code: AuthErrorCode
     detail: str
-    retry_after_s: int | None = None
+    retry_after_s: int | None = Field(
+        default=None,
+        description="With `rate_limited`: seconds until another attempt can be admitted "
+        "(the gateway's `Retry-After`).",
+    )
 
 
 class TokenPair(Message):

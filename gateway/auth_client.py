@@ -30,12 +30,17 @@ _STATUS = {
     AuthErrorCode.UNAVAILABLE: (503, "unavailable"),
 }
 
+_DEFAULT_RETRY_AFTER_S = 60
+
 
 def failure_to_problem(failure: AuthFailure) -> Problem:
     status, slug = _STATUS.get(failure.code, (503, "unavailable"))
     headers = {}
     if failure.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, failure.retry_after_s))
+    elif status == 429:
+        # A refusal always says when to come back, even from an auth_service that did not.
+        headers["Retry-After"] = str(_DEFAULT_RETRY_AFTER_S)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     extensions = {}

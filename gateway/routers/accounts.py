@@ -25,6 +25,10 @@ from gateway.deps import Client, CurrentUser, Runtime
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 
+# auth_service's throttles answer RATE_LIMITED with a wait; auth_client makes it a 429.
+THROTTLED = {429: {"description": "Too many attempts from this network (or for this account "
+                                  "from it); the `Retry-After` header says when to retry."}}
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -78,14 +82,15 @@ class DeletionAccepted(BaseModel):
     detail: str = "Your account is closed; your photos, models and images are being erased."
 
 
-@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=Tokens)
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=Tokens,
+             responses=THROTTLED)
 async def register(body: RegisterBody, runtime: Runtime, client: Client) -> Tokens:
     request = Register(email=body.email, password=body.password,
                        display_name=body.display_name, client=client)
     return Tokens.of(await runtime.auth.call(AuthRpc.REGISTER, request, TokenReply))
 
 
-@router.post("/auth/login", response_model=Tokens)
+@router.post("/auth/login", response_model=Tokens, responses=THROTTLED)
 async def login(body: LoginBody, runtime: Runtime, client: Client) -> Tokens:
     if body.google_id_token is not None:
         request = LoginWithGoogle(id_token=body.google_id_token, client=client)

@@ -39,6 +39,7 @@ from contracts.auth import (
 )
 from contracts.base import Message, utcnow
 from contracts.topology import EVENTS, AuthRpc
+from tests.conftest import provision_all
 from tests.infra import nats_server
 from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT, FakeGoogle
 
@@ -49,11 +50,12 @@ MAX_FAILURES = 3
 
 
 @pytest.fixture(scope="module")
-def nats_url(tmp_path_factory) -> str:
+def nats_endpoint(tmp_path_factory):
     """A server of this module's own: other suites run auth_service replicas (with other
     settings) in the same queue group on the session's server, and would answer here."""
-    with nats_server(tmp_path_factory.mktemp("auth-nats")) as url:
-        yield url
+    with nats_server(tmp_path_factory.mktemp("auth-nats")) as endpoint:
+        asyncio.run(provision_all(endpoint))
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +66,10 @@ def google():
 
 
 @pytest.fixture(scope="module")
-def settings(nats_url, google) -> AuthSettings:
+def settings(nats_endpoint, google) -> AuthSettings:
     return AuthSettings(
-        nats_url=nats_url,
+        nats_url=nats_endpoint.url,
+        nats_credentials_dir=nats_endpoint.credentials.directory,
         argon2_memory_kib=1024,  # light for tests; production defaults are checked in unit tests
         argon2_time_cost=1,
         google_client_ids=[WEB_CLIENT, IOS_CLIENT],
@@ -200,13 +203,16 @@ async def test_wrong_password_and_unknown_email_fail_identically(auth_app, nc):
 
 async def test_repeated_failures_are_rate_limited_even_with_the_right_password(auth_app, nc):
     pair = await register(nc)
+    guesser = client()  # the failures come from one network, which is then refused
     for _ in range(MAX_FAILURES):
-        reply = await login(nc, pair.user.email, "not the password at all")
+        reply = await login(nc, pair.user.email, "not the password at all", guesser)
         assert reply.code is AuthErrorCode.INVALID_CREDENTIALS
-    limited = await login(nc, pair.user.email.upper())
+    limited = await login(nc, pair.user.email.upper(), ctx=guesser)
     assert isinstance(limited, AuthFailure)
     assert limited.code is AuthErrorCode.RATE_LIMITED
     assert 0 < limited.retry_after_s <= 15 * 60
+    # The owner elsewhere is not locked out by someone who knows the email.
+    assert isinstance(await login(nc, pair.user.email, ctx=client()), TokenPair)
     # Another account is not affected.
     other = await register(nc)
     assert isinstance(await login(nc, other.user.email), TokenPair)
