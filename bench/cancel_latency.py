@@ -9,12 +9,15 @@ The job the API allows at most: 2048×2048, 100 steps, 4 images. Measured from t
 - at a step boundary: `should_stop` turns true inside `on_step` after step 4 (the best
   case: the callback that reports a step asks `should_stop` right after);
 - mid-step: a timer thread turns it true half a step after step 1 reports (the loop
-  notices at the end of the step in progress; the expected case for a user's cancel).
+  notices at the end of the step in progress; the expected case for a user's cancel);
+- just after a step starts: the same 10 ms after step 1 reports (the worst case: nearly
+  the whole step in progress is waited for).
 
-`generate` runs its images one by one (one pipeline call each); `generate_batch` runs two
-compatible requests of images/2 each in one denoising loop (one request alone goes through
-`generate`). Per-step times: the median interval between the boundary run's `on_step` reports (the
-first step, which includes the set-up, left out). Other work on the machine slows the
+One path: `generate` is a batch of one, so a job's images share one denoising loop (a cancel
+waits for at most the step in progress, whatever the number of images); `generate_batch`
+runs two compatible requests of images/2 each in one loop, the same path. Per-step times:
+the median interval between the boundary run's `on_step` reports (the first step, which
+includes the set-up, left out). Other work on the machine slows the
 steps a lot (torch's threads contend): the 1-minute load average is printed.
 With --with-decode it also times the VAE decode that a cancel used to wait for (one image,
 and the whole batch) on latents from a 1-step run. Not a test: nothing is asserted.
@@ -109,14 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tiny FLUX {args.model}, {args.side}×{args.side}, {args.steps} steps, "
           f"{args.images} images, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    for name, job, shape in (("generate", generate, f"{args.images} × 1 image"),
+    for name, job, shape in (("generate", generate, f"1 loop of {args.images} images"),
                              ("generate_batch", generate_batch,
                               f"1 loop of {args.images} images ({half} + {args.images - half})")):
         boundary = cancelled_run(job)
         step = boundary.per_step or 1.0
         middle = cancelled_run(job, mid_step=step / 2)
+        worst = cancelled_run(job, mid_step=0.01)
         for label, run in (("at a step boundary (after step 4)", boundary),
-                           (f"mid-step ({step / 2:.2f} s after step 1)", middle)):
+                           (f"mid-step ({step / 2:.2f} s after step 1)", middle),
+                           ("just after a step starts (0.01 s after step 1)", worst)):
             assert isinstance(run.outcome, Cancelled), run.outcome
             print(f"{name} [{shape}], stop {label}: returned in "
                   f"{run.latency * 1e3:.1f} ms, {run.outcome}")

@@ -9,10 +9,11 @@ the transformer (19 double + 38 single blocks, 24 heads × 128; dev with the gui
 embedding, schnell without), T5-XXL (d_model 4096, 24 layers, 64 heads, d_ff 10240),
 CLIP-L's text model and FLUX's VAE (16 latent channels, 128/256/512/512). The tokenizers
 are the tiny offline ones (their ids are valid for the real vocabularies). Each run goes
-through `FluxGenerator.generate` with the model's defaults (schnell 4 steps, guidance 0;
-dev 28 steps, guidance 3.5), one image at `--size`², after one warm-up run (which also
-compiles). It prints the median latency, `torch.cuda.max_memory_allocated` and the peak
-`expected_peak_vram_gb` predicts for one resident model. Pictures are noise. Not a test.
+through `FluxGenerator.generate` with the model's defaults (contracts' MODEL_DEFAULTS:
+schnell 4 steps, no guidance; dev 28 steps, guidance 3.5), one image at `--size`², after
+one warm-up run (which also compiles). It prints the median latency, `torch.cuda.max_memory_allocated` and the peak
+`MemoryProfile.expected_peak_gb` (fluxkit.placements) predicts for one resident model.
+Pictures are noise. Not a test.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def full_size_pipeline(model: str, device: torch.device, dtype: torch.dtype):
     )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from trainer_service.flux import build_tiny_flux
+    from fluxkit.tiny import build_tiny_flux
 
     tiny = build_tiny_flux()
     eos = tiny.tokenizer.eos_token_id
@@ -89,20 +90,19 @@ def full_size_pipeline(model: str, device: torch.device, dtype: torch.dtype):
 
 
 def tiny_pipeline(model: str, device: torch.device, dtype: torch.dtype):
-    from generator_service.pipelines import build_tiny_flux_schnell
-    from trainer_service.flux import build_tiny_flux
+    from fluxkit.tiny import build_tiny_flux
 
-    return (build_tiny_flux_schnell() if model == "schnell" else build_tiny_flux()).to(dtype)
+    return build_tiny_flux(model=model).to(device=device, dtype=dtype)
 
 
 def measure(model: str, profile_name: str, compiled: bool, args, device, dtype) -> str:
-    from generator_service.memory import expected_peak_vram_gb, parse_profile
+    from fluxkit.placements import parse_profile
     from generator_service.pipelines import FluxGenerator, GenerationRequest
 
     cuda = device.type == "cuda"
     profile = parse_profile(profile_name)
     # Offloaded components start on the CPU; the `gpu` profile builds on the device.
-    build_on = device if profile.placement == "gpu" else torch.device("cpu")
+    build_on = device if profile.placement.name == "gpu" else torch.device("cpu")
     pipeline = (tiny_pipeline if args.tiny else full_size_pipeline)(model, build_on, dtype)
     if cuda:
         torch.cuda.empty_cache()
@@ -122,8 +122,7 @@ def measure(model: str, profile_name: str, compiled: bool, args, device, dtype) 
         if run:  # the first run warms up (and compiles)
             times.append(time.perf_counter() - started)
     peak = f"{torch.cuda.max_memory_allocated(device) / 1e9:8.1f}" if cuda else f"{'n/a':>8}"
-    expected = expected_peak_vram_gb(profile, resident_models=1,
-                                     megapixels=args.size**2 / 2**20)
+    expected = profile.expected_peak_gb(resident_models=1, megapixels=args.size**2 / 2**20)
     del generator, pipeline
     gc.collect()
     return (f"{model:>8} {profile.name:>20} {'on' if compiled else 'off':>7} "

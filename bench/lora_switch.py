@@ -19,11 +19,11 @@ import time
 
 import torch
 
+from fluxkit.loading import load_flux_pipeline
+from fluxkit.lora import load_lora
+from fluxkit.tiny import random_lora_bytes
 from generator_service.adapters import AdapterCache, LoraRef
 from generator_service.pipelines import FluxGenerator, GenerationRequest
-from tests.integration.test_generator_core import trained_lora
-from trainer_service.flux import load_flux_pipeline
-from trainer_service.sampling import load_lora_bytes
 
 CPU = torch.device("cpu")
 
@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--hotswap", action="store_true", help="the slot path (compiled/quantized)")
+    parser.add_argument("--rank", type=int, default=4, help="the users' LoRA rank")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    loras = {f"user{i}": trained_lora(i) for i in range(args.users)}
+    loras = {f"user{i}": random_lora_bytes(args.rank, seed=i) for i in range(args.users)}
     refs = {user: LoraRef(user, lambda user=user: loras[user]) for user in loras}
 
     def job(user: str) -> GenerationRequest:
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         for data in loras.values():
             started = time.perf_counter()
             pipeline = load_flux_pipeline(None, CPU, torch.float32)
-            load_lora_bytes(pipeline, data, adapter_name="user")
+            load_lora(pipeline, data, adapter_name="user")
             switched = time.perf_counter()
             pipeline("a photo of sks person", height=64, width=64,
                      num_inference_steps=args.steps, guidance_scale=3.5,
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     s, fs = statistics.median(switch), statistics.median(fresh_switch)
     c, f = statistics.median(cached), statistics.median(fresh)
     print(f"tiny FLUX dev, {args.users} users × {args.rounds} rounds, {args.steps} step(s), "
-          f"64×64, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"64×64, rank-{args.rank} LoRAs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, "
           f"{'hot-swap slot' if args.hotswap else 'resident adapters'}")
     print(f"switch, first time per user (fetch + load): {statistics.median(first) * 1e3:8.2f} ms")
     print(f"switch, returning user (cache):             {s * 1e3:8.2f} ms "

@@ -3,7 +3,7 @@
     python -m bench.prompt_engine [--seconds 3] [--variants 1]
 
 Runs `OfflineEngine.optimize` (token counting included) in this one process and thread
-over the quality corpus of `tests/unit/test_prompt_corpus.py` (65 prompts: one word to
+over the quality corpus of `bench/prompt_corpus.py` (65 prompts: one word to
 over 512 T5 tokens, French, tag soup, quotes, trigger words, emoji), cycling through it,
 and prints prompts per second with the target. Not a test: nothing is asserted.
 """
@@ -16,8 +16,8 @@ import platform
 import statistics
 import time
 
+from bench.prompt_corpus import CORPUS
 from prompt_service.engine import OfflineEngine, PromptRequest
-from tests.unit.test_prompt_corpus import CORPUS
 
 TARGET_PER_SECOND = 1_000
 

@@ -19,7 +19,7 @@ import time
 import torch
 from PIL import Image
 
-from trainer_service.flux import build_tiny_flux
+from fluxkit.tiny import build_tiny_flux
 from trainer_service.preprocess import prepare_examples
 from trainer_service.training import (
     LoraTrainer,

@@ -9,6 +9,12 @@ from pydantic import AwareDatetime, Field
 
 from contracts.base import Command, Event, Id, Model, utcnow
 
+# The LoRA contract between trainer_service (which writes LoRAs) and generator_service
+# (which loads them, hot-swapped into a slot of exactly this rank when its transformer is
+# compiled or quantized): the API's limit, the trainer's and the slot's are this one value.
+MAX_LORA_RANK = 128
+LORA_TARGET_MODULES: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+
 
 class StartTraining(Command):
     domain: ClassVar[str] = "training"
@@ -20,7 +26,7 @@ class StartTraining(Command):
     dataset_id: Id
     trigger_word: str = Field(min_length=1, max_length=64)
     steps: int = Field(default=1000, ge=1, le=20000)
-    rank: int = Field(default=16, ge=1, le=256)
+    rank: int = Field(default=16, ge=1, le=MAX_LORA_RANK)
     learning_rate: float = Field(default=1e-4, gt=0, le=1e-2)
     resolution: int = Field(default=1024, ge=256, le=2048)
 
@@ -82,6 +88,25 @@ class TrainingCancelled(Event):
     name: ClassVar[str] = "cancelled"
     type: Literal["training.cancelled.v1"] = "training.cancelled.v1"
     job_id: Id
+    model_id: Id
+
+
+class DeleteModel(Command):
+    """Ask trainer_service, which owns models, to delete one (its files and record)."""
+
+    domain: ClassVar[str] = "training"
+    verb: ClassVar[str] = "delete_model"
+    type: Literal["training.delete_model.v1"] = "training.delete_model.v1"
+    user_id: Id
+    model_id: Id
+
+
+class ModelDeleted(Event):
+    """A LoRA is gone: whoever holds it (the generators' adapter caches) lets it go now."""
+
+    domain: ClassVar[str] = "training"
+    name: ClassVar[str] = "model_deleted"
+    type: Literal["training.model_deleted.v1"] = "training.model_deleted.v1"
     model_id: Id
 
 

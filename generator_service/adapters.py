@@ -6,37 +6,40 @@
 - `ResidentAdapters` (plain transformers): each cached LoRA stays loaded in the pipeline as
   a named peft adapter; a job switches with `set_adapters` (no load), no LoRA is
   `disable_lora` (exactly the base output).
-- `AdapterSlot` (compiled or quantized transformers): one adapter of a fixed rank added
-  before quantizing and compiling; a job's LoRA is hot-swapped into it in place (diffusers'
-  `load_lora_adapter(..., hotswap=True)`, after `prepare_model_for_compiled_hotswap`), so
-  torch.compile's graphs stay valid and quanto's layers are never touched. The pipeline-
-  level `load_lora_weights` fails on a quantized transformer (FACTS.md), the model-level
-  hot swap does not. The job's `lora_scale` is folded into `lora_B` before the swap so the
-  compiled graph never sees a new scale. Cost per switch: a copy of the LoRA's tensors
-  (tens of MB for rank 16), no re-quantization, no recompilation.
+- `AdapterSlot` (compiled or quantized transformers): one adapter of the contract's
+  largest rank (`MAX_LORA_RANK`) added before quantizing and compiling; a job's LoRA is
+  hot-swapped into it in place (`fluxkit.lora.load_lora(..., hotswap=True)`, after
+  `prepare_model_for_compiled_hotswap` padded the slot to that rank), so torch.compile's
+  graphs stay valid and quanto's layers are never touched. Every LoRA the trainer may
+  write fits the slot; a larger one is refused rather than reshaping the slot (which
+  would recompile). Loading a new adapter onto a quantized transformer fails (FACTS.md),
+  the hot swap does not. The job's `lora_scale` is folded into `lora_B` before the swap so
+  the compiled graph never sees a new scale. Cost per switch: a copy of the LoRA's
+  tensors, no re-quantization, no recompilation.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import FluxPipeline
 from peft import LoraConfig
 
-from trainer_service.sampling import load_lora_bytes
-from trainer_service.training import LORA_WEIGHT_NAME, TrainingConfig
+from fluxkit.lora import (
+    MAX_RANK,
+    TARGET_MODULES,
+    LoraFormatError,
+    LoraWeights,
+    load_lora,
+    read_lora,
+)
 
 SLOT_ADAPTER = "terra_slot"
-DEFAULT_TARGET_MODULES: tuple[str, ...] = TrainingConfig.target_modules  # what Terra trains
-DEFAULT_SLOT_RANK = 32
 
 
 class AdapterError(ValueError):
@@ -60,17 +63,19 @@ class LoraRef:
 class CachedLora:
     adapter_id: str
     data: bytes = field(repr=False)
-    _parsed: tuple[dict[str, torch.Tensor], dict[str, Any] | None] | None = field(
-        default=None, repr=False)
+    _parsed: LoraWeights | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return len(self.data)
 
-    def parsed(self) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-        """diffusers' state dict and adapter metadata (alpha, targets), read once."""
+    def parsed(self) -> LoraWeights:
+        """The LoRA's tensors and adapter config (alpha, targets), read once."""
         if self._parsed is None:
-            self._parsed = parse_lora(self.data)
+            try:
+                self._parsed = read_lora(self.data)
+            except LoraFormatError as exc:
+                raise AdapterError(f"LoRA {self.adapter_id}: {exc}") from exc
         return self._parsed
 
 
@@ -140,9 +145,10 @@ class ResidentAdapters:
         name = self._names.get(lora.adapter_id)
         if name is None:
             name = _adapter_name(lora.adapter_id)
+            weights = lora.parsed()
             try:
                 with self._lifted():
-                    load_lora_bytes(self.pipeline, lora.data, adapter_name=name)
+                    load_lora(self.pipeline, weights, adapter_name=name)
             except Exception as exc:  # diffusers raises many kinds for a bad file
                 raise AdapterError(f"LoRA {lora.adapter_id} cannot be loaded: {exc}") from exc
             self._names[lora.adapter_id] = name
@@ -164,8 +170,8 @@ class ResidentAdapters:
 class AdapterSlot:
     """One fixed-rank adapter in the transformer; each job's LoRA is hot-swapped into it."""
 
-    def __init__(self, pipeline: FluxPipeline, *, rank: int = DEFAULT_SLOT_RANK,
-                 target_modules: Sequence[str] = DEFAULT_TARGET_MODULES) -> None:
+    def __init__(self, pipeline: FluxPipeline, *, rank: int = MAX_RANK,
+                 target_modules: Sequence[str] = TARGET_MODULES) -> None:
         self.pipeline = pipeline
         self.rank = rank
         self.swaps = 0  # hot swaps into the slot
@@ -180,11 +186,13 @@ class AdapterSlot:
     def activate(self, lora: CachedLora, scale: float) -> None:
         transformer = self.pipeline.transformer
         if self._current != (lora.adapter_id, scale):
-            state_dict, metadata = lora.parsed()
-            scaled = {k: v * scale if "lora_B" in k else v for k, v in state_dict.items()}
+            weights = lora.parsed()
+            if weights.rank > self.rank:  # a swap would reshape the slot: a recompile
+                raise AdapterError(f"LoRA {lora.adapter_id} has rank {weights.rank}, over the "
+                                   f"hot-swap slot's {self.rank}")
             try:
-                transformer.load_lora_adapter(scaled, prefix="transformer", metadata=metadata,
-                                              adapter_name=SLOT_ADAPTER, hotswap=True)
+                load_lora(self.pipeline, weights.scaled(scale), adapter_name=SLOT_ADAPTER,
+                          hotswap=True)
             except Exception as exc:  # rank over the slot's, modules outside it, bad keys
                 self._current = None  # a failed swap may have left part of the weights
                 raise AdapterError(
@@ -203,8 +211,8 @@ class AdapterSlot:
             self._current = None
 
 
-def add_slot(transformer: torch.nn.Module, *, rank: int,
-             target_modules: Sequence[str] = DEFAULT_TARGET_MODULES) -> None:
+def add_slot(transformer: torch.nn.Module, *, rank: int = MAX_RANK,
+             target_modules: Sequence[str] = TARGET_MODULES) -> None:
     """A zero-effect adapter of `rank` on `target_modules`, ready for compiled hot swaps.
 
     Call before quantizing (quanto must not touch the LoRA layers) and before compiling.
@@ -217,18 +225,6 @@ def add_slot(transformer: torch.nn.Module, *, rank: int,
     # Scalings become tensors, so a LoRA with another alpha/rank does not recompile.
     prepare_model_for_compiled_hotswap(transformer, target_rank=rank, config=config,
                                        check_compiled="ignore")
-
-
-def parse_lora(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """A diffusers LoRA file's state dict (`transformer.…` keys) and its adapter metadata."""
-    try:
-        with tempfile.TemporaryDirectory(prefix="terra-lora-") as folder:
-            (Path(folder) / LORA_WEIGHT_NAME).write_bytes(data)
-            state_dict, metadata = FluxPipeline.lora_state_dict(
-                folder, weight_name=LORA_WEIGHT_NAME, return_lora_metadata=True)
-    except Exception as exc:
-        raise AdapterError(f"not a readable LoRA file: {exc}") from exc
-    return state_dict, metadata
 
 
 def _adapter_name(adapter_id: str) -> str:

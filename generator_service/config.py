@@ -20,13 +20,21 @@ class GeneratorSettings(RuntimeSettings):
     adapter_cache_size: int = Field(default=16, ge=1, description="LoRAs kept in memory.")
     adapter_cache_bytes: int = Field(default=2 * 2**30, ge=1)
     batch_max_images: int | None = Field(
-        default=None, ge=1, description="Images of compatible jobs (same model, LoRA, size, "
-        "steps, guidance) run in one loop; unset: 4 on CUDA, 1 on a CPU.")
+        default=None, ge=1, description="Images one denoising loop carries: of compatible "
+        "jobs (same model, LoRA, size, steps, guidance), or of one job asking for more; "
+        "unset: 4 on CUDA, 1 on a CPU (where batching saves little and a step of several "
+        "large images makes a cancel wait).")
     queue_window: int = Field(default=32, ge=1, description="Commands a worker holds to "
                               "serve users in turn.")
     image_retention_days: float = Field(default=7.0, gt=0)
     retention_sweep_s: float = Field(default=600.0, gt=0, description="How often expired "
                                      "images are deleted.")
     progress_interval_s: float = Field(default=0.5, gt=0)
+
+    @property
+    def images_per_loop(self) -> int:
+        if self.batch_max_images is not None:
+            return self.batch_max_images
+        return 4 if self.generate_device.startswith("cuda") else 1
     heartbeat_s: float = Field(default=8.0, gt=0)
     cancel_poll_s: float = Field(default=0.5, gt=0)

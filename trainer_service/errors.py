@@ -1,6 +1,11 @@
-"""The trainer's errors: one root, each with a reason a user can read."""
+"""The trainer's errors: one root, each with a reason a user can read.
+
+Running out of GPU memory is the kit's `OutOfGpuMemory`, the one both ML services raise.
+"""
 
 from __future__ import annotations
+
+from fluxkit.errors import OutOfGpuMemory
 
 
 class TrainingError(Exception):
@@ -15,13 +20,13 @@ class CheckpointError(TrainingError):
     """A checkpoint does not belong to this training run or cannot be read."""
 
 
-class OutOfGpuMemory(TrainingError):
-    """The accelerator ran out of memory; the message says what to lower."""
-
-
 class TrainingCancelled(TrainingError):
     """`should_stop()` answered True; `step` steps had been completed."""
 
     def __init__(self, step: int) -> None:
         super().__init__(f"training cancelled after step {step}")
         self.step = step
+
+
+__all__ = ["CheckpointError", "DatasetError", "OutOfGpuMemory", "TrainingCancelled",
+           "TrainingError"]

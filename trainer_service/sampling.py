@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from diffusers import FluxPipeline
 from PIL import Image
 
-from trainer_service.training import LORA_WEIGHT_NAME
+from fluxkit.lora import load_lora
+from fluxkit.placements import GPU, Placement, hooks_lifted
 
 SAMPLE_ADAPTER = "terra_sample"
 SAMPLE_TEMPLATES = (
@@ -39,17 +38,21 @@ def generate_samples(
     num_inference_steps: int = 28,
     guidance_scale: float = 3.5,
     max_sequence_length: int = 512,
+    placement: Placement = GPU,
+    device: torch.device | str = "cpu",
 ) -> list[Image.Image]:
     """One image per prompt with `lora` loaded (None: the base alone), seed i for prompt i.
 
-    The pipeline is a complete base pipeline (the training one has lost its encoders);
-    the LoRA is unloaded again afterwards so the pipeline can be reused.
+    The pipeline is a complete base pipeline (the training one has lost its encoders),
+    already placed on `device` by `placement` (the kit's table); its hooks are lifted
+    while the LoRA goes on and comes off, so the pipeline can be reused afterwards.
     """
     seeds = list(range(len(prompts))) if seeds is None else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     if lora is not None:
-        load_lora_bytes(pipeline, lora, adapter_name=SAMPLE_ADAPTER)
+        with hooks_lifted(pipeline, placement, device):
+            load_lora(pipeline, lora, adapter_name=SAMPLE_ADAPTER)
     try:
         images = []
         for prompt, seed in zip(prompts, seeds, strict=True):
@@ -65,12 +68,5 @@ def generate_samples(
         return images
     finally:
         if lora is not None:
-            pipeline.unload_lora_weights()
-
-
-def load_lora_bytes(pipeline: FluxPipeline, lora: bytes, *, adapter_name: str) -> None:
-    """`load_lora_weights` from bytes, through a file so the adapter metadata (alpha) is read."""
-    with tempfile.TemporaryDirectory(prefix="terra-lora-") as folder:
-        (Path(folder) / LORA_WEIGHT_NAME).write_bytes(lora)
-        pipeline.load_lora_weights(folder, weight_name=LORA_WEIGHT_NAME,
-                                   adapter_name=adapter_name)
+            with hooks_lifted(pipeline, placement, device):
+                pipeline.unload_lora_weights()

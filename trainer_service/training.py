@@ -2,12 +2,15 @@
 
 1. Encode once: every image to VAE latents and every caption to CLIP + T5 embeddings,
    then drop the text encoders and the VAE from the pipeline (they are not needed again).
-2. Add a peft LoRA to the frozen transformer (`to_k, to_q, to_v, to_out.0`); with a
-   quantized base, quanto quantizes the base layers *after* the LoRA is in place and
-   leaves the LoRA layers alone (FACTS.md: the other order fails).
-3. Each step: one example, a flow-matching timestep, noisy packed latents, the FLUX
+2. Add a peft LoRA to the frozen transformer (the contract's target modules, rank at
+   most `MAX_LORA_RANK`); with a quantized base, quanto quantizes the base layers *after*
+   the LoRA is in place and leaves the LoRA layers alone (FACTS.md: the other order fails).
+3. Each step: one example, a flow-matching sigma, noisy packed latents, the FLUX
    guidance embedding when the transformer has one, loss against `noise - latents`,
-   AdamW on the LoRA parameters only.
+   AdamW on the LoRA parameters only. The convention is the one `FluxPipeline` samples
+   with: `x_t = (1 - t)·x_0 + t·noise`, the transformer told `timestep = t` (the
+   scheduler's timestep / 1000) and predicting the velocity `noise - x_0`
+   (tests/unit/test_trainer_convention.py holds both to it).
 
 All randomness after set-up comes from one CPU generator seeded from the config, so a
 run resumed from a checkpoint ends with the same LoRA as an uninterrupted one.
@@ -17,12 +20,9 @@ from __future__ import annotations
 
 import gc
 import io
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -32,10 +32,12 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransfo
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from trainer_service.errors import CheckpointError, OutOfGpuMemory, TrainingCancelled
+from fluxkit.errors import out_of_memory_as
+from fluxkit.lora import MAX_RANK, TARGET_MODULES, transformer_lora_bytes
+from fluxkit.quantize import quantize_module, weights_of
+from trainer_service.errors import CheckpointError, TrainingCancelled
 from trainer_service.preprocess import TrainingExample
 
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CHECKPOINT_FORMAT = 1
 QuantizedBase = Literal["qint8", "qfloat8"]
 
@@ -53,12 +55,16 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     quantize_base: QuantizedBase | None = None
     checkpoint_every: int = 0  # 0: never call on_checkpoint
-    target_modules: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+    target_modules: tuple[str, ...] = TARGET_MODULES
     max_sequence_length: int = 512  # T5 tokens
     max_grad_norm: float = 1.0
     weight_decay: float = 1e-4
     base_model: str = "black-forest-labs/FLUX.1-dev"
     loss_curve_points: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rank <= MAX_RANK:
+            raise ValueError(f"rank must be between 1 and {MAX_RANK}, got {self.rank}")
 
     @property
     def lora_alpha(self) -> float:
@@ -106,7 +112,10 @@ def train_lora(
     so, `OutOfGpuMemory` with a readable reason, `CheckpointError` for a foreign checkpoint.
     """
     device = torch.device(device)
-    with _out_of_memory_as_domain_error(config):
+    hint = "try a lower resolution or rank" + ("" if config.quantize_base else
+                                                ", or the quantized base")
+    with out_of_memory_as(f"ran out of GPU memory at {config.resolution} px, "
+                          f"rank {config.rank}; {hint}"):
         encoded = encode_examples(
             pipeline, examples, device=device, dtype=dtype,
             max_sequence_length=config.max_sequence_length,
@@ -232,8 +241,7 @@ class LoraTrainer:
         indices = (u * self.scheduler.config.num_train_timesteps).long()
         sigmas = self.scheduler.sigmas[indices].to(self.device, self.dtype)
         timesteps = self.scheduler.timesteps[indices].to(self.device, self.dtype)
-        sigma = sigmas.view(-1, 1, 1, 1)
-        noisy = (1.0 - sigma) * latents + sigma * noise
+        noisy = noisy_latents(latents, noise, sigmas)
 
         batch, channels, height, width = latents.shape
         packed = FluxPipeline._pack_latents(noisy, batch, channels, height, width)
@@ -257,7 +265,7 @@ class LoraTrainer:
         prediction = FluxPipeline._unpack_latents(  # takes pixel sizes: FLUX's VAE is 8×
             prediction, height * 8, width * 8, 8
         )
-        target = noise - latents
+        target = velocity_target(latents, noise)
         loss = torch.mean((prediction.float() - target.float()) ** 2)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters.values(), self.config.max_grad_norm)
@@ -330,16 +338,8 @@ class LoraTrainer:
                 for k, v in get_peft_model_state_dict(self.transformer).items()}
 
     def lora_bytes(self) -> bytes:
-        """The LoRA as diffusers writes it (`FluxPipeline.save_lora_weights`)."""
-        with tempfile.TemporaryDirectory(prefix="terra-lora-") as folder:
-            FluxPipeline.save_lora_weights(
-                folder,
-                transformer_lora_layers=self.lora_state_dict(),
-                transformer_lora_adapter_metadata=self.transformer.peft_config[
-                    "default"].to_dict(),
-                weight_name=LORA_WEIGHT_NAME,
-            )
-            return (Path(folder) / LORA_WEIGHT_NAME).read_bytes()
+        """The LoRA file (`fluxkit.lora`: what diffusers' `save_lora_weights` writes)."""
+        return transformer_lora_bytes(self.transformer)
 
     def metadata(self) -> dict[str, Any]:
         c = self.config
@@ -371,6 +371,18 @@ def downsample(values: Sequence[float], points: int) -> list[list[float]]:
     return curve
 
 
+def noisy_latents(latents: torch.Tensor, noise: torch.Tensor,
+                  sigmas: torch.Tensor) -> torch.Tensor:
+    """Flow matching's straight path: `(1 - sigma)·latents + sigma·noise`, per example."""
+    sigma = sigmas.view(-1, 1, 1, 1)
+    return (1.0 - sigma) * latents + sigma * noise
+
+
+def velocity_target(latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What the transformer learns to predict: the path's velocity, `noise - latents`."""
+    return noise - latents
+
+
 def _add_lora(
     transformer: FluxTransformer2DModel,
     config: TrainingConfig,
@@ -394,7 +406,7 @@ def _add_lora(
             target_modules=list(config.target_modules),
         ))
     if config.quantize_base is not None:
-        _quantize_base(transformer, config.quantize_base)
+        quantize_module(transformer, weights_of(config.quantize_base))
         transformer.to(device=device)
     for name, parameter in transformer.named_parameters():
         # quanto's new layers come back trainable: only the LoRA may be.
@@ -407,33 +419,9 @@ def _add_lora(
     return transformer
 
 
-def _quantize_base(transformer: FluxTransformer2DModel, weights: QuantizedBase) -> None:
-    """Quantize the frozen base layers, never the LoRA layers that were just added."""
-    from optimum.quanto import freeze, qfloat8, qint8, quantize
-
-    quantize(transformer, weights={"qint8": qint8, "qfloat8": qfloat8}[weights],
-             exclude=["*lora_A*", "*lora_B*", "*lora_dropout*"])
-    freeze(transformer)
-
-
 def _to_pixels(example: TrainingExample) -> torch.Tensor:
     array = np.asarray(example.image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
-
-
-@contextmanager
-def _out_of_memory_as_domain_error(config: TrainingConfig) -> Iterator[None]:
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        hint = "try a lower resolution or rank"
-        hint += "" if config.quantize_base else ", or the quantized base"
-        raise OutOfGpuMemory(
-            f"ran out of GPU memory at {config.resolution} px, rank {config.rank}; {hint}"
-        ) from exc
 
 
 __all__ = [
@@ -445,5 +433,7 @@ __all__ = [
     "downsample",
     "encode_examples",
     "free_encoders",
+    "noisy_latents",
     "train_lora",
+    "velocity_target",
 ]

@@ -15,8 +15,10 @@ pytest.importorskip("diffusers")
 
 import safetensors.torch
 
+from fluxkit.loading import load_flux_pipeline
+from fluxkit.lora import read_lora
+from fluxkit.tiny import build_tiny_flux, tiny_flux_folder
 from tests.unit.test_trainer_loop import CONFIG, tiny_examples
-from trainer_service.flux import build_tiny_flux, load_flux_pipeline, tiny_flux_folder
 from trainer_service.sampling import generate_samples, sample_prompts
 from trainer_service.training import TrainingCallbacks, train_lora
 
@@ -56,12 +58,15 @@ def test_result_is_a_diffusers_lora_with_metadata():
     assert len(result.losses) == CONFIG.steps
     assert all(np.isfinite(result.losses))
     meta = json.loads(json.dumps(result.metadata))  # JSON-serialisable as it is
-    assert meta["trigger_word"] == "sks" and meta["base_model"] == "tiny-random-flux"
+    assert meta["trigger_word"] == "sks" and meta["base_model"] == "tiny-random-flux-dev"
     assert (meta["rank"], meta["steps"], meta["resolution"]) == (4, 6, 64)
     assert [point[0] for point in meta["loss_curve"]] == [1, 2, 3, 4, 5, 6]
     assert meta["created"].endswith("+00:00")
     weights = safetensors.torch.load(result.lora)
     assert weights and all(k.startswith("transformer.") and "lora_" in k for k in weights)
+    lora = read_lora(result.lora)
+    assert lora.rank == 4 and lora.metadata["transformer.lora_alpha"] == 4
+    assert sorted(lora.metadata["transformer.target_modules"]) == sorted(CONFIG.target_modules)
 
 
 def test_resume_from_checkpoint_bytes_ends_with_the_same_lora():

@@ -1,5 +1,5 @@
-"""Generator pieces without a pipeline: memory profiles and their VRAM table, the adapter
-cache's bounds, request checks, PNG metadata."""
+"""Generator pieces without a pipeline: the adapter cache's bounds, request checks and
+defaults, PNG metadata. (Memory profiles are the kit's: tests/unit/test_fluxkit.py.)"""
 
 from __future__ import annotations
 
@@ -8,63 +8,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-import torch
 from PIL import Image
 
+from contracts.generation import MODEL_DEFAULTS, BaseModelName
 from generator_service.adapters import AdapterCache, AdapterError, LoraRef
-from generator_service.memory import (
-    EIGHT_GB,
-    MemoryProfile,
-    MemoryProfileError,
-    choose_profile,
-    expected_peak_vram_gb,
-    parse_profile,
-    resolve_profile,
-)
-from generator_service.pipelines import GenerationRequest
+from generator_service.pipelines import FluxGenerator, GenerationRequest, batch_key
 from generator_service.render import png_bytes, png_parameters
-
-
-def test_profiles_parse_from_settings():
-    assert parse_profile("gpu") == MemoryProfile("gpu", "none")
-    assert parse_profile("model_offload+int8") == MemoryProfile("model_offload", "int8")
-    assert parse_profile(" Group_Offload+float8 ").name == "group_offload+float8"
-    assert parse_profile("auto") is None
-    assert parse_profile("8gb") == EIGHT_GB and EIGHT_GB.quantized
-    with pytest.raises(MemoryProfileError, match="unknown placement"):
-        parse_profile("everywhere")
-    with pytest.raises(MemoryProfileError, match="unknown weights"):
-        parse_profile("gpu+int4")
-
-
-def test_expected_peak_vram_follows_component_sizes():
-    table = {name: expected_peak_vram_gb(parse_profile(name)) for name in (
-        "gpu", "gpu+float8", "model_offload", "model_offload+int8", "group_offload",
-        "group_offload+int8", "sequential_offload")}
-    assert table == {
-        "gpu": 59.5, "gpu+float8": 31.0, "model_offload": 25.8, "model_offload+int8": 13.9,
-        "group_offload": 3.5, "group_offload+int8": 2.8, "sequential_offload": 2.1,
-    }
-    assert expected_peak_vram_gb(MemoryProfile("gpu"), resident_models=1) == 35.7
-    assert expected_peak_vram_gb(EIGHT_GB) < 8  # the 8 GB profile fits an 8 GB card
-
-
-def test_auto_picks_the_fastest_profile_that_fits():
-    assert choose_profile(80).name == "gpu"
-    assert choose_profile(40, eight_bit="float8").name == "gpu+float8"
-    assert choose_profile(30).name == "model_offload"
-    assert choose_profile(16).name == "model_offload+int8"
-    assert choose_profile(8).name == "group_offload"
-    assert choose_profile(4.5).name == "group_offload+int8"
-    assert choose_profile(2).name == "sequential_offload+int8"
-
-
-def test_profiles_needing_cuda_are_refused_on_cpu():
-    cpu = torch.device("cpu")
-    assert resolve_profile("auto", cpu) == MemoryProfile("gpu")
-    with pytest.raises(MemoryProfileError, match="needs a CUDA device"):
-        resolve_profile("sequential_offload", cpu)
-    assert resolve_profile("group_offload+int8", cpu).name == "group_offload+int8"
 
 
 def counting_ref(adapter_id: str, size: int, calls: list[str]) -> LoraRef:
@@ -113,11 +62,41 @@ def test_sizes_must_be_multiples_of_16(size):
 def test_request_checks():
     with pytest.raises(ValueError, match="unknown model"):
         GenerationRequest("a cat", model="pro")
-    with pytest.raises(ValueError, match="no guidance"):
+    with pytest.raises(ValueError, match="takes no guidance"):
         GenerationRequest("a cat", model="schnell", guidance=3.5)
     with pytest.raises(ValueError, match="num_images"):
         GenerationRequest("a cat", num_images=0)
     assert GenerationRequest("a cat", model="dev", lora=b"x").adapter_id.startswith("sha256-")
+
+
+def test_model_defaults_are_the_contracts():
+    for model in BaseModelName:
+        defaults = MODEL_DEFAULTS[model]
+        request = GenerationRequest("a cat", model=model.value)
+        assert request.resolved_steps == defaults["steps"]
+        assert request.resolved_guidance == defaults["guidance"]
+    # schnell takes no guidance: None (a 0 means the same); dev's is overridable
+    assert GenerationRequest("a cat", model="schnell", guidance=0).resolved_guidance is None
+    assert GenerationRequest("a cat", model="dev", guidance=2.0).resolved_guidance == 2.0
+    assert GenerationRequest("a cat", model="dev", steps=3).resolved_steps == 3
+
+
+def test_batch_key_compares_resolved_settings():
+    a = GenerationRequest("a cat", model="schnell", seed=1)
+    b = GenerationRequest("a dog", model="schnell", steps=MODEL_DEFAULTS[BaseModelName.SCHNELL][
+        "steps"], guidance=0, seed=9, num_images=3)
+    assert batch_key(a) == batch_key(b)
+    assert batch_key(a) != batch_key(GenerationRequest("a cat", model="schnell", width=512))
+
+
+def test_the_hot_swap_slot_is_sized_to_the_contracts_maximum_rank():
+    import inspect
+
+    from contracts.training import MAX_LORA_RANK
+    from generator_service.adapters import AdapterSlot
+
+    assert inspect.signature(FluxGenerator).parameters["slot_rank"].default == MAX_LORA_RANK
+    assert inspect.signature(AdapterSlot).parameters["rank"].default == MAX_LORA_RANK
 
 
 def test_png_metadata_round_trips():

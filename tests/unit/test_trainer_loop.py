@@ -13,8 +13,11 @@ pytest.importorskip("peft")
 
 from PIL import Image
 
-from trainer_service.errors import CheckpointError, OutOfGpuMemory, TrainingCancelled
-from trainer_service.flux import build_tiny_flux
+from fluxkit.errors import OutOfGpuMemory
+from fluxkit.loading import base_model_name
+from fluxkit.lora import MAX_RANK
+from fluxkit.tiny import build_tiny_flux
+from trainer_service.errors import CheckpointError, TrainingCancelled
 from trainer_service.preprocess import prepare_examples
 from trainer_service.training import (
     LoraTrainer,
@@ -28,7 +31,7 @@ from trainer_service.training import (
 CPU = torch.device("cpu")
 CONFIG = TrainingConfig(
     trigger_word="sks", steps=6, rank=4, resolution=64, learning_rate=1e-3,
-    max_sequence_length=32, base_model="tiny-random-flux",
+    max_sequence_length=32, base_model=base_model_name(None),
 )
 
 
@@ -201,3 +204,9 @@ def test_loss_curve_is_downsampled_to_step_and_mean_pairs():
     assert downsample([1.0, 3.0], 10) == [[1, 1.0], [2, 3.0]]
     curve = downsample([float(i) for i in range(1000)], 100)
     assert len(curve) == 100 and curve[0] == [10, 4.5] and curve[-1] == [1000, 994.5]
+
+
+def test_rank_is_bounded_by_the_contract():
+    assert dataclasses.replace(CONFIG, rank=MAX_RANK).rank == MAX_RANK
+    with pytest.raises(ValueError, match=f"between 1 and {MAX_RANK}"):
+        dataclasses.replace(CONFIG, rank=MAX_RANK + 1)

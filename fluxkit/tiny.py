@@ -1,9 +1,9 @@
-"""Where the FLUX pipeline comes from: a hub id, a local folder, or a tiny random one.
+"""The tiny random FLUX: the real architecture at a size that runs on a CPU in milliseconds.
 
-The tiny pipeline has FLUX's shapes (16 latent channels, 8× VAE downscale, packed 2×2
-latents, CLIP + T5 text encoders, guidance embedding) at a size that trains on a CPU in
-milliseconds, so every ML path of the trainer is tested with real diffusers and peft code
-and no downloads (FACTS.md, "ML stack").
+It has FLUX's shapes (16 latent channels, 8× VAE downscale, packed 2×2 latents, CLIP + T5
+text encoders; dev with the guidance embedding, schnell without), so every ML path of the
+services is tested with real diffusers, peft and quanto code and no downloads (FACTS.md,
+"ML stack"). Folders are built once per process and loaded like a real checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from diffusers import (
     FluxPipeline,
     FluxTransformer2DModel,
 )
+from peft import LoraConfig
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -28,39 +29,27 @@ from transformers import (
     T5TokenizerFast,
 )
 
-TINY_FLUX = "tiny-random-flux"  # how metadata names the tiny base model
+from fluxkit.lora import TARGET_MODULES, transformer_lora_bytes
+
 TINY_SEED = 0
 _HIDDEN = 32
 
 
-def load_flux_pipeline(
-    source: str | None, device: torch.device | str, dtype: torch.dtype
-) -> FluxPipeline:
-    """A FLUX pipeline on `device` in `dtype`.
-
-    `source` is a hub id or a local folder for `FluxPipeline.from_pretrained`; None gives
-    the tiny random FLUX, built once per process and loaded from its saved folder.
-    """
-    folder = str(tiny_flux_folder()) if source is None else source
-    pipeline = FluxPipeline.from_pretrained(folder, dtype=dtype)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(torch.device(device))
-
-
-def base_model_name(source: str | None) -> str:
-    return TINY_FLUX if source is None else source
-
-
 @functools.cache
-def tiny_flux_folder() -> Path:
-    """The tiny FLUX saved in a temporary folder that lives as long as the process."""
-    folder = Path(tempfile.mkdtemp(prefix="terra-tiny-flux-"))
-    build_tiny_flux(seed=TINY_SEED).save_pretrained(folder)
+def tiny_flux_folder(model: str = "dev") -> Path:
+    """The tiny FLUX `model` saved in a temporary folder that lives as long as the process."""
+    folder = Path(tempfile.mkdtemp(prefix=f"terra-tiny-flux-{model}-"))
+    build_tiny_flux(seed=TINY_SEED, model=model).save_pretrained(folder)
     return folder
 
 
-def build_tiny_flux(seed: int = TINY_SEED) -> FluxPipeline:
-    """A randomly initialised FLUX with the real architecture, deterministic for `seed`."""
+def build_tiny_flux(seed: int = TINY_SEED, model: str = "dev") -> FluxPipeline:
+    """A randomly initialised FLUX with the real architecture, deterministic for `seed`.
+
+    `schnell` differs from `dev` as the real ones do: no guidance embedding (and its own
+    transformer weights; the encoders and the VAE are the same)."""
+    if model not in ("dev", "schnell"):
+        raise ValueError(f"unknown tiny FLUX {model!r}: dev or schnell")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = FluxTransformer2DModel(
@@ -75,6 +64,10 @@ def build_tiny_flux(seed: int = TINY_SEED) -> FluxPipeline:
             guidance_embeds=True,
             axes_dims_rope=(4, 6, 6),
         )
+        if model == "schnell":
+            config = {k: v for k, v in transformer.config.items() if not k.startswith("_")}
+            torch.manual_seed(seed + 1)
+            transformer = FluxTransformer2DModel(**{**config, "guidance_embeds": False})
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(_clip_config())
         torch.manual_seed(seed)
@@ -169,3 +162,20 @@ def _t5_config() -> T5Config:
         eos_token_id=1,
         decoder_start_token_id=0,
     )
+
+
+def random_lora_bytes(rank: int, seed: int = 0, *, model: str = "dev",
+                      target_modules: tuple[str, ...] = TARGET_MODULES,
+                      std: float = 0.05) -> bytes:
+    """A LoRA file for the tiny FLUX `model` with random A and B (a trained LoRA's shape
+    without the training), for tests and benches of loading and switching."""
+    transformer = build_tiny_flux(model=model).transformer
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                           target_modules=list(target_modules)))
+        with torch.no_grad():
+            for name, parameter in transformer.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0.0, std)
+    return transformer_lora_bytes(transformer)
