@@ -20,11 +20,12 @@ from gateway.routers import accounts, generation, health, jobs, models, prompts,
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from terra.broker import build_broker
-from terra.errors import StorageError
+from terra.errors import ConfigurationError, StorageError
+from terra.events import EventPublisher
 from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
-from terra.provisioning import provision
+from terra.provisioning import verify_identity
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
 
@@ -36,12 +37,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        broker = build_broker(settings, name="gateway")
+        broker = build_broker(settings, name=topology.GATEWAY)
         await broker.start()  # no subscribers: connects, for publish and request/reply
         nc = broker.connection
-        # Every consumer too: the gateway reads queue depths, and a command accepted before
-        # its worker first starts waits in a consumer that already exists.
-        await provision(nc, replicas=settings.nats_replicas, consumers=topology.CONSUMERS)
+        # Creating streams, consumers and buckets is `terra provision`'s (the operator's):
+        # the gateway's credential may only read their configuration. It provisions every
+        # consumer, so a command accepted before its worker first starts waits in one.
+        missing = await verify_identity(nc, topology.GATEWAY)
+        if missing:
+            raise ConfigurationError(
+                f"gateway: not provisioned: {', '.join(missing)}; run `terra provision` "
+                "with the operator's credential")
         storage = ObjectStorage.from_settings(settings)
         try:
             await storage.ensure_buckets()
@@ -50,22 +56,30 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         auth = AuthClient(broker, settings.auth_timeout_s)
         hub = EventHub(nc, settings.ws_queue_size)
         await hub.start()
-        app.state.runtime = GatewayRuntime(
+        # Requests wait for NATS a bounded time (nats-py's default is 5 s per call, and a
+        # stream leader election lasts seconds): then they answer 503, never hang.
+        js = nc.jetstream(timeout=settings.nats_request_timeout_s)
+        app.state.runtime = runtime = GatewayRuntime(
             settings=settings,
             broker=broker,
             nc=nc,
+            js=js,
             auth=auth,
             tokens=TokenVerifier(auth, settings.keys_refresh_min_interval_s),
             hub=hub,
             storage=storage,
-            jobs=await JobStore.open(nc.jetstream()),
-            models=await ModelStore.open(nc.jetstream()),
-            images=await ImageStore.open(nc.jetstream()),
-            generation_slots=await QueueSlots.open(nc.jetstream(), "generation"),
+            jobs=await JobStore.open(js),
+            models=await ModelStore.open(js, list_timeout_s=2 * settings.nats_request_timeout_s),
+            images=await ImageStore.open(js),
+            generation_slots=await QueueSlots.open(js, "generation"),
+            events=EventPublisher(js, retry_for_s=settings.nats_request_timeout_s,
+                                  ack_timeout_s=settings.nats_request_timeout_s),
         )
         try:
             yield
         finally:
+            for check in runtime.ready_checks.values():
+                check.cancel()
             await hub.stop()
             await broker.stop()
 

@@ -16,6 +16,16 @@ class GatewaySettings(RuntimeSettings):
         "cutting the request short).",
     )
     auth_timeout_s: float = Field(default=5.0, description="Wait for auth_service replies.")
+    nats_request_timeout_s: float = Field(
+        default=2.0, gt=0, description="Longest one JetStream call of a request waits (a "
+        "publish ack, a KV read or write, stream or consumer info); then the request answers "
+        "503 with Retry-After. nats-py's own default is 5 s."
+    )
+    ready_workers: list[str] = Field(
+        default_factory=lambda: ["prompt", "training", "generation"],
+        description="JSON list of job domains `/ready` requires a live worker for; `[]` makes "
+        "`/ready` about the gateway's own dependencies (NATS, streams, object storage) only.",
+    )
     wait_timeout_s: float = Field(
         default=5.0, description="Longest a `?wait=true` request waits before answering 202."
     )

@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from terra.errors import StorageError
+
+log = logging.getLogger("gateway")
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://terra.dev/problems/"
+
+# What NATS and object storage raise while they cannot answer right now (a stream leader
+# election, a reconnect, a server away): the request may succeed when retried, so the
+# answer is 503 with Retry-After, never 500. A NATS stream leader election takes 4-9 s.
+DEPENDENCY_FAULTS: tuple[type[Exception], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError (and FlushTimeoutError) and asyncio's
+    nats.js.errors.NoStreamResponseError,  # no stream leader to store or answer
+    nats.js.errors.ServiceUnavailableError,  # JetStream "503" (its `.code` may be None)
+    nats.js.errors.ServerError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoServersError,
+    StorageError,
+)
+RETRY_AFTER_S = 5
 
 
 class Problem(Exception):
@@ -96,11 +122,23 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def _dependency_fault(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("a dependency did not answer", extra={
+            "path": request.url.path, "error": f"{type(exc).__name__}: {exc}"})
+        what = "Object storage" if isinstance(exc, StorageError) else "The message broker"
+        return problem_response(
+            503, "unavailable", f"{what} is not answering right now; try again in a few "
+            "seconds (a retry with the same Idempotency-Key names the same job).",
+            title="Temporarily unavailable", instance=request.url.path,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for fault in DEPENDENCY_FAULTS:  # one handler; Starlette looks handlers up by class
+        app.add_exception_handler(fault, _dependency_fault)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        import logging
-
-        logging.getLogger("gateway").exception("unhandled error", extra={"path": request.url.path})
+        log.exception("unhandled error", extra={"path": request.url.path})
         return problem_response(
             500, "internal-error", "Something went wrong on our side; it has been logged.",
             instance=request.url.path,

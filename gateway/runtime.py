@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
 from contracts.jobs import JobState
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
 from gateway.security import TokenVerifier
+from terra.events import EventPublisher
 from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
@@ -24,6 +27,7 @@ class GatewayRuntime:
     settings: GatewaySettings
     broker: NatsBroker
     nc: NatsClient
+    js: JetStreamContext  # every call bounded by `settings.nats_request_timeout_s`
     auth: AuthClient
     tokens: TokenVerifier
     hub: EventHub
@@ -32,6 +36,9 @@ class GatewayRuntime:
     models: ModelStore
     images: ImageStore
     generation_slots: QueueSlots
+    events: EventPublisher  # a request's events: retried briefly through a broker fault
+    # `/ready`'s checks still running, by name: a slow one is joined, not started again.
+    ready_checks: dict[str, asyncio.Task] = field(default_factory=dict)
 
     async def job(self, job_id: str, user_id: str) -> JobState | None:
         """The job if it belongs to `user_id`; others' jobs are indistinguishable from none."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Annotated, Literal
 
@@ -15,16 +16,26 @@ from contracts.generation import (
     MODEL_DEFAULTS,
     SIDE_MULTIPLE,
     BaseModelName,
+    DeleteImage,
     GenerateImage,
+    GenerationQueued,
 )
 from contracts.jobs import CancelJob, JobKind, JobState
 from contracts.prompt import PROMPT_MAX_CHARS
-from contracts.topology import GENERATION_WORKERS
+from contracts.topology import GENERATION_COMMANDS, GENERATION_WORKERS
 from contracts.training import ModelStatus
-from gateway.commands import job_id_for, send
+from gateway.commands import (
+    announce_queued,
+    ask_owner,
+    deduplicated_if_sent_again,
+    job_id_for,
+    send,
+)
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
+from terra.errors import StorageError
+from terra.queues import commands_waiting
 
 router = APIRouter(prefix="/api/generate", tags=["generation"])
 images = APIRouter(prefix="/api/images", tags=["generation"])
@@ -68,9 +79,15 @@ async def generate(
     body: GenerateBody, caller: CurrentUser, runtime: Runtime,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Queued:
+    """Queue a generation. A retry with the same `Idempotency-Key` (after a 503, or after
+    an answer that was lost) names the same job and answers 202 with it: it never runs twice."""
     model, lora_id = await _resolve_model(runtime, caller.user_id, body)
     defaults = MODEL_DEFAULTS[model]
     job_id = job_id_for(caller.user_id, idempotency_key) or new_id()
+    accepted = Queued(job_id=job_id, queue_position=0, model=model.value, lora_id=lora_id)
+    known = await runtime.job(job_id, caller.user_id)
+    if known is not None and not deduplicated_if_sent_again(known, GENERATION_COMMANDS):
+        return accepted  # answered before; the job is on its way, running or over
 
     async def still_live(other: str) -> bool:
         job = await runtime.jobs.get(other)
@@ -82,21 +99,23 @@ async def generate(
                       "wait for one to finish.", headers={"Retry-After": "5"})
     await runtime.jobs.create(JobState(job_id=job_id, user_id=caller.user_id,
                                        kind=JobKind.GENERATION))
-    await send(runtime.broker, GenerateImage(
+    # Commands ahead of this one, counted before it is sent: nothing that can fail is left
+    # between the command's publish and the answer. An estimate: the worker's position
+    # frames give the fair one.
+    ahead = await commands_waiting(runtime.js, GENERATION_WORKERS)
+    command = GenerateImage(
         message_id=job_id, job_id=job_id, user_id=caller.user_id, prompt=body.prompt,
         model=model, lora_id=lora_id, lora_scale=body.lora_scale, width=body.width,
         height=body.height, steps=body.steps or defaults["steps"],
         guidance=body.guidance if body.guidance is not None else defaults["guidance"],
         seed=body.seed if body.seed is not None else secrets.randbelow(2**32),
         num_images=body.num_images,
-    ))
-    info = await runtime.nc.jetstream().consumer_info(GENERATION_WORKERS.stream,
-                                                      GENERATION_WORKERS.durable)
-    # Waiting in the stream, or held by a worker (queued there or running): an estimate;
-    # the worker's `generation.queued.v1` frame gives the fair position.
-    return Queued(job_id=job_id,
-                  queue_position=max(0, info.num_pending + info.num_ack_pending - 1),
-                  model=model.value, lora_id=lora_id)
+    )
+    await send(runtime.broker, command, timeout_s=runtime.settings.nats_request_timeout_s)
+    await announce_queued(runtime.events, GenerationQueued(
+        message_id=f"{job_id}-queued", user_id=caller.user_id, job_id=job_id,
+        position=ahead, correlation_id=command.correlation_id), known)
+    return accepted.model_copy(update={"queue_position": ahead})
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
@@ -107,7 +126,8 @@ async def cancel(job_id: Id, caller: CurrentUser, runtime: Runtime) -> dict[str,
     if job.status.is_terminal:
         raise Problem(409, "conflict", f"Generation {job_id} has already {job.status.value}.")
     await send(runtime.broker, CancelJob(job_id=job_id, user_id=caller.user_id,
-                                         kind=JobKind.GENERATION))
+                                         kind=JobKind.GENERATION),
+               timeout_s=runtime.settings.nats_request_timeout_s)
     return {"job_id": job_id, "status": "cancel_requested"}
 
 
@@ -131,13 +151,16 @@ async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[I
     15 minutes. Another user's id is not found."""
     if user_id != caller.user_id:
         raise Problem(404, "not-found", f"No images for user {user_id}.")
+    # A listing is a watch, which nats-py does not bound: it is, here (TimeoutError: 503).
+    records = await asyncio.wait_for(runtime.images.list(caller.user_id),
+                                     2 * runtime.settings.nats_request_timeout_s)
     return [
         ImageView(image_id=r.image_id, job_id=r.job_id, width=r.width, height=r.height,
                   seed=r.seed, prompt=r.prompt, model=r.model.value,
                   created_at=r.created_at.isoformat(), expires_at=r.expires_at.isoformat(),
                   url=f"/api/images/{r.image_id}",
                   download_url=await runtime.storage.presigned_get(r.key))
-        for r in await runtime.images.list(caller.user_id)
+        for r in records
         if r.expires_at > utcnow()  # the sweep deletes them soon; never offer them
     ]
 
@@ -148,19 +171,26 @@ async def get_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Resp
     record = await runtime.images.get(caller.user_id, image_id)
     if record is None or record.expires_at <= utcnow():
         raise Problem(404, "not-found", f"No image {image_id}.")
-    data = await runtime.storage.get_bytes(record.key)
+    try:
+        data = await runtime.storage.get_bytes(record.key)
+    except StorageError as exc:  # gone with its deletion or the sweep: not a fault
+        if "NoSuchKey" in str(exc) or "NoSuchObject" in str(exc):
+            raise Problem(404, "not-found", f"No image {image_id}.") from exc
+        raise
     return Response(data, media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})
 
 
-@images.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+@images.delete("/{image_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={202: {"description": "Being deleted (it took longer than usual)."}})
 async def delete_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
+    """generator_service, which owns images, deletes the file and the record."""
     record = await runtime.images.get(caller.user_id, image_id)
     if record is None:
         raise Problem(404, "not-found", f"No image {image_id}.")
-    await runtime.storage.delete(record.key)
-    await runtime.images.delete(caller.user_id, image_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await ask_owner(runtime, caller.user_id,
+                           DeleteImage(user_id=caller.user_id, image_id=image_id),
+                           done="generation.image_deleted.v1", about="image_id", value=image_id)
 
 
 async def _resolve_model(runtime: GatewayRuntime, user_id: str,

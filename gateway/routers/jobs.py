@@ -10,9 +10,11 @@ from gateway.problems import Problem
 router = APIRouter(prefix="/api", tags=["jobs"])
 
 
-@router.get("/jobs/{job_id}", response_model=JobState)
+# `ending` is the lifecycle's copy of the ending event, for re-announcing it: internal.
+@router.get("/jobs/{job_id}", response_model=JobState, response_model_exclude={"ending"})
 async def get_job(job_id: Id, caller: CurrentUser, runtime: Runtime) -> JobState:
-    """A job's state, to its owner only: another user's job is indistinguishable from none."""
+    """A job's state (status, progress, result or error), to its owner only: another
+    user's job is indistinguishable from none."""
     job = await runtime.job(job_id, caller.user_id)
     if job is None:
         raise Problem(404, "not-found", f"No job {job_id}.")

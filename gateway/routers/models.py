@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
 from contracts.base import Id
-from contracts.topology import OBJECTS
-from contracts.training import ModelStatus
+from contracts.training import DeleteModel, ModelStatus
+from gateway.commands import ask_owner
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 
@@ -41,14 +41,17 @@ async def list_models(caller: CurrentUser, runtime: Runtime) -> list[ModelView]:
     return views
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={202: {"description": "Being deleted (it took longer than usual)."}})
 async def delete_model(model_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
+    """trainer_service, which owns models, deletes its files and record; the generators
+    drop it from their caches at once."""
     record = await runtime.models.get(caller.user_id, model_id)
     if record is None:
         raise Problem(404, "not-found", f"No model {model_id}.")
     if record.status is ModelStatus.TRAINING:
         raise Problem(409, "conflict", "This model is still training; cancel the training "
                       "first.")
-    await runtime.storage.delete_prefix(OBJECTS.model_key(caller.user_id, model_id, ""))
-    await runtime.models.delete(caller.user_id, model_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await ask_owner(runtime, caller.user_id,
+                           DeleteModel(user_id=caller.user_id, model_id=model_id),
+                           done="training.model_deleted.v1", about="model_id", value=model_id)

@@ -97,7 +97,8 @@ async def optimize(
     # Listen before sending, so a fast result cannot slip past.
     sub = runtime.hub.subscribe(caller.user_id, JobKind.PROMPT.value) if wait else None
     try:
-        fresh = await send(runtime.broker, command)
+        fresh = await send(runtime.broker, command,
+                           timeout_s=runtime.settings.nats_request_timeout_s)
     except BaseException:
         if sub is not None:
             runtime.hub.unsubscribe(sub)
@@ -128,7 +129,11 @@ async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, runtime: Run
     command = RecordPromptDecision(job_id=job_id, user_id=caller.user_id,
                                    final_prompt=body.final_prompt)
     sub = runtime.hub.subscribe(caller.user_id, JobKind.PROMPT.value)
-    await send(runtime.broker, command)
+    try:
+        await send(runtime.broker, command, timeout_s=runtime.settings.nats_request_timeout_s)
+    except BaseException:
+        runtime.hub.unsubscribe(sub)
+        raise
     payload = await wait_for_event(runtime.hub, caller.user_id, "prompt", job_id,
                                    {"prompt.decision_recorded.v1"},
                                    runtime.settings.wait_timeout_s, sub)

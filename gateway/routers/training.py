@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, File, Header, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.base import Id, new_id
 from contracts.jobs import CancelJob, JobKind, JobState
-from contracts.topology import OBJECTS, TRAINING_WORKERS
+from contracts.topology import OBJECTS, TRAINING_COMMANDS, TRAINING_WORKERS
 from contracts.training import (
+    MAX_LORA_RANK,
     DatasetImage,
     DatasetManifest,
     ModelRecord,
@@ -19,13 +21,13 @@ from contracts.training import (
     TrainingQueued,
 )
 from gateway import photos
+from gateway.admission import _TRIGGER_LETTERS as TRIGGER_LETTERS
 from gateway.admission import new_trigger_word, valid_trigger_word
-from gateway.commands import send
+from gateway.commands import announce_queued, deduplicated_if_sent_again, job_id_for, send
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
 from terra.errors import StorageError
-from terra.events import EventPublisher
 from terra.queues import commands_waiting
 
 router = APIRouter(prefix="/api/training", tags=["training"])
@@ -38,7 +40,7 @@ class StartBody(BaseModel):
     trigger_word: str | None = Field(default=None, description="Leave out for a generated "
                                      "word that collides with nothing.")
     steps: Annotated[int, Field(ge=1, le=20000)] = 1000
-    rank: Annotated[int, Field(ge=1, le=128)] = 16
+    rank: Annotated[int, Field(ge=1, le=MAX_LORA_RANK)] = 16
     learning_rate: Annotated[float, Field(gt=0, le=1e-2)] = 1e-4
     resolution: Annotated[int, Field(ge=256, le=1536, multiple_of=64)] = 1024
 
@@ -77,12 +79,17 @@ class TrainingStatus(BaseModel):
         )
 
 
-async def load_manifest(runtime: GatewayRuntime, user_id: str, dataset_id: str) -> DatasetManifest | None:
+async def load_manifest(runtime: GatewayRuntime, user_id: str,
+                        dataset_id: str) -> DatasetManifest | None:
+    """The dataset, or None when there is none; object storage not answering is raised
+    (a 503), not mistaken for a missing dataset."""
     key = OBJECTS.upload_key(user_id, dataset_id, "manifest.json")
     try:
         return DatasetManifest.model_validate_json(await runtime.storage.get_bytes(key))
-    except StorageError:
-        return None
+    except StorageError as exc:
+        if "NoSuchKey" in str(exc) or "NoSuchObject" in str(exc):
+            return None
+        raise
 
 
 class UploadedImage(BaseModel):
@@ -136,35 +143,71 @@ async def upload(
 
 
 @router.post("/start", status_code=status.HTTP_202_ACCEPTED, response_model=Started)
-async def start(body: StartBody, caller: CurrentUser, runtime: Runtime) -> Started:
-    if await load_manifest(runtime, caller.user_id, body.dataset_id) is None:
+async def start(
+    body: StartBody, caller: CurrentUser, runtime: Runtime,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Started:
+    """Queue a training. A retry with the same `Idempotency-Key` (after a 503, or after an
+    answer that was lost) names the same job and model and answers 202 with them; the
+    training runs once."""
+    user_id = caller.user_id
+    job_id = job_id_for(user_id, idempotency_key) or new_id()
+    model_id = job_id_for(user_id, f"{idempotency_key}:model") if idempotency_key else new_id()
+    trigger = body.trigger_word or (trigger_word_for(user_id, idempotency_key)
+                                    if idempotency_key else new_trigger_word())
+    known = await runtime.job(job_id, user_id)
+    if known is not None and not deduplicated_if_sent_again(known, TRAINING_COMMANDS):
+        return await _accepted(runtime, known, trigger)  # on its way, running or over
+    if known is None and await load_manifest(runtime, user_id, body.dataset_id) is None:
         raise Problem(404, "not-found", f"No dataset {body.dataset_id}.")
-    job_id, model_id = new_id(), new_id()
-    trigger = body.trigger_word or new_trigger_word()
+
+    async def still_live(holder: str) -> bool:
+        job = await runtime.jobs.get(holder)
+        return job is None or not job.status.is_terminal  # no record yet: being started
+
     # One running training per user: the claim is a create-if-absent, so two concurrent
-    # starts cannot both win. The trainer releases it when the job ends.
-    if not await runtime.models.claim_active(caller.user_id, job_id):
+    # starts cannot both win; a retry of this same job finds it ours. The trainer
+    # releases it when the job ends.
+    if not await runtime.models.claim_active(user_id, job_id, still_live):
         raise Problem(409, "training-running", "You already have a training running; wait "
                       "for it to finish or cancel it.")
+    # Create-if-absent, so a retry finds what an interrupted attempt left and goes on.
     await runtime.models.create(ModelRecord(
-        model_id=model_id, user_id=caller.user_id, trigger_word=trigger, job_id=job_id,
+        model_id=model_id, user_id=user_id, trigger_word=trigger, job_id=job_id,
         dataset_id=body.dataset_id, rank=body.rank, steps=body.steps))
+    record = await runtime.models.get(user_id, model_id)
+    trigger = record.trigger_word if record is not None else trigger
+    # The gateway records what it accepted (queued); from then on the trainer owns the job.
+    await runtime.jobs.create(JobState(job_id=job_id, user_id=user_id,
+                                       kind=JobKind.TRAINING, result={"model_id": model_id}))
     # Trainings ahead of this one, counted before it is sent: nothing that can fail is
     # left between the command's publish and the answer.
-    ahead = await commands_waiting(runtime.nc.jetstream(), TRAINING_WORKERS)
-    # The gateway records what it accepted (queued); from then on the trainer owns the job.
-    await runtime.jobs.create(JobState(job_id=job_id, user_id=caller.user_id,
-                                       kind=JobKind.TRAINING, result={"model_id": model_id}))
-    await send(runtime.broker, StartTraining(
-        message_id=job_id, job_id=job_id, user_id=caller.user_id, model_id=model_id,
+    ahead = await commands_waiting(runtime.js, TRAINING_WORKERS)
+    command = StartTraining(
+        message_id=job_id, job_id=job_id, user_id=user_id, model_id=model_id,
         dataset_id=body.dataset_id, trigger_word=trigger, steps=body.steps, rank=body.rank,
         learning_rate=body.learning_rate, resolution=body.resolution,
-    ))
-    await EventPublisher(runtime.nc.jetstream()).publish(TrainingQueued(
-        message_id=f"{job_id}-queued", user_id=caller.user_id, job_id=job_id,
-        model_id=model_id, position=ahead,
-    ))
+    )
+    await send(runtime.broker, command, timeout_s=runtime.settings.nats_request_timeout_s)
+    await announce_queued(runtime.events, TrainingQueued(
+        message_id=f"{job_id}-queued", user_id=user_id, job_id=job_id, model_id=model_id,
+        position=max(0, ahead), correlation_id=command.correlation_id), known)
     return Started(job_id=job_id, model_id=model_id, trigger_word=trigger)
+
+
+def trigger_word_for(user_id: str, idempotency_key: str) -> str:
+    """The trigger word a keyed request gets when it names none: the same on every retry,
+    so a retry answers the same body. Shaped like `new_trigger_word()`'s."""
+    digest = hashlib.sha256(f"{user_id}\n{idempotency_key}:trigger".encode()).digest()
+    return "".join(TRIGGER_LETTERS[byte % len(TRIGGER_LETTERS)] for byte in digest[:5])
+
+
+async def _accepted(runtime: GatewayRuntime, job: JobState, trigger: str) -> Started:
+    """The answer to a retry of a start that was accepted: from what it recorded."""
+    model_id = job.result.get("model_id", "")
+    record = await runtime.models.get(job.user_id, model_id) if model_id else None
+    return Started(job_id=job.job_id, model_id=model_id,
+                   trigger_word=record.trigger_word if record is not None else trigger)
 
 
 @router.get("/status", response_model=list[TrainingStatus])
@@ -194,6 +237,7 @@ async def cancel(job_id: Id, caller: CurrentUser, runtime: Runtime) -> dict[str,
     if job.status.is_terminal:
         raise Problem(409, "conflict", f"Training {job_id} has already {job.status.value}.")
     await send(runtime.broker, CancelJob(job_id=job_id, user_id=caller.user_id,
-                                         kind=JobKind.TRAINING))
+                                         kind=JobKind.TRAINING),
+               timeout_s=runtime.settings.nats_request_timeout_s)
     return {"job_id": job_id, "status": "cancel_requested"}
 

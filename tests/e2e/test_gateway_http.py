@@ -30,6 +30,15 @@ async def test_readiness_names_what_is_missing(stack):
     assert any("object storage" in reason for reason in response.json()["reasons"])
 
 
+async def test_readiness_names_each_domain_without_a_live_worker(stack):
+    url = stack.start_gateway(wait_for="/health", TERRA_READY_WORKERS='["nobody"]')
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["no live nobody worker"]
+    assert response.json()["workers"]["nobody"] == 0
+
+
 async def test_openapi_docs_are_served(http):
     assert (await http.get("/docs")).status_code == 200
     paths = (await http.get("/openapi.json")).json()["paths"]
@@ -95,6 +104,7 @@ async def test_a_job_is_visible_to_its_owner_only(http, nc):
     mine = await http.get(f"/api/jobs/{job.job_id}", headers=alice.headers)
     assert mine.status_code == 200
     assert JobState.model_validate(mine.json()) == job
+    assert "ending" not in mine.json()  # the lifecycle's copy of the ending: internal
 
     theirs = await http.get(f"/api/jobs/{job.job_id}", headers=bob.headers)
     missing = await http.get(f"/api/jobs/{new_id()}", headers=bob.headers)

@@ -1,0 +1,209 @@
+"""A dependency that cannot answer right now is a 503 with Retry-After, never a 500; `/ready`
+answers within a second whatever hangs; a retried request may resend only while a
+duplicate would be dropped. No servers: the routes meet fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import SimpleNamespace
+
+import httpx
+import nats.errors
+import nats.js.errors
+import pytest
+from fastapi import FastAPI
+
+from contracts import topology
+from contracts.base import utcnow
+from contracts.jobs import JobKind, JobState, JobStatus
+from contracts.workers import WorkerHeartbeat
+from gateway.commands import deduplicated_if_sent_again
+from gateway.config import GatewaySettings
+from gateway.deps import get_runtime
+from gateway.problems import install_problem_handlers
+from gateway.routers import health
+from gateway.routers.training import trigger_word_for
+from terra.errors import StorageError
+
+FAULTS = [
+    nats.errors.TimeoutError(),  # a KV get, stream or consumer info past its timeout
+    TimeoutError(),  # asyncio's, from nats-py's fetch or a bounded wait
+    nats.js.errors.NoStreamResponseError(),  # a publish or KV put with no stream leader
+    nats.js.errors.ServiceUnavailableError(),  # `.code` None, as measured
+    nats.js.errors.ServerError(code=500, description="insufficient resources"),
+    nats.errors.NoRespondersError(),  # ack_sync during an election
+    nats.errors.ConnectionClosedError(),
+    nats.errors.ConnectionReconnectingError(),
+    nats.errors.ConnectionDrainingError(),
+    nats.errors.UnexpectedEOF(),
+    nats.errors.OutboundBufferLimitError(),
+    StorageError("object storage unreachable: connection refused"),
+]
+
+
+def _app_raising(error: Exception) -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise error
+
+    return app
+
+
+async def _get(app: FastAPI, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        return await client.get(path)
+
+
+@pytest.mark.parametrize("error", FAULTS, ids=lambda e: type(e).__name__)
+async def test_a_dependency_fault_is_a_503_with_retry_after(error):
+    response = await _get(_app_raising(error), "/boom")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    body = response.json()
+    assert body["type"].endswith("/unavailable") and body["status"] == 503
+
+
+async def test_a_bug_is_still_a_500():
+    response = await _get(_app_raising(RuntimeError("a bug")), "/boom")
+    assert response.status_code == 500
+    assert response.json()["type"].endswith("/internal-error")
+
+
+# --- retries --------------------------------------------------------------------------
+
+
+def _job(**changes) -> JobState:
+    return JobState(job_id="j1", user_id="u1", kind=JobKind.TRAINING).model_copy(update=changes)
+
+
+def test_a_retry_resends_only_while_a_second_copy_would_be_dropped():
+    stream = topology.TRAINING_COMMANDS  # a 600 s duplicate window
+    assert deduplicated_if_sent_again(_job(), stream)
+    old = utcnow() - timedelta(seconds=stream.duplicate_window_s)
+    assert not deduplicated_if_sent_again(_job(created_at=old), stream)
+    assert not deduplicated_if_sent_again(_job(status=JobStatus.RUNNING), stream)
+    assert not deduplicated_if_sent_again(_job(started_at=utcnow()), stream)  # requeued
+    assert not deduplicated_if_sent_again(_job(status=JobStatus.SUCCEEDED), stream)
+
+
+def test_a_keyed_training_gets_the_same_trigger_word_on_every_retry():
+    first = trigger_word_for("u1", "key-1")
+    assert first == trigger_word_for("u1", "key-1")
+    assert first != trigger_word_for("u1", "key-2") and first != trigger_word_for("u2", "key-1")
+    assert len(first) == 5 and first.isalpha() and not set(first) & set("aeiouy")
+
+
+# --- readiness ------------------------------------------------------------------------
+
+
+async def _forever(*_args, **_kwargs):
+    await asyncio.sleep(3600)
+
+
+@dataclass
+class _Hanging:
+    """A JetStream context and object storage whose every call hangs, counting calls."""
+
+    calls: int = 0
+
+    async def stream_info(self, *_args, **_kwargs):
+        self.calls += 1
+        await _forever()
+
+    async def key_value(self, *_args, **_kwargs):
+        self.calls += 1
+        await _forever()
+
+    async def ping(self):
+        self.calls += 1
+        await _forever()
+
+
+@dataclass
+class _Answering:
+    """A JetStream context where every stream exists, and storage that answers."""
+
+    async def stream_info(self, name, **_kwargs):
+        return SimpleNamespace(config=SimpleNamespace(name=name))
+
+    async def ping(self):
+        return None
+
+
+@dataclass
+class _Runtime:
+    settings: GatewaySettings
+    js: object
+    storage: object
+    nc: object = field(default_factory=lambda: SimpleNamespace(is_connected=True))
+    hub: object = field(default_factory=lambda: SimpleNamespace(sockets=3))
+    ready_checks: dict = field(default_factory=dict)
+
+
+def _ready_app(runtime: _Runtime) -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.dependency_overrides[get_runtime] = lambda: runtime
+    return app
+
+
+async def test_ready_answers_within_a_second_when_nothing_answers():
+    hanging = _Hanging()
+    runtime = _Runtime(GatewaySettings(), js=hanging, storage=hanging)
+    app = _ready_app(runtime)
+    for _ in range(3):
+        started = time.monotonic()
+        response = await _get(app, "/ready")
+        assert time.monotonic() - started < 1.0
+        assert response.status_code == 503
+        reasons = response.json()["reasons"]
+        assert any(r.startswith("NATS did not answer") for r in reasons), reasons
+        assert any(r.startswith("object storage did not answer") for r in reasons), reasons
+        assert any(r.startswith("worker heartbeats did not answer") for r in reasons), reasons
+    # A probe joins the checks still running from the one before: one call each, not three.
+    assert hanging.calls == len(topology.STREAMS) + 2
+    for task in runtime.ready_checks.values():
+        task.cancel()
+
+
+def _heartbeat(domain: str, *, pulling: bool = True) -> WorkerHeartbeat:
+    return WorkerHeartbeat(worker_id=f"w-{domain}", service=domain, domains=[domain],
+                           host="h", pid=1, started_at=utcnow(), pulling=pulling)
+
+
+async def test_ready_names_each_domain_without_a_live_worker(monkeypatch):
+    beats = [_heartbeat("prompt"), _heartbeat("training"), _heartbeat("generation")]
+
+    async def live_workers(_js):
+        return beats
+
+    monkeypatch.setattr(health, "live_workers", live_workers)
+    app = _ready_app(_Runtime(GatewaySettings(), js=_Answering(), storage=_Answering()))
+    response = await _get(app, "/ready")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ready", "sockets": 3,
+                               "workers": {"prompt": 1, "training": 1, "generation": 1}}
+
+    beats[2] = _heartbeat("generation", pulling=False)  # alive, but a loop is down
+    response = await _get(app, "/ready")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["no live generation worker"]
+    assert response.json()["workers"]["generation"] == 0
+
+
+async def test_ready_without_required_workers_is_about_the_gateway_alone():
+    answering = _Answering()  # streams and storage answer; the workers bucket is never read
+    settings = GatewaySettings(ready_workers=[])
+    response = await _get(_ready_app(_Runtime(settings, js=answering,
+                                              storage=answering)), "/ready")
+    assert response.status_code == 200, response.text
+    assert response.json()["workers"] == {}
