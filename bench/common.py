@@ -14,8 +14,11 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+import nats
 
+from terra.cli import provision_all
 from terra.local import EmbeddedNats, EmbeddedS3, ServiceStack, find_binary, service_env
+from terra.settings import RuntimeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,12 +50,26 @@ class Stack:
     def start(self) -> None:
         self.nats_server = EmbeddedNats(self.workdir).start()
         self.s3 = EmbeddedS3(self.workdir, S3_ACCESS_KEY, S3_SECRET_KEY).start()
-        env = service_env(self.nats_server.url, self.s3.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
+        env = service_env(self.nats_server.url, self.s3.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY,
+                          TERRA_NATS_CREDENTIALS_DIR=str(self.nats_server.credentials.directory))
+        # What `terra up` does first: the operator provisions, services only check.
+        asyncio.run(provision_all(RuntimeSettings(
+            nats_url=self.nats_server.url, s3_endpoint=self.s3.endpoint,
+            s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY,
+            nats_credentials_dir=self.nats_server.credentials.directory), quiet=True))
         self.services = ServiceStack(env, self.workdir / "logs", cwd=ROOT)
         self.services.start_auth(**BENCH_ARGON2)
         for name, module in self.workers:
             self.services.start_service(name, module)
         self.gateway_url = self.services.start_gateway()
+
+    async def connect(self):
+        """A NATS connection as the operator (the bench reads and publishes events)."""
+        from contracts.permissions import OPERATOR, inbox_prefix
+
+        seed = self.nats_server.credentials.seed_file(OPERATOR)
+        return await nats.connect(self.nats_server.url, nkeys_seed=str(seed),
+                                  inbox_prefix=inbox_prefix(OPERATOR))
 
     def stop(self) -> None:
         if self.services is not None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import nats
 import websockets
 from argon2 import PasswordHasher, Type
 
@@ -61,7 +60,7 @@ class DeliveryResult:
 
 
 async def measure_delivery(
-    base_url: str, nats_url: str, accounts: list[Account], sockets: int, events: int
+    base_url: str, stack: Stack, accounts: list[Account], sockets: int, events: int
 ) -> DeliveryResult:
     ws_base = base_url.replace("http://", "ws://")
     published: dict[str, float] = {}
@@ -101,8 +100,8 @@ async def measure_delivery(
     connect_s = time.perf_counter() - started
     readers = [asyncio.create_task(read(s)) for s in opened]
 
-    nc = await nats.connect(nats_url)
-    plain_nc = await nats.connect(nats_url)
+    nc = await stack.connect()
+    plain_nc = await stack.connect()
 
     async def on_plain(msg) -> None:
         on_frame(json.loads(msg.data)["message_id"], plain_ms, plain_seen)
@@ -235,7 +234,7 @@ async def measure(stack: Stack, args: argparse.Namespace, socket_counts: list[in
     deliveries = []
     for count in socket_counts:
         deliveries.append(await measure_delivery(
-            stack.gateway_url, stack.nats_server.url, accounts, count, args.events
+            stack.gateway_url, stack, accounts, count, args.events
         ))
     http_results = await measure_http(stack.gateway_url, accounts, args.seconds)
     return deliveries, http_results

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import httpx
-import nats
 import numpy as np
 from PIL import Image
 
@@ -48,7 +47,7 @@ def photos() -> list[tuple[str, tuple[str, bytes, str]]]:
 async def train_through_service(stack: Stack, steps: int) -> list[tuple[float, int]]:
     [account], _ = await register_users(stack.gateway_url, 1)
     headers = {"Authorization": f"Bearer {account.access_token}"}
-    nc = await nats.connect(stack.nats_server.url)
+    nc = await stack.connect()
     progress: list[tuple[float, int]] = []
     done = asyncio.Event()
 

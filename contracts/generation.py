@@ -91,6 +91,23 @@ class GenerationCancelled(Event):
     job_id: Id
 
 
+class DeleteImage(Command):
+    """Ask generator_service, which owns images, to delete one (object and record)."""
+
+    domain: ClassVar[str] = "generation"
+    verb: ClassVar[str] = "delete_image"
+    type: Literal["generation.delete_image.v1"] = "generation.delete_image.v1"
+    user_id: Id
+    image_id: Id
+
+
+class ImageDeleted(Event):
+    domain: ClassVar[str] = "generation"
+    name: ClassVar[str] = "image_deleted"
+    type: Literal["generation.image_deleted.v1"] = "generation.image_deleted.v1"
+    image_id: Id
+
+
 class ImageRecord(Model):
     """A generated image, under `<user_id>.<image_id>` in the images KV bucket."""
 

@@ -80,10 +80,23 @@ class ConsumerSpec:
     description: str = ""
 
 
+# The identities that hold credentials (and write state): the services by module name.
+GATEWAY = "gateway"
+AUTH = "auth_service"
+PROMPT = "prompt_service"
+TRAINER = "trainer_service"
+GENERATOR = "generator_service"
+JOB_SERVICES = (PROMPT, TRAINER, GENERATOR)
+
+
 @dataclass(frozen=True)
 class KvSpec:
     bucket: str
     description: str
+    # Who writes it: its owner(s); others read it, or ask an owner with a command.
+    owners: tuple[str, ...] = ()
+    # Writes outside the owners that the design allows on purpose: (identity, why).
+    exceptions: tuple[tuple[str, str], ...] = ()
     history: int = 1
     ttl_s: float | None = None
 
@@ -179,6 +192,28 @@ TRAINING_CONTROL = control_consumer("training")
 GENERATION_CONTROL = control_consumer("generation")
 
 
+def records_consumer(domain: str, verb: str) -> ConsumerSpec:
+    """Deletions the owner of a record carries out (models: trainer, images: generator),
+    apart from the work so they never wait behind it."""
+    return ConsumerSpec(
+        stream=COMMAND_STREAMS[domain].name,
+        durable=f"{domain}_records",
+        filter_subject=command_subject(domain, verb),
+        description=f"{domain} record deletions, served by every replica.",
+    )
+
+
+TRAINING_RECORDS = records_consumer("training", "delete_model")
+GENERATION_RECORDS = records_consumer("generation", "delete_image")
+# A deleted LoRA leaves every generator's adapter cache at once, not at eviction.
+GENERATOR_MODEL_DELETIONS = ConsumerSpec(
+    stream=EVENTS.name,
+    durable="generator_model_deletions",
+    filter_subject=event_subject("training", "model_deleted", "*"),
+    description="generator_service drops deleted LoRAs from its caches.",
+)
+
+
 def account_cleanup_consumer(service: str) -> ConsumerSpec:
     """Each service that holds user data erases it when the account is deleted."""
     return ConsumerSpec(
@@ -195,8 +230,11 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     PROMPT_WORKERS,
     TRAINING_WORKERS,
     TRAINING_CONTROL,
+    TRAINING_RECORDS,
     GENERATION_WORKERS,
     GENERATION_CONTROL,
+    GENERATION_RECORDS,
+    GENERATOR_MODEL_DELETIONS,
     account_cleanup_consumer("trainer"),
     account_cleanup_consumer("generator"),
 )
@@ -209,26 +247,46 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 JOBS_KV = KvSpec(
     bucket="terra_jobs",
     description="Job state by job id, written by the owning service with revision checks.",
+    owners=JOB_SERVICES,  # each service its own kind of job (terra.lifecycle)
+    exceptions=((GATEWAY, ("admission: the queued record of a job it accepts, so the job "
+                           "is visible (and cancellable) before a worker takes it")),),
     history=5,
     ttl_s=30 * DAY,
 )
-USERS_KV = KvSpec(bucket="terra_users", description="Accounts by user id (auth_service).")
+USERS_KV = KvSpec(bucket="terra_users", description="Accounts by user id (auth_service).",
+                  owners=(AUTH,))
 CREDENTIALS_KV = KvSpec(
     bucket="terra_credentials",
+    owners=(AUTH,),
     description="Credential indexes: email and Google subject -> user id (auth_service).",
 )
 REFRESH_TOKENS_KV = KvSpec(
     bucket="terra_refresh_tokens",
+    owners=(AUTH,),
     description="Refresh tokens by hash, and token families (auth_service).",
     ttl_s=30 * DAY,
 )
 LOGIN_THROTTLE_KV = KvSpec(
     bucket="terra_login_throttle",
-    description="Recent login failures per email and per client address (auth_service).",
+    owners=(AUTH,),
+    description="Recent sign-in attempts (auth_service.throttle): `login.pair.<h>` per email "
+    "and client network, `login.addr.<h>` per network, `login.email.<h>` per email; `<h>` "
+    "is a keyed hash, never an email or address. The TTL bounds the login window.",
     ttl_s=15 * 60.0,
+)
+SIGNUP_THROTTLE_KV = KvSpec(
+    bucket="terra_signup_throttle",
+    owners=(AUTH,),
+    description="Recent sign-ups per client network (auth_service.throttle): "
+    "`signup.addr.<h>`, `<h>` a keyed hash. The TTL bounds the sign-up window.",
+    ttl_s=DAY,
 )
 MODELS_KV = KvSpec(
     bucket="terra_models",
+    owners=(TRAINER,),
+    exceptions=((GATEWAY, ("admission: the `active.<user_id>` claim (one training per "
+                           "user, 409 at once) and the model record of the training it "
+                           "accepts")),),
     description="Users' LoRA models under `<user_id>.<model_id>`, and `active.<user_id>` "
     "naming the one training a user may have running.",
     history=3,
@@ -246,20 +304,39 @@ def active_training_key(user_id: str) -> str:
 
 IMAGES_KV = KvSpec(
     bucket="terra_images",
+    owners=(GENERATOR,),
     description="Generated images under `<user_id>.<image_id>` (generator_service); they "
     "expire with the objects (TERRA_IMAGE_RETENTION_DAYS).",
 )
 WORKERS_KV = KvSpec(
     bucket="terra_workers",
+    owners=JOB_SERVICES,  # each writes only its own `<service>.*` keys
     description="Worker heartbeats under `<service>.<worker_id>`, each rewritten every "
     "few seconds and gone once it stops (TTL): which domains have a live worker.",
     ttl_s=6.0,
 )
 QUEUE_SLOTS_KV = KvSpec(
     bucket="terra_queue_slots",
+    owners=(GENERATOR,),  # releases a job's slot when the job ends
+    exceptions=((GATEWAY, ("admission: claims the slot, so the per-user cap answers 429 "
+                           "at once")),),
     description="`generation.<user_id>`: the user's queued and running generation jobs, "
     "for the per-user cap.",
 )
+REVOCATIONS_KV = KvSpec(
+    bucket="terra_revocations",
+    description="`user.<user_id>`: the time before which that user's access tokens are "
+    "refused (account deleted, or signed out everywhere); kept longer than any access token "
+    "lives. Every gateway watches it; workers read it before running a job.",
+    owners=(AUTH,),
+    ttl_s=DAY,
+)
+
+
+def revocation_key(user_id: str) -> str:
+    return f"user.{user_id}"
+
+
 KV_BUCKETS: tuple[KvSpec, ...] = (
     JOBS_KV,
     MODELS_KV,
@@ -270,6 +347,8 @@ KV_BUCKETS: tuple[KvSpec, ...] = (
     CREDENTIALS_KV,
     REFRESH_TOKENS_KV,
     LOGIN_THROTTLE_KV,
+    SIGNUP_THROTTLE_KV,
+    REVOCATIONS_KV,
 )
 
 # --- object storage ------------------------------------------------------------------------
@@ -281,6 +360,9 @@ class ObjectLayout:
 
     bucket: str = "terra"
     prefixes: tuple[str, ...] = field(default=("uploads", "models", "images"))
+    # Who writes each prefix (S3 credentials are shared; these are the design's owners).
+    owners: dict[str, str] = field(default_factory=lambda: {
+        "uploads": GATEWAY, "models": TRAINER, "images": GENERATOR})
 
     def upload_key(self, user_id: str, dataset_id: str, name: str) -> str:
         return f"uploads/{user_id}/{dataset_id}/{name}"

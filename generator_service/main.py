@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from generator_service.bootstrap import CONSUMERS, bootstrap
+from generator_service.bootstrap import bootstrap
 from generator_service.config import GeneratorSettings
 from terra.service import run_app, worker_app
 
@@ -18,7 +18,7 @@ def build_app(settings: GeneratorSettings | None = None, *,
     settings = settings or GeneratorSettings()
     return worker_app(SERVICE, settings,
                       lambda connection, storage: bootstrap(connection, storage, settings),
-                      consumers=CONSUMERS, configure_process=configure_process)
+                      configure_process=configure_process)
 
 
 def main() -> None:

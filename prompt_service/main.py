@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from contracts.topology import PROMPT_WORKERS
 from prompt_service.bootstrap import bootstrap
 from prompt_service.config import PromptSettings
 from terra.service import run_app, worker_app
@@ -17,7 +16,7 @@ def build_app(settings: PromptSettings | None = None, *, configure_process: bool
     settings = settings or PromptSettings()
     return worker_app(SERVICE, settings,
                       lambda connection, _: bootstrap(connection, settings, **dependencies),
-                      consumers=[PROMPT_WORKERS], uses_storage=False,
+                      uses_storage=False,
                       configure_process=configure_process)
 
 

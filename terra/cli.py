@@ -6,12 +6,18 @@
   terra run <service>      one service against the NATS and S3 in settings (production)
   terra provision          create or verify streams, consumers, KV and object buckets
   terra status             live workers, what each holds, and queue depths
+  terra nats-credentials   NKEYs per identity and the NATS server's accounts block
+                           (init, rotate <identity>, retire <identity>)
+
+`provision` and `status` sign in as the operator: TERRA_NATS_NKEY_FILE, or the stack that
+`terra up` runs from --data-dir (its NATS address and the operator's key are there).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -47,37 +53,67 @@ def _run_service(name: str) -> int:
     return 0
 
 
-async def _provision() -> int:
-    import nats
+STACK_FILE = "stack.json"  # what `terra up` runs, for the operator's commands
 
-    from contracts import topology
-    from terra.provisioning import provision
+
+def operator_settings(data_dir: Path) -> RuntimeSettings:
+    """Settings from the environment; where it names no NATS, those of the stack that
+    `terra up` runs from `data_dir`."""
     from terra.settings import RuntimeSettings
+
+    stack = data_dir / STACK_FILE
+    if "TERRA_NATS_URL" in os.environ or not stack.exists():
+        return RuntimeSettings()
+    running = json.loads(stack.read_text())
+    return RuntimeSettings(nats_url=running["nats_url"], s3_endpoint=running["s3_endpoint"],
+                           nats_credentials_dir=running.get("nats_credentials_dir"))
+
+
+async def provision_all(settings: RuntimeSettings, *, quiet: bool = False) -> int:
+    from contracts import topology
+    from contracts.permissions import OPERATOR
+    from terra.broker import connect
+    from terra.provisioning import provision
     from terra.storage import ObjectStorage
 
-    settings = RuntimeSettings()
-    nc = await nats.connect(settings.nats_servers)
+    nc = await connect(settings, name=OPERATOR)
     try:
         report = await provision(nc, replicas=settings.nats_replicas, consumers=topology.CONSUMERS)
     finally:
         await nc.drain()
     buckets = await ObjectStorage.from_settings(settings).ensure_buckets()
-    for item in report.created + [f"bucket {b}" for b in buckets]:
-        print(f"created   {item}")
-    for item in report.unchanged:
-        print(f"unchanged {item}")
+    if not quiet:
+        for item in report.created + [f"bucket {b}" for b in buckets]:
+            print(f"created   {item}")
+        for item in report.updated:
+            print(f"updated   {item}")
+        for item in report.unchanged:
+            print(f"unchanged {item}")
     return 0
 
 
-async def _status(as_json: bool) -> int:
-    import nats
+def _credentials(action: str, directory: Path, identity: str | None) -> int:
+    from terra.nats_auth import Credentials
 
-    from terra.settings import RuntimeSettings
+    credentials = Credentials.ensure(directory)
+    if action == "rotate":
+        print(f"new key for {identity}: {credentials.rotate(identity)}")
+        print("next: reload the NATS servers (nats-server --signal reload), restart "
+              f"{identity}'s processes, then `terra nats-credentials retire {identity}`")
+    elif action == "retire":
+        for key in credentials.retire(identity):
+            print(f"retired {key}")
+        print("next: reload the NATS servers")
+    print(f"seeds and {credentials.accounts_file.name} in {directory}")
+    return 0
+
+
+async def _status(settings: RuntimeSettings, as_json: bool) -> int:
+    from contracts.permissions import OPERATOR
+    from terra.broker import connect
     from terra.status import gather
 
-    settings = RuntimeSettings()
-    nc = await nats.connect(settings.nats_servers, connect_timeout=settings.nats_connect_timeout_s,
-                            max_reconnect_attempts=0)
+    nc = await connect(settings, name=OPERATOR, max_reconnect_attempts=0)
     try:
         status = await gather(nc.jetstream(timeout=5.0))
     finally:
@@ -101,7 +137,10 @@ def _embedded_servers(
             nats_server = EmbeddedNats(data_dir, **({"port": 4222} if port_is_free(4222) else {}))
             started.append(nats_server.start())
             env["TERRA_NATS_URL"] = nats_server.url
-            print(f"NATS       {nats_server.url}  (JetStream data in {data_dir / 'nats'})")
+            # Every process signs in as itself: its NKEY is in this directory.
+            env["TERRA_NATS_CREDENTIALS_DIR"] = str(nats_server.credentials.directory)
+            print(f"NATS       {nats_server.url}  (JetStream data in {data_dir / 'nats'}; "
+                  f"keys in {nats_server.credentials.directory})")
         if "TERRA_S3_ENDPOINT" in os.environ:
             print(f"S3         {settings.s3_endpoint} (external)")
         else:
@@ -136,6 +175,14 @@ def _gateway_socket(env: dict[str, str]) -> socket.socket:
         return listening_socket(host, 0)
 
 
+def _settings_of(env: dict[str, str]) -> RuntimeSettings:
+    from terra.settings import RuntimeSettings
+
+    return RuntimeSettings(**{key.removeprefix("TERRA_").lower(): value
+                              for key, value in env.items()
+                              if key.startswith("TERRA_") and key != "TERRA_LISTEN_FD"})
+
+
 def up(data_dir: Path) -> int:
     from terra.processes import ProcessSupervisor, ServiceChild
     from terra.settings import RuntimeSettings
@@ -153,8 +200,12 @@ def up(data_dir: Path) -> int:
     try:
         for server in _embedded_servers(settings, data_dir, env):
             supervisor.watch(server)
-    except (ConfigurationError, RuntimeError, TimeoutError) as exc:
+        # Streams, consumers, buckets: created by the operator before any service starts
+        # (services may only check that what they use exists).
+        asyncio.run(provision_all(_settings_of(env), quiet=True))
+    except (ConfigurationError, ProvisioningConflict, RuntimeError, TimeoutError) as exc:
         print(f"could not start the embedded servers: {exc}", file=sys.stderr)
+        supervisor.stop(grace_s=settings.shutdown_grace_s)
         listener.close()
         return 1
 
@@ -167,6 +218,10 @@ def up(data_dir: Path) -> int:
     signal.signal(signal.SIGTERM, stop_all)
     host, port = listener.getsockname()[:2]
     gateway_env = {**env, "TERRA_LISTEN_FD": str(listener.fileno()), "TERRA_PORT": str(port)}
+    (data_dir / STACK_FILE).write_text(json.dumps({
+        "nats_url": env["TERRA_NATS_URL"], "s3_endpoint": env.get("TERRA_S3_ENDPOINT"),
+        "nats_credentials_dir": env.get("TERRA_NATS_CREDENTIALS_DIR"),
+        "gateway_url": f"http://{host}:{port}", "pid": os.getpid()}, indent=2))
     width = max(map(len, SERVICES))
     for name, module in SERVICES.items():
         gateway = name == "gateway"
@@ -179,6 +234,7 @@ def up(data_dir: Path) -> int:
           flush=True)
 
     exit_code = supervisor.run(stopping)
+    (data_dir / STACK_FILE).unlink(missing_ok=True)
     print("stopping…", flush=True)
     supervisor.stop(grace_s=settings.shutdown_grace_s)
     listener.close()
@@ -200,6 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         "status", help="live workers, what each holds, queue depths (exit 3: a domain has "
         "no live worker)")
     status_parser.add_argument("--json", action="store_true")
+    credentials_parser = commands.add_parser(
+        "nats-credentials", help="create NKEYs (kept when they exist), rotate or retire one, "
+        "and render the server's accounts.conf")
+    credentials_parser.add_argument("action", choices=["init", "rotate", "retire"])
+    credentials_parser.add_argument("identity", nargs="?")
+    credentials_parser.add_argument("--dir", type=Path, required=True)
+    for sub in (status_parser, commands.choices["provision"]):
+        sub.add_argument("--data-dir", type=Path,
+                         default=Path(os.environ.get("TERRA_DATA_DIR", ".terra")))
     args = parser.parse_args(argv)
 
     try:
@@ -208,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run_service(args.service)
         if args.command == "status":
-            return asyncio.run(_status(args.json))
-        return asyncio.run(_provision())
+            return asyncio.run(_status(operator_settings(args.data_dir), args.json))
+        if args.command == "nats-credentials":
+            if args.action != "init" and not args.identity:
+                parser.error(f"{args.action} needs an identity")
+            return _credentials(args.action, args.dir, args.identity)
+        return asyncio.run(provision_all(operator_settings(args.data_dir)))
     except (ConfigurationError, ProvisioningConflict) as exc:
         print(f"terra: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Self
 
 from terra.errors import ConfigurationError
+from terra.nats_auth import Credentials
 from terra.processes import port_listener_inodes, socket_inodes
 
 LOOPBACK = "127.0.0.1"
@@ -196,9 +197,13 @@ class _SupervisedServer:
 
 @dataclass
 class EmbeddedNats(_SupervisedServer):
+    """`nats-server` with JetStream; with `auth` (the default) it accepts only the
+    identities of `contracts.permissions`, whose NKEYs live in `<data_dir>/nats-auth`."""
+
     data_dir: Path
     port: int = field(default_factory=free_port)
     fixed_port: bool = False
+    auth: bool = True
     server: LocalServer | None = None
     name = "nats"
     start_timeout_s = 10.0
@@ -207,11 +212,18 @@ class EmbeddedNats(_SupervisedServer):
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.port}"
 
+    @property
+    def credentials(self) -> Credentials | None:
+        """The seeds of every identity (kept across restarts of the same data dir)."""
+        return Credentials.ensure(self.data_dir / "nats-auth") if self.auth else None
+
     def _launch_and_wait(self, timeout_s: float) -> None:
         binary = find_binary("nats-server", "TERRA_NATS_SERVER_BIN")
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         args = [binary, "-a", LOOPBACK, "-p", str(self.port), "-js", "-sd", str(store)]
+        if (credentials := self.credentials) is not None:
+            args += ["-c", str(credentials.accounts_file)]
         log_path = self.data_dir / "logs" / "nats-server.log"
         server = self.server = _launch("nats-server", args, log_path)
         # nats-server prefixes every line with its pid and says where it listens once bound.
@@ -398,7 +410,13 @@ class ServiceStack:
         return self.start_service("auth", "auth_service", **extra_env)
 
     def start_gateway(self, *, wait_for: str = "/ready", **extra_env: str) -> str:
-        """A gateway on a free port; returns its base URL once `wait_for` answers 200."""
+        """A gateway on a free port; returns its base URL once `wait_for` answers 200.
+
+        Its `/ready` requires no live worker unless `TERRA_READY_WORKERS` is given (here or
+        in the stack's env): tests and benches start their workers when they need them,
+        often after the gateway."""
+        if "TERRA_READY_WORKERS" not in {**self.env, **extra_env}:
+            extra_env["TERRA_READY_WORKERS"] = "[]"
         port = free_port()
         process = self.spawn("gateway", "gateway", TERRA_PORT=str(port), **extra_env)
         url = f"http://{LOOPBACK}:{port}"

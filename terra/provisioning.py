@@ -174,6 +174,27 @@ async def provision(
         log.info("provisioned", extra={"provisioned": report.created, "updated": report.updated})
     return report
 
+async def verify_identity(nc: NatsClient, identity: str) -> list[str]:
+    """What `identity` opens (its streams, buckets and consumers in the permission
+    matrix) that does not exist; it reads with INFO only, which is all it may do."""
+    from contracts.permissions import identities
+
+    me = identities()[identity]
+    js = nc.jetstream()
+    missing = await verify(nc, me.streams)
+    for bucket in me.buckets:
+        try:
+            await js.stream_info(f"KV_{bucket.bucket}")
+        except NotFoundError:
+            missing.append(f"kv bucket {bucket.bucket}")
+    for consumer in me.pulls:
+        try:
+            await js.consumer_info(consumer.stream, consumer.durable)
+        except NotFoundError:
+            missing.append(f"consumer {consumer.stream}/{consumer.durable}")
+    return missing
+
+
 async def verify(nc: NatsClient, streams: Iterable[StreamSpec] = topology.STREAMS) -> list[str]:
     """What is missing, for readiness checks; provisions nothing."""
     js = nc.jetstream()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faststream import FastStream
@@ -22,9 +22,10 @@ from nats.aio.client import Client as NatsClient
 from contracts.topology import ConsumerSpec
 from terra import supervise
 from terra.broker import build_broker
+from terra.errors import ConfigurationError
 from terra.liveness import Heartbeat, WorkLoad
 from terra.logs import setup_logging
-from terra.provisioning import provision
+from terra.provisioning import verify_identity
 from terra.settings import RuntimeSettings
 from terra.storage import ObjectStorage
 from terra.supervise import Supervisor
@@ -64,21 +65,27 @@ Bootstrap = Callable[[NatsClient, ObjectStorage | None], Awaitable[WorkerParts]]
 async def prepare_infrastructure(
     broker: NatsBroker,
     settings: RuntimeSettings,
+    identity: str,
     *,
-    consumers: Iterable[ConsumerSpec] = (),
     storage: ObjectStorage | None = None,
 ) -> NatsClient:
-    """Connect and provision before anything binds to its durable consumers."""
+    """Connect, and check that what this identity opens exists. Creating it is `terra
+    provision`'s (an operator's) job: a service may read its resources' configuration,
+    never change it."""
     connection = await broker.connect()
-    report = await provision(connection, replicas=settings.nats_replicas, consumers=consumers)
+    missing = await verify_identity(connection, identity)
+    if missing:
+        raise ConfigurationError(
+            f"{identity}: not provisioned: {', '.join(missing)}; run `terra provision` "
+            "with the operator's credential")
     if storage is not None:
-        await storage.ensure_buckets()
-    log.info("infrastructure ready", extra={"provisioned": report.created})
+        await storage.ping()
+    log.info("infrastructure ready")
     return connection
 
 
 def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
-               consumers: Iterable[ConsumerSpec], uses_storage: bool = True,
+               uses_storage: bool = True,
                configure_process: bool = True,
                supervisor: Supervisor | None = None) -> FastStream:
     """The FastStream app of a job service; `bootstrap` builds its parts once connected."""
@@ -93,8 +100,7 @@ def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
             setup_logging(settings, service)
             setup_tracing(settings, service)
         storage = ObjectStorage.from_settings(settings) if uses_storage else None
-        connection = await prepare_infrastructure(broker, settings, consumers=consumers,
-                                                  storage=storage)
+        connection = await prepare_infrastructure(broker, settings, service, storage=storage)
         parts = await bootstrap(connection, storage)
         js = connection.jetstream()
         pulls = [PullConsumer(js, c.spec, c.handle, concurrency=c.concurrency,

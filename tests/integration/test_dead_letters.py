@@ -15,8 +15,8 @@ from terra.worker import watch_dead_letters
 pytestmark = pytest.mark.integration
 
 
-async def test_exhausted_deliveries_are_handed_over_and_removed(fresh_nats_url):
-    nc = await nats.connect(fresh_nats_url)
+async def test_exhausted_deliveries_are_handed_over_and_removed(fresh_nats):
+    nc = await fresh_nats.connect()
     try:
         spec = ConsumerSpec(stream=PROMPT_COMMANDS.name, durable="dead_letter_test",
                             filter_subject=command_subject("prompt", "optimize"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import nats
 import pytest
 
 from contracts import topology
@@ -24,8 +23,8 @@ async def _snapshot(js) -> dict:
     return streams
 
 
-async def test_provisioning_twice_is_a_no_op(fresh_nats_url):
-    nc = await nats.connect(fresh_nats_url)
+async def test_provisioning_twice_is_a_no_op(fresh_nats):
+    nc = await fresh_nats.connect()
     try:
         assert await verify(nc) != []
         first = await provision(nc, consumers=topology.CONSUMERS)
@@ -52,8 +51,8 @@ async def test_provisioning_twice_is_a_no_op(fresh_nats_url):
         await nc.drain()
 
 
-async def test_work_queues_dedupe_on_message_id(fresh_nats_url):
-    nc = await nats.connect(fresh_nats_url)
+async def test_work_queues_dedupe_on_message_id(fresh_nats):
+    nc = await fresh_nats.connect()
     try:
         await provision(nc)
         js = nc.jetstream()
@@ -67,8 +66,8 @@ async def test_work_queues_dedupe_on_message_id(fresh_nats_url):
         await nc.drain()
 
 
-async def test_an_incompatible_stream_is_reported_not_replaced(fresh_nats_url):
-    nc = await nats.connect(fresh_nats_url)
+async def test_an_incompatible_stream_is_reported_not_replaced(fresh_nats):
+    nc = await fresh_nats.connect()
     try:
         js = nc.jetstream()
         # Someone created the events stream by hand with a one-hour retention.
@@ -83,8 +82,8 @@ async def test_an_incompatible_stream_is_reported_not_replaced(fresh_nats_url):
         await nc.drain()
 
 
-async def test_an_incompatible_consumer_is_reported(fresh_nats_url):
-    nc = await nats.connect(fresh_nats_url)
+async def test_an_incompatible_consumer_is_reported(fresh_nats):
+    nc = await fresh_nats.connect()
     try:
         await provision(nc)
         drifted = dataclasses.replace(topology.PROMPT_WORKERS,
@@ -98,9 +97,9 @@ async def test_an_incompatible_consumer_is_reported(fresh_nats_url):
         await nc.drain()
 
 
-async def test_limits_a_consumer_can_change_in_place_are_updated(fresh_nats_url):
+async def test_limits_a_consumer_can_change_in_place_are_updated(fresh_nats):
     """Redelivery limits and timers change without losing a message or a position."""
-    nc = await nats.connect(fresh_nats_url)
+    nc = await fresh_nats.connect()
     try:
         await provision(nc)
         older = dataclasses.replace(topology.GENERATION_WORKERS, max_deliver=2, ack_wait_s=10)

@@ -17,6 +17,7 @@ from gateway.config import GatewaySettings
 from gateway.events import Delivered, continue_trace
 from terra.settings import RuntimeSettings
 from terra.telemetry import setup_tracing
+from tests.conftest import provision_all
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +35,12 @@ def _flush() -> None:
 
 
 async def test_one_trace_from_http_through_nats_to_auth_service(
-    spans, runtime_env, fresh_nats_url, monkeypatch
+    spans, runtime_env, fresh_nats, monkeypatch
 ):
     # A server of its own: no auth_service of another test may answer in the queue group.
-    monkeypatch.setenv("TERRA_NATS_URL", fresh_nats_url)
+    await provision_all(fresh_nats)
+    for key, value in fresh_nats.env().items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("TERRA_TRACE_EXPORTER", "console")  # tracing on (spans go to `spans`)
     auth_app = build_app(AuthSettings(), configure_process=False)
     gateway = create_app(GatewaySettings())

@@ -108,6 +108,10 @@ EXAMPLES: dict[str, dict] = {
     },
     "generation.cancelled.v1": {"job_id": JOB, "user_id": USER},
     "job.cancel.v1": {"job_id": JOB, "user_id": USER, "kind": "generation"},
+    "training.delete_model.v1": {"user_id": USER, "model_id": "m1"},
+    "training.model_deleted.v1": {"user_id": USER, "model_id": "m1"},
+    "generation.delete_image.v1": {"user_id": USER, "image_id": "i1"},
+    "generation.image_deleted.v1": {"user_id": USER, "image_id": "i1"},
     "job.requeued.v1": {
         "job_id": JOB,
         "user_id": USER,

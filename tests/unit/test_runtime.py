@@ -22,12 +22,14 @@ def test_production_refuses_placeholder_credentials_and_says_what_to_set():
         RuntimeSettings(profile="production")
     assert "TERRA_S3_ACCESS_KEY" in str(raised.value)
     assert "TERRA_S3_SECRET_KEY" in str(raised.value)
+    assert "TERRA_NATS_NKEY_FILE" in str(raised.value)  # no NATS credential, no start
 
 
 def test_production_runs_with_real_credentials(monkeypatch):
     monkeypatch.setenv("TERRA_PROFILE", "production")
     monkeypatch.setenv("TERRA_S3_ACCESS_KEY", "AKIA-real")
     monkeypatch.setenv("TERRA_S3_SECRET_KEY", "a-real-secret")
+    monkeypatch.setenv("TERRA_NATS_NKEY_FILE", "/run/secrets/nats.nk")
     monkeypatch.setenv("TERRA_NATS_URL", "nats://a:4222, nats://b:4222")
     settings = RuntimeSettings()
     assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
