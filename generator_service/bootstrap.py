@@ -9,11 +9,20 @@ import torch
 from nats.aio.client import Client as NatsClient
 
 from contracts.auth import AccountDeleted
+from contracts.generation import DeleteImage
 from contracts.jobs import CancelJob, JobKind
-from contracts.topology import GENERATION_CONTROL, GENERATION_WORKERS, account_cleanup_consumer
+from contracts.topology import (
+    GENERATION_CONTROL,
+    GENERATION_RECORDS,
+    GENERATION_WORKERS,
+    GENERATOR_MODEL_DELETIONS,
+    account_cleanup_consumer,
+)
+from contracts.training import ModelDeleted
 from generator_service.adapters import AdapterCache
 from generator_service.config import GeneratorSettings
-from generator_service.handlers import GenerationEvents, GeneratorHandlers
+from generator_service.handlers import GeneratorHandlers
+from generator_service.jobs import GenerationEvents
 from generator_service.pipelines import FluxGenerator
 from generator_service.worker import FairWorker
 from terra.events import EventPublisher
@@ -27,7 +36,6 @@ from terra.storage import ObjectStorage
 from terra.worker import decode, settle
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("generator")
-CONSUMERS = (GENERATION_WORKERS, GENERATION_CONTROL, ACCOUNT_CLEANUP)
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +45,7 @@ def load_generator(settings: GeneratorSettings) -> FluxGenerator:
         device=settings.generate_device, dtype=getattr(torch, settings.generate_dtype),
         profile=settings.memory_profile, compile=settings.compile,
         adapter_cache=AdapterCache(settings.adapter_cache_size, settings.adapter_cache_bytes),
+        images_per_loop=settings.images_per_loop,
     )
 
 
@@ -65,6 +74,12 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     async def on_cancel(msg) -> None:
         await settle(msg, lambda: handlers.cancel(decode(CancelJob, msg.data)))
 
+    async def on_delete_image(msg) -> None:
+        await settle(msg, lambda: handlers.delete_image(decode(DeleteImage, msg.data)))
+
+    async def on_model_deleted(msg) -> None:
+        await settle(msg, lambda: handlers.forget_model(decode(ModelDeleted, msg.data)))
+
     async def on_account_deleted(msg) -> None:
         await settle(msg, lambda: handlers.erase_account(
             decode(AccountDeleted, msg.data).user_id))
@@ -74,6 +89,8 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     return WorkerParts(
         domains=(JobKind.GENERATION.value,),
         consumers=[Consumer(GENERATION_CONTROL, on_cancel),
+                   Consumer(GENERATION_RECORDS, on_delete_image),
+                   Consumer(GENERATOR_MODEL_DELETIONS, on_model_deleted),
                    Consumer(ACCOUNT_CLEANUP, on_account_deleted)],
         loops={"fair-worker": worker.run, "held-heartbeats": worker.keep_alive,
                "retention-sweep": handlers.sweep_forever},

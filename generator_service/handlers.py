@@ -15,47 +15,32 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from contracts.base import Event, utcnow
+from contracts.base import utcnow
 from contracts.generation import (
+    DeleteImage,
     GeneratedImage,
     GenerateImage,
-    GenerationCancelled,
     GenerationProgressed,
-    GenerationQueued,
-    GenerationStarted,
+    ImageDeleted,
     ImageGenerated,
     ImageRecord,
 )
-from contracts.jobs import CancelJob, FailureCode, JobKind, JobState
+from contracts.jobs import CancelJob, FailureCode, JobState
 from contracts.topology import OBJECTS
+from contracts.training import ModelDeleted
+from fluxkit.errors import OutOfGpuMemory
 from generator_service import pipelines
 from generator_service.adapters import LoraRef
 from generator_service.config import GeneratorSettings
+from generator_service.jobs import ref_of
 from terra.events import EventPublisher
 from terra.images import ImageStore
-from terra.lifecycle import JobFailure, JobLifecycle, JobRef
+from terra.lifecycle import JobFailure, JobLifecycle
 from terra.models import ModelStore
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
-
-
-class GenerationEvents:
-    """The generation domain's own events about a job (see `terra.lifecycle.JobEvents`)."""
-
-    def queued(self, job: JobState) -> Event | None:
-        return GenerationQueued(user_id=job.user_id, job_id=job.job_id, position=0)
-
-    def started(self, job: JobState) -> Event | None:
-        return GenerationStarted(user_id=job.user_id, job_id=job.job_id)
-
-    def cancelled(self, job: JobState) -> Event:
-        return GenerationCancelled(user_id=job.user_id, job_id=job.job_id)
-
-
-def ref_of(command: GenerateImage) -> JobRef:
-    return JobRef.of(command, JobKind.GENERATION)
 
 
 @dataclass
@@ -73,10 +58,7 @@ class GeneratorHandlers:
     @property
     def batch_max_images(self) -> int:
         """Images one denoising loop may carry: batching pays on a GPU, not on a CPU."""
-        configured = self.settings.batch_max_images
-        if configured is not None:
-            return configured
-        return 4 if self.settings.generate_device.startswith("cuda") else 1
+        return self.settings.images_per_loop
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -112,7 +94,7 @@ class GeneratorHandlers:
             outcome = await asyncio.to_thread(
                 self.generator.generate_batch, [request_for(c, lora) for c in ready],
                 on_step=on_step, should_stop=should_stop)
-        except pipelines.OutOfGpuMemory as exc:
+        except OutOfGpuMemory as exc:
             raise JobFailure(FailureCode.OUT_OF_MEMORY, str(exc)) from exc
         finally:
             self.running = []
@@ -176,6 +158,20 @@ class GeneratorHandlers:
             return
         await self.lifecycle.dead_letter(ref_of(command))
 
+    async def delete_image(self, command: DeleteImage) -> None:
+        """The file, then the record, then the word (idempotent: a repeat says it again)."""
+        record = await self.images.get(command.user_id, command.image_id)
+        if record is not None:
+            await self.storage.delete(record.key)
+            await self.images.delete(command.user_id, command.image_id)
+        await self.events.publish(ImageDeleted(
+            message_id=f"{command.image_id}-deleted", user_id=command.user_id,
+            image_id=command.image_id, correlation_id=command.correlation_id))
+
+    async def forget_model(self, event: ModelDeleted) -> None:
+        """A deleted LoRA leaves the adapter cache now, not at eviction."""
+        await asyncio.to_thread(self.generator.forget_adapter, event.model_id)
+
     async def sweep_expired(self) -> int:
         """Delete images past their retention: the object, then the record."""
         expired = await self.images.expired(utcnow())
@@ -235,10 +231,3 @@ def request_for(command: GenerateImage, lora: LoraRef | None) -> pipelines.Gener
         steps=command.steps,
         guidance=None if command.model.value == "schnell" else command.guidance,
         seed=command.seed, num_images=command.num_images)
-
-
-def compatible(a: GenerateImage, b: GenerateImage) -> bool:
-    """Jobs that can share a denoising loop (the pipeline's `batch_key`, from commands)."""
-    def key(c: GenerateImage) -> tuple:
-        return (c.model, c.lora_id, c.lora_scale, c.width, c.height, c.steps, c.guidance)
-    return key(a) == key(b) and a.seed is not None and b.seed is not None

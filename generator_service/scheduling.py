@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from contracts.generation import GenerateImage
+
 ItemT = TypeVar("ItemT")
 
 
@@ -72,6 +74,14 @@ class FairQueue(Generic[ItemT]):
         return served
 
 
+def compatible(a: GenerateImage, b: GenerateImage) -> bool:
+    """Jobs that can share one denoising loop: same model, LoRA, size, steps, guidance,
+    and both with a seed (each image keeps its own)."""
+    def key(c: GenerateImage) -> tuple:
+        return (c.model, c.lora_id, c.lora_scale, c.width, c.height, c.steps, c.guidance)
+    return key(a) == key(b) and a.seed is not None and b.seed is not None
+
+
 class Window(Generic[ItemT]):
     """The commands one worker holds: fair order, positions as they change, batches.
 
@@ -117,12 +127,12 @@ class Window(Generic[ItemT]):
         """Its position was not announced after all: the next pass says it again."""
         self._announced.pop(job_id, None)
 
-    def position_changes(self, busy: bool) -> list[tuple[Queued[ItemT], int]]:
+    def position_changes(self) -> list[tuple[Queued[ItemT], int]]:
         """Held jobs whose position differs from the one last announced, with the new
-        one (0: next; positions count from 1 while a job is running). Records them."""
+        one (0: next to run). Records them."""
         by_id = {queued.job_id: queued for queued in self.queue}
         changes = []
-        for position, job_id in enumerate(self.queue.order(), start=1 if busy else 0):
+        for position, job_id in enumerate(self.queue.order()):
             if self._announced.get(job_id) != position:
                 self._announced[job_id] = position
                 changes.append((by_id[job_id], position))

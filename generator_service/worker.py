@@ -15,6 +15,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -23,12 +24,23 @@ from pydantic import ValidationError
 from contracts.generation import GenerateImage, GenerationQueuePositionChanged
 from contracts.jobs import FailureCode, JobKind
 from contracts.topology import GENERATION_WORKERS
-from generator_service.handlers import GeneratorHandlers, compatible, ref_of
-from generator_service.scheduling import Queued, Window
+from generator_service.jobs import ref_of
+from generator_service.scheduling import Queued, Window, compatible
 from terra.lifecycle import JobFailure, fields_of, ref_from_raw
 from terra.liveness import WorkLoad
 from terra.retry import retry_delay_s
-from terra.worker import BrokerUnavailable, ConsumerGone, bind, fetch, settle_quietly
+from terra.worker import (
+    BROKER_ERRORS,
+    Backoff,
+    BrokerUnavailable,
+    ConsumerGone,
+    bind,
+    fetch,
+    settle_quietly,
+)
+
+if TYPE_CHECKING:  # the handlers bring torch; the loop itself needs none of it
+    from generator_service.handlers import GeneratorHandlers
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +67,18 @@ class FairWorker:
         self.last_pull = float("-inf")
         self.stopping = asyncio.Event()
         self._subscription: JetStreamContext.PullSubscription | None = None
-        self._faults = 0
+        self._backoff = Backoff()
         self._announcements = itertools.count()
 
     # --- what the service runs ------------------------------------------------------------
 
     async def run(self) -> None:
         while not self.stopping.is_set():
+            await asyncio.sleep(0)  # a fetch that never suspends must not starve the loop
             await self._fill()
             await self._announce_positions()
+            if self.stopping.is_set():
+                break  # `stop()` hands the held commands back; none may start now
             batch = self.window.next_batch()
             if batch:
                 await self._serve([queued.item for queued in batch])
@@ -75,7 +90,7 @@ class FairWorker:
             for held in [q.item for q in self.window.held()] + self.batch:
                 try:
                     await held.msg.in_progress()
-                except Exception as exc:  # retried at the next beat; ack_wait spans several
+                except BROKER_ERRORS as exc:  # retried at the next beat; ack_wait spans several
                     log.warning("heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def workload(self) -> WorkLoad:
@@ -112,14 +127,19 @@ class FairWorker:
                 self._subscription = await bind(self.js, GENERATION_WORKERS)
             messages = await fetch(self._subscription, room, timeout)
         except BrokerUnavailable as exc:
-            await self._pause("broker unavailable", exc)
+            await self._backoff.pause(self.stopping, "broker unavailable", exc, "generation")
             return
         except ConsumerGone as exc:
             self._subscription = None
-            await self._pause("consumer gone; binding again", exc)
+            await self._backoff.pause(self.stopping, "consumer gone; binding again", exc,
+                                      "generation")
             return
         self.last_pull = time.monotonic()
-        self._faults = 0
+        self._backoff.reset()
+        if self.stopping.is_set():  # stopped while the pull was out: hand them back
+            for msg in messages:
+                await settle_quietly(msg.nak)
+            return
         for msg in messages:
             await self._take(msg)
 
@@ -141,7 +161,7 @@ class FairWorker:
             return
         try:
             keep = await self.handlers.take(command, msg.metadata.num_delivered)
-        except Exception as exc:  # a broker fault: it comes back after the delay
+        except BROKER_ERRORS as exc:  # it comes back after the delay
             log.warning("could not take a command; retrying it",
                         extra={"job_id": command.job_id, "error": f"{type(exc).__name__}: {exc}"})
             await settle_quietly(msg.nak, delay=retry_delay_s(msg.metadata.num_delivered))
@@ -153,7 +173,7 @@ class FairWorker:
 
     async def _announce_positions(self) -> None:
         jobs = self.handlers.lifecycle.jobs
-        for queued, position in self.window.position_changes(busy=bool(self.batch)):
+        for queued, position in self.window.position_changes():
             try:
                 job = await jobs.get(queued.job_id)
                 if job is None or job.status.is_terminal:
@@ -162,7 +182,7 @@ class FairWorker:
                     await settle_quietly(queued.item.msg.ack)
                     continue
                 await self.handlers.events.publish(self._position(queued, position))
-            except Exception as exc:  # best effort: the next pass announces it again
+            except BROKER_ERRORS as exc:  # best effort: the next pass announces it again
                 self.window.forget_announcement(queued.job_id)
                 log.warning("position not announced", extra={
                     "job_id": queued.job_id, "error": f"{type(exc).__name__}: {exc}"})
@@ -203,12 +223,6 @@ class FairWorker:
         finally:
             self.batch = []
 
-    async def _pause(self, why: str, exc: Exception) -> None:
-        self._faults += 1
-        delay = min(2.0, 0.1 * 2 ** min(self._faults, 5))
-        log.warning(why, extra={"error": str(exc), "retry_in_s": delay})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay)
 
 
 

@@ -115,6 +115,10 @@ class PromptHandlers:
             optimized=job.result["optimized"],
             variants=job.result.get("variants", []),
         )
+        # The record first: a client that hears the event finds it (a redelivery after a
+        # crash in between writes the same values and publishes under the same id).
+        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
+            "result": {**s.result, "decision": decision.value, "final_prompt": final}}))
         await self.events.publish(PromptDecisionRecorded(
             message_id=f"{command.message_id[:50]}-recorded",
             correlation_id=command.correlation_id,
@@ -123,8 +127,6 @@ class PromptHandlers:
             decision=decision,
             final_prompt=final,
         ))
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
-            "result": {**s.result, "decision": decision.value, "final_prompt": final}}))
         self._decisions.add(1, {"decision": decision.value})
 
     async def dead_letter(self, body: bytes) -> None:

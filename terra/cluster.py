@@ -23,6 +23,7 @@ the answer names the node asked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -412,3 +413,20 @@ class EmbeddedNatsCluster:
             time.sleep(0.02)
         what = f"{stream}/{consumer}" if consumer else stream
         raise ClusterError(f"no leader for {what} within {timeout_s}s")
+
+    async def move_leader(self, nc, node: str, stream: str, consumer: str | None = None) -> None:
+        """Make `node` lead `stream` (or its consumer): a stepdown naming it as preferred.
+        `nc` is a NATS connection allowed the JetStream API (the operator's)."""
+        subject = (f"$JS.API.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}" if consumer
+                   else f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
+        body = json.dumps({"placement": {"preferred": node}}).encode()
+        for _ in range(3):
+            if self.stream_leader(stream, consumer) == node:
+                return
+            await nc.request(subject, body, timeout=5)
+            for _ in range(100):
+                if self.stream_leader(stream, consumer) == node:
+                    return
+                await asyncio.sleep(0.05)
+        what = f"{stream}/{consumer}" if consumer else stream
+        raise ClusterError(f"{what} did not move to {node}")

@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,7 +43,7 @@ from contracts.jobs import (
 from contracts.registry import EVENTS
 from terra.events import EventPublisher
 from terra.jobs import InvalidTransition, JobStore
-from terra.worker import PermanentFailure
+from terra.worker import BROKER_ERRORS, PermanentFailure
 
 log = logging.getLogger(__name__)
 _ID = TypeAdapter(Id)
@@ -101,6 +102,7 @@ class JobLifecycle:
         self.progress_interval_s = progress_interval_s
         self.max_attempts = max_attempts  # attempts that started work (held ones do not count)
         self._progress_written: dict[str, float] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()  # recent endings in this process
 
     # --- arrival and start -----------------------------------------------------------
 
@@ -166,6 +168,8 @@ class JobLifecycle:
     async def progress(self, ref: JobRef, event: Event, fraction: float) -> None:
         """Publish a progress event; record the fraction on the job (at most every
         `progress_interval_s`, and never past an ending)."""
+        if ref.job_id in self._ended:
+            return  # a late step of a job this process has ended: its story is over
         await self.events.publish(event)
         now = time.monotonic()
         if now - self._progress_written.get(ref.job_id, float("-inf")) < self.progress_interval_s:
@@ -196,7 +200,7 @@ class JobLifecycle:
             await asyncio.sleep(poll_s)
             try:
                 job = await self.jobs.get(job_id)
-            except Exception as exc:  # a missed look is retried at the next poll
+            except BROKER_ERRORS as exc:  # a missed look is retried at the next poll
                 log.warning("cancel check failed", extra={"job_id": job_id, "error": str(exc)})
                 continue
             if job is not None and (job.cancel_requested or job.status.is_terminal):
@@ -226,7 +230,7 @@ class JobLifecycle:
         return await self._end(ref, JobStatus.CANCELLED, event, {"detail": detail})
 
     async def requeue(self, ref: JobRef, reason: str, *,
-                      resumed_from_step: int | None = None) -> JobState:
+                      resumed_from_step: int | None = None) -> JobState | None:
         """A started job waits for another attempt: back to queued, and said once."""
         job = await self.jobs.get(ref.job_id)
         if job is None or job.status is not JobStatus.RUNNING:
@@ -291,6 +295,9 @@ class JobLifecycle:
             if not await self.jobs.create(job):
                 return await self._end(ref, status, event, update)
         self._progress_written.pop(ref.job_id, None)
+        self._ended[ref.job_id] = None
+        while len(self._ended) > 10_000:
+            self._ended.popitem(last=False)
         # The domain's clean-up before the event: a client that hears of the ending finds
         # its effects (a ready model, a free slot). A crash in between is mended by the
         # redelivery, which meets the ended job and runs both again.

@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 from contracts.base import new_id, utcnow
 from contracts.topology import WORKERS_KV
 from contracts.workers import WorkerHeartbeat
+from terra.worker import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Heartbeat:
         while True:
             try:
                 await self.beat()
-            except Exception as exc:
+            except BROKER_ERRORS as exc:
                 log.warning("heartbeat not written", extra={"error": f"{type(exc).__name__}: {exc}"})
             await asyncio.sleep(self.interval_s)
 

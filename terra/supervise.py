@@ -121,6 +121,8 @@ class Supervisor:
                     break
                 state.last_error = "returned"
                 log.error("loop returned unexpectedly", extra={"loop": state.name})
+            if self._stopping:  # failing while the process stops cleanly is no reason to quit
+                break
             state.running = False
             now = self._clock()
             state.failures.append(now)

@@ -75,7 +75,9 @@ async def fetch(subscription: JetStreamContext.PullSubscription, batch: int,
         return []
     except (nats.js.errors.NotFoundError, nats.errors.BadSubscriptionError) as exc:
         raise ConsumerGone(str(exc)) from exc
-    except ValueError as exc:  # "nats: invalid subscription": ours was closed under us
+    except ValueError as exc:
+        if "invalid subscription" not in str(exc):
+            raise  # a bad argument is a bug, not a vanished consumer
         raise ConsumerGone(str(exc)) from exc
     except TRANSIENT_ERRORS as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -98,7 +100,31 @@ async def bind(js: JetStreamContext, spec: ConsumerSpec) -> JetStreamContext.Pul
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
+# Everything a call into NATS raises when the broker, not our code, is the problem
+# (every nats-py error derives from nats.errors.Error; a lost socket is an OSError).
+BROKER_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
+
 Handle = Callable[[Msg], Awaitable[None]]
+
+
+class Backoff:
+    """The pause between tries while a broker fault lasts: growing, capped, cut short by a
+    stop, reset by the first success."""
+
+    def __init__(self, base_s: float = 0.1, max_s: float = 2.0) -> None:
+        self.base_s = base_s
+        self.max_s = max_s
+        self.faults = 0
+
+    def reset(self) -> None:
+        self.faults = 0
+
+    async def pause(self, stopping: asyncio.Event, why: str, exc: Exception, what: str) -> None:
+        self.faults += 1
+        delay = min(self.max_s, self.base_s * 2 ** min(self.faults, 10))
+        log.warning(why, extra={"consumer": what, "error": str(exc), "retry_in_s": delay})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
 
 
 class PullConsumer:
@@ -112,7 +138,7 @@ class PullConsumer:
 
     def __init__(self, js: JetStreamContext, spec: ConsumerSpec, handle: Handle, *,
                  concurrency: int = 1, fetch_timeout_s: float = 1.0,
-                 stale_after_s: float = 10.0) -> None:
+                 stale_after_s: float = 10.0, backoff: Backoff | None = None) -> None:
         self.js = js
         self.spec = spec
         self.handle = handle
@@ -125,7 +151,7 @@ class PullConsumer:
         self._stopping = asyncio.Event()
         self._free = concurrency  # messages we may still take in hand
         self._room = asyncio.Event()  # set whenever `_free` goes up
-        self._faults = 0
+        self._backoff = backoff or Backoff()
 
     @property
     def name(self) -> str:
@@ -138,20 +164,26 @@ class PullConsumer:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            await asyncio.sleep(0)  # a fetch that never suspends must not starve the loop
             free = await self._wait_for_room()
             try:
                 if self._subscription is None:
                     self._subscription = await bind(self.js, self.spec)
                 messages = await fetch(self._subscription, free, self.fetch_timeout_s)
             except BrokerUnavailable as exc:
-                await self._pause("broker unavailable", exc)
+                await self._backoff.pause(self._stopping, "broker unavailable", exc, self.name)
                 continue
             except ConsumerGone as exc:
                 await self._drop_subscription()
-                await self._pause("consumer gone; binding again", exc)
+                await self._backoff.pause(self._stopping, "consumer gone; binding again", exc,
+                                          self.name)
                 continue
             self.last_pull = time.monotonic()
-            self._faults = 0
+            self._backoff.reset()
+            if self._stopping.is_set():  # stopped while the pull was out: hand them back
+                for msg in messages:
+                    await settle_quietly(msg.nak)
+                break
             for msg in messages:
                 self._free -= 1
                 task = asyncio.create_task(self._handle(msg))
@@ -190,13 +222,6 @@ class PullConsumer:
         finally:
             self._free += 1
             self._room.set()
-
-    async def _pause(self, why: str, exc: Exception) -> None:
-        self._faults += 1
-        delay = min(2.0, 0.1 * 2 ** min(self._faults, 5))
-        log.warning(why, extra={"consumer": self.name, "error": str(exc), "retry_in_s": delay})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _drop_subscription(self) -> None:
         subscription, self._subscription = self._subscription, None

@@ -6,8 +6,13 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.auth import AccountDeleted
 from contracts.jobs import CancelJob, JobKind
-from contracts.topology import TRAINING_CONTROL, TRAINING_WORKERS, account_cleanup_consumer
-from contracts.training import StartTraining
+from contracts.topology import (
+    TRAINING_CONTROL,
+    TRAINING_RECORDS,
+    TRAINING_WORKERS,
+    account_cleanup_consumer,
+)
+from contracts.training import DeleteModel, StartTraining
 from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
@@ -20,7 +25,6 @@ from trainer_service.handlers import TrainerHandlers, TrainingEvents
 from trainer_service.store import TrainingStore
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("trainer")
-CONSUMERS = (TRAINING_WORKERS, TRAINING_CONTROL, ACCOUNT_CLEANUP)
 
 
 def build_handlers(settings: TrainerSettings, *, jobs: JobStore, models: ModelStore,
@@ -46,6 +50,9 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     async def on_cancel(msg) -> None:
         await settle(msg, lambda: handlers.cancel(decode(CancelJob, msg.data)))
 
+    async def on_delete_model(msg) -> None:
+        await settle(msg, lambda: handlers.delete_model(decode(DeleteModel, msg.data)))
+
     async def on_account_deleted(msg) -> None:
         await settle(msg, lambda: handlers.erase_account(
             decode(AccountDeleted, msg.data).user_id))
@@ -53,5 +60,6 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     return WorkerParts(
         domains=(JobKind.TRAINING.value,),
         consumers=[Consumer(TRAINING_WORKERS, on_start), Consumer(TRAINING_CONTROL, on_cancel),
+                   Consumer(TRAINING_RECORDS, on_delete_model),
                    Consumer(ACCOUNT_CLEANUP, on_account_deleted)],
         dead_letters={"trainings": (TRAINING_WORKERS, handlers.dead_letter)})

@@ -21,7 +21,10 @@ import torch
 
 from contracts.base import Event
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
+from contracts.topology import OBJECTS
 from contracts.training import (
+    DeleteModel,
+    ModelDeleted,
     ModelStatus,
     StartTraining,
     TrainingCancelled,
@@ -31,12 +34,14 @@ from contracts.training import (
     TrainingSampleReady,
     TrainingStarted,
 )
+from fluxkit.loading import base_model_name, load_flux_pipeline
+from fluxkit.placements import resolve_profile
 from terra.events import EventPublisher
 from terra.lifecycle import JobFailure, JobLifecycle, JobRef
 from terra.models import ModelStore
+from terra.worker import BROKER_ERRORS, PermanentFailure
 from trainer_service import errors
 from trainer_service.config import TrainerSettings
-from trainer_service.flux import base_model_name, load_flux_pipeline
 from trainer_service.preprocess import prepare_examples
 from trainer_service.sampling import generate_samples, sample_prompts
 from trainer_service.store import TrainingStore
@@ -148,13 +153,19 @@ class TrainerHandlers:
             "final_loss": result.losses[-1] if result.losses else None})
 
     def _samples(self, command: StartTraining, result: TrainingResult, resolution: int):
-        pipeline = load_flux_pipeline(self.settings.base_model, "cpu", self.dtype)
         if self.device.type == "cuda":
-            pipeline.enable_model_cpu_offload(device=self.device)  # one component at a time
+            torch.cuda.empty_cache()  # the training's cached blocks would read as used
+        # The kit's placement table, as the generator's: the fastest unquantized placement
+        # whose expected peak fits the free memory with one model resident.
+        placement = resolve_profile("auto", self.device, resident_models=1, quantize=False,
+                                    megapixels=resolution**2 / 2**20).placement
+        pipeline = load_flux_pipeline(self.settings.base_model, "cpu", self.dtype)
+        placement.apply(pipeline, self.device)
         steps = 2 if self.settings.base_model is None else 28
         return generate_samples(pipeline, result.lora,
                                 sample_prompts(command.trigger_word, self.settings.samples),
-                                height=resolution, width=resolution, num_inference_steps=steps)
+                                height=resolution, width=resolution, num_inference_steps=steps,
+                                placement=placement, device=self.device)
 
     # --- endings, cancels, erasure -------------------------------------------------------------
 
@@ -185,6 +196,19 @@ class TrainerHandlers:
             return
         await self.lifecycle.dead_letter(JobRef.of(command, JobKind.TRAINING))
 
+    async def delete_model(self, command: DeleteModel) -> None:
+        """Its files, then its record, then the word that makes generators drop it
+        (idempotent: a repeat says it again). A model still training is left alone."""
+        record = await self.models.get(command.user_id, command.model_id)
+        if record is not None and record.status is ModelStatus.TRAINING:
+            raise PermanentFailure(f"model {command.model_id} is still training")
+        await self.store.storage.delete_prefix(
+            OBJECTS.model_key(command.user_id, command.model_id, ""))
+        await self.models.delete(command.user_id, command.model_id)
+        await self.events.publish(ModelDeleted(
+            message_id=f"{command.model_id}-deleted", user_id=command.user_id,
+            model_id=command.model_id, correlation_id=command.correlation_id))
+
     async def erase_account(self, user_id: str) -> None:
         erased = await self.store.erase_user(user_id)
         for record in await self.models.list(user_id):
@@ -207,7 +231,7 @@ async def keep_alive(heartbeat: Callable[[], Awaitable[None]], every_s: float) -
         await asyncio.sleep(every_s)
         try:
             await heartbeat()
-        except Exception as exc:
+        except BROKER_ERRORS as exc:
             log.warning("heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 

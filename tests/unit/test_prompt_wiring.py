@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from prompt_service.bootstrap import OfflineOnly, build_optimizer
 from prompt_service.config import PromptSettings
 from prompt_service.engine import PromptRequest
 from prompt_service.llm import LlmOptimizer
-from prompt_service.bootstrap import OfflineOnly, build_optimizer
 
 
 async def test_the_default_is_the_offline_engine():
