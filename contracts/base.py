@@ -6,15 +6,29 @@ unknown fields so that producers may add optional fields within a version.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-# Ids become subject tokens (events end in the user id), so they may not hold `.`, `*`,
-# `>` or whitespace.
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# Ids become subject tokens (events end in the user id) and KV keys, so they may not hold
+# `.`, `*`, `>` or whitespace. The one rule for every such token: `checked_id`.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class InvalidId(ValueError):
+    """A value that would break out of its subject token or KV key."""
+
+
+def checked_id(value: str, what: str = "id") -> str:
+    """`value` when it is safe as one subject token or key part; else `InvalidId`."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidId(f"invalid {what}: {value!r:.80}")
+    return value
 
 
 def new_id() -> str:

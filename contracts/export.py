@@ -48,11 +48,12 @@ def json_schemas() -> dict[str, dict]:
 
 def _channels_for(model: type) -> list[str]:
     if model in (JobFailed, JobRequeued):
-        return [topology.event_subject(kind.value, model.name, "{user_id}") for kind in JobKind]
+        return [f"{topology.events_of_anyone(kind.value, model.name)[:-1]}{{user_id}}"
+                for kind in JobKind]
     if model is CancelJob:
         return [topology.command_subject(kind.value, "cancel") for kind in JobKind]
     if issubclass(model, Event):
-        return [topology.event_subject(model.domain, model.name, "{user_id}")]
+        return [f"{topology.events_of_anyone(model.domain, model.name)[:-1]}{{user_id}}"]
     if issubclass(model, Command):
         return [topology.command_subject(model.domain, model.verb)]
     return []

@@ -69,7 +69,7 @@ def kv_write(kv: KvSpec, keys: str = ">") -> list[str]:
 
 
 def events_of(domain: str) -> list[str]:
-    return [t.event_subject(domain, "*", "*")]
+    return [t.events_of_anyone(domain)]
 
 
 @dataclass
@@ -115,11 +115,11 @@ def _worker(name: str, domain: str, work: ConsumerSpec, *others: ConsumerSpec,
     """A job service: its consumers, dead letters, events, jobs, heartbeat, revocations."""
     identity = Identity(name).uses(
         streams=(t.COMMAND_STREAMS[domain], t.EVENTS),
-        buckets=(t.JOBS_KV, t.WORKERS_KV, t.REVOCATIONS_KV, *buckets),
+        buckets=(t.JOBS_KV, t.REVOCATIONS_KV, *buckets),
         pulls=(work, *others))
     identity.publish += [*dead_letters(work), *events_of(domain)]
     identity.subscribe.append(advisory(work, name))
-    return identity.writes(t.JOBS_KV).writes(t.WORKERS_KV, keys=f"{name}.>")
+    return identity.writes(t.JOBS_KV)
 
 
 def identities() -> dict[str, Identity]:
@@ -132,7 +132,7 @@ def identities() -> dict[str, Identity]:
         *(t.command_subject(domain, ">") for domain in t.COMMAND_STREAMS),
         *(rpc.value for rpc in AuthRpc),
         # Admission announces the jobs it accepts (one `queued` each).
-        t.event_subject("training", "queued", "*"), t.event_subject("generation", "queued", "*"),
+        t.events_of_anyone("training", "queued"), t.events_of_anyone("generation", "queued"),
         # Its event fan-out (an ephemeral consumer on every event) and the replay by sequence.
         f"{API}.CONSUMER.CREATE.{t.EVENTS.name}", f"{API}.CONSUMER.DELETE.{t.EVENTS.name}.*",
         f"$JS.FC.{t.EVENTS.name}.>", f"{API}.STREAM.MSG.GET.{t.EVENTS.name}",
@@ -162,6 +162,8 @@ def identities() -> dict[str, Identity]:
                         buckets=(t.MODELS_KV, t.IMAGES_KV, t.QUEUE_SLOTS_KV))
     generator.writes(t.IMAGES_KV, t.QUEUE_SLOTS_KV)
     generator.publish += [*kv_watch(t.MODELS_KV), *kv_watch(t.IMAGES_KV)]
+    for service in (auth, prompt, trainer, generator):  # each says it is alive, as itself
+        service.uses(buckets=(t.WORKERS_KV,)).writes(t.WORKERS_KV, keys=f"{service.name}.>")
     return {i.name: i for i in (gateway, auth, prompt, trainer, generator)}
 
 

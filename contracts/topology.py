@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from contracts.base import checked_id
+
 PREFIX = "terra"
 DAY = 86_400.0
 
@@ -18,12 +20,19 @@ def command_subject(domain: str, verb: str) -> str:
 
 
 def event_subject(domain: str, name: str, user_id: str) -> str:
-    return f"{PREFIX}.evt.{domain}.{name}.{user_id}"
+    """The subject of one user's event: `user_id` is checked, so no value can turn it into
+    a wildcard or reach another user's subjects."""
+    return f"{PREFIX}.evt.{domain}.{name}.{checked_id(user_id, 'user id')}"
+
+
+def events_of_anyone(domain: str = "*", name: str = "*") -> str:
+    """A pattern over every user's events (consumers, permissions), never from input."""
+    return f"{PREFIX}.evt.{domain}.{name}.*"
 
 
 def user_events_filter(user_id: str, domain: str | None = None) -> str:
     """Every event of one user, optionally of one domain: one filter replays a history."""
-    return f"{PREFIX}.evt.{domain or '*'}.*.{user_id}"
+    return f"{PREFIX}.evt.{domain or '*'}.*.{checked_id(user_id, 'user id')}"
 
 
 def event_owner(subject: str) -> str:
@@ -209,7 +218,7 @@ GENERATION_RECORDS = records_consumer("generation", "delete_image")
 GENERATOR_MODEL_DELETIONS = ConsumerSpec(
     stream=EVENTS.name,
     durable="generator_model_deletions",
-    filter_subject=event_subject("training", "model_deleted", "*"),
+    filter_subject=events_of_anyone("training", "model_deleted"),
     description="generator_service drops deleted LoRAs from its caches.",
 )
 
@@ -219,7 +228,7 @@ def account_cleanup_consumer(service: str) -> ConsumerSpec:
     return ConsumerSpec(
         stream=EVENTS.name,
         durable=f"{service}_account_cleanup",
-        filter_subject=event_subject("account", "deleted", "*"),
+        filter_subject=events_of_anyone("account", "deleted"),
         ack_wait_s=120.0,
         max_deliver=10,
         description=f"{service} erases a deleted user's data.",
@@ -295,11 +304,11 @@ MODELS_KV = KvSpec(
 
 def model_key(user_id: str, model_id: str) -> str:
     """Keyed by owner first: one filter (`<user_id>.*`) lists a user's models."""
-    return f"{user_id}.{model_id}"
+    return f"{checked_id(user_id, 'user id')}.{checked_id(model_id, 'model id')}"
 
 
 def active_training_key(user_id: str) -> str:
-    return f"active.{user_id}"
+    return f"active.{checked_id(user_id, 'user id')}"
 
 
 IMAGES_KV = KvSpec(
@@ -310,7 +319,7 @@ IMAGES_KV = KvSpec(
 )
 WORKERS_KV = KvSpec(
     bucket="terra_workers",
-    owners=JOB_SERVICES,  # each writes only its own `<service>.*` keys
+    owners=(AUTH, *JOB_SERVICES),  # each writes only its own `<service>.*` keys
     description="Worker heartbeats under `<service>.<worker_id>`, each rewritten every "
     "few seconds and gone once it stops (TTL): which domains have a live worker.",
     ttl_s=6.0,
@@ -334,7 +343,7 @@ REVOCATIONS_KV = KvSpec(
 
 
 def revocation_key(user_id: str) -> str:
-    return f"user.{user_id}"
+    return f"user.{checked_id(user_id, 'user id')}"
 
 
 KV_BUCKETS: tuple[KvSpec, ...] = (
@@ -365,16 +374,22 @@ class ObjectLayout:
         "uploads": GATEWAY, "models": TRAINER, "images": GENERATOR})
 
     def upload_key(self, user_id: str, dataset_id: str, name: str) -> str:
-        return f"uploads/{user_id}/{dataset_id}/{name}"
+        return f"uploads/{_owned(user_id, dataset_id)}/{name}"
 
     def model_key(self, user_id: str, model_id: str, name: str) -> str:
-        return f"models/{user_id}/{model_id}/{name}"
+        return f"models/{_owned(user_id, model_id)}/{name}"
 
     def image_key(self, user_id: str, job_id: str, name: str) -> str:
-        return f"images/{user_id}/{job_id}/{name}"
+        return f"images/{_owned(user_id, job_id)}/{name}"
 
     def user_prefixes(self, user_id: str) -> tuple[str, ...]:
+        checked_id(user_id, "user id")
         return tuple(f"{prefix}/{user_id}/" for prefix in self.prefixes)
+
+
+def _owned(user_id: str, record_id: str) -> str:
+    """`<user>/<record>`: neither part may climb out of its folder (`..`, `/`)."""
+    return f"{checked_id(user_id, 'user id')}/{checked_id(record_id, 'id')}"
 
 
 OBJECTS = ObjectLayout()

@@ -30,7 +30,7 @@ from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
 from terra.models import ModelStore
-from terra.service import Consumer, WorkerParts
+from terra.service import Consumer, ServiceParts
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
 from terra.worker import decode, settle
@@ -62,7 +62,7 @@ def build_handlers(settings: GeneratorSettings, generator: FluxGenerator, *, job
 
 
 async def bootstrap(connection: NatsClient, storage: ObjectStorage,
-                    settings: GeneratorSettings) -> WorkerParts:
+                    settings: GeneratorSettings) -> ServiceParts:
     js = connection.jetstream()
     generator = await asyncio.to_thread(load_generator, settings)
     handlers = build_handlers(
@@ -86,7 +86,7 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
 
     log.info("pipelines loaded", extra={"profile": generator.profile.name,
                                         "device": settings.generate_device})
-    return WorkerParts(
+    return ServiceParts(
         domains=(JobKind.GENERATION.value,),
         consumers=[Consumer(GENERATION_CONTROL, on_cancel),
                    Consumer(GENERATION_RECORDS, on_delete_image),

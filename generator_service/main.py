@@ -8,7 +8,7 @@ from faststream import FastStream
 
 from generator_service.bootstrap import bootstrap
 from generator_service.config import GeneratorSettings
-from terra.service import run_app, worker_app
+from terra.service import run_app, service_app
 
 SERVICE = "generator_service"
 
@@ -16,7 +16,7 @@ SERVICE = "generator_service"
 def build_app(settings: GeneratorSettings | None = None, *,
               configure_process: bool = True) -> FastStream:
     settings = settings or GeneratorSettings()
-    return worker_app(SERVICE, settings,
+    return service_app(SERVICE, settings,
                       lambda connection, storage: bootstrap(connection, storage, settings),
                       configure_process=configure_process)
 

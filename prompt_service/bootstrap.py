@@ -12,7 +12,7 @@ from prompt_service.handlers import AsyncOptimizer, PromptEvents, PromptHandlers
 from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
-from terra.service import Consumer, WorkerParts
+from terra.service import Consumer, ServiceParts
 from terra.worker import settle
 
 
@@ -52,7 +52,7 @@ def build_handlers(jobs: JobStore, events: EventPublisher,
 
 
 async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
-                    optimizer: AsyncOptimizer | None = None) -> WorkerParts:
+                    optimizer: AsyncOptimizer | None = None) -> ServiceParts:
     js = connection.jetstream()
     chosen = optimizer or build_optimizer(settings)
     if hasattr(chosen, "start"):
@@ -66,7 +66,7 @@ async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
         if hasattr(chosen, "aclose"):
             await chosen.aclose()
 
-    return WorkerParts(
+    return ServiceParts(
         domains=(JobKind.PROMPT.value,),
         consumers=[Consumer(PROMPT_WORKERS, on_command, settings.prompt_concurrency)],
         dead_letters={"commands": (PROMPT_WORKERS, handlers.dead_letter)},

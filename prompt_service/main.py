@@ -6,7 +6,7 @@ from faststream import FastStream
 
 from prompt_service.bootstrap import bootstrap
 from prompt_service.config import PromptSettings
-from terra.service import run_app, worker_app
+from terra.service import run_app, service_app
 
 SERVICE = "prompt_service"
 
@@ -14,7 +14,7 @@ SERVICE = "prompt_service"
 def build_app(settings: PromptSettings | None = None, *, configure_process: bool = True,
               **dependencies) -> FastStream:
     settings = settings or PromptSettings()
-    return worker_app(SERVICE, settings,
+    return service_app(SERVICE, settings,
                       lambda connection, _: bootstrap(connection, settings, **dependencies),
                       uses_storage=False,
                       configure_process=configure_process)

@@ -10,6 +10,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from contracts.base import checked_id
 from terra.errors import TerraError
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
@@ -23,7 +24,9 @@ class OwnedRecords(Generic[RecordT]):
         self._kv = kv
 
     def _key(self, user_id: str, record_id: str) -> str:
-        return f"{user_id}.{record_id}"
+        # Both parts checked: `*` or `a.b` would reach other users' records.
+        record = record_id if record_id == "*" else checked_id(record_id, "record id")
+        return f"{checked_id(user_id, 'user id')}.{record}"
 
     def _key_of(self, record: RecordT) -> str:
         return self._key(record.user_id, getattr(record, self.id_field))

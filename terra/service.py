@@ -1,15 +1,18 @@
-"""How every NATS-driven service runs: connect, provision, build its handlers, serve.
+"""How every NATS-driven service runs: connect, check what it uses, build its handlers
+from its bootstrap, serve.
 
-`worker_app` is the one `serve()` of the job services: it builds the service's parts
-from its bootstrap, runs each consumer's pull loop and every other long-lived loop under
-one `Supervisor`, writes the worker's heartbeat, and stops in order on SIGTERM: stop
-pulling, give work in hand the grace period, hand back what is left, withdraw the
-heartbeat, drain the connection. A supervisor that gives up ends the process non-zero.
+`service_app` is the one `serve()` of every service: it answers the service's requests
+(request/reply in a queue group), runs each consumer's pull loop and every other
+long-lived loop under one `Supervisor`, writes the process's heartbeat, and stops in
+order on SIGTERM: stop taking requests and pulling, give work in hand the grace period,
+hand back what is left, withdraw the heartbeat, drain the connection. A supervisor that
+gives up ends the process non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,7 +33,7 @@ from terra.settings import RuntimeSettings
 from terra.storage import ObjectStorage
 from terra.supervise import Supervisor
 from terra.telemetry import setup_tracing
-from terra.worker import Handle, PullConsumer, watch_dead_letters
+from terra.worker import BROKER_ERRORS, Handle, PullConsumer, consuming, watch_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,22 @@ class Consumer:
 
 
 @dataclass
-class WorkerParts:
-    """What a service's bootstrap hands to `worker_app`."""
+class Responder:
+    """Requests on `subject` (in a queue group: one replica answers each) and what answers
+    them: the request's bytes in, the reply's bytes out (it never raises)."""
 
-    domains: tuple[str, ...]  # the job kinds it serves, for liveness
+    subject: str
+    answer: Callable[[bytes], Awaitable[bytes]]
+    queue: str
+
+
+@dataclass
+class ServiceParts:
+    """What a service's bootstrap hands to `service_app`."""
+
+    domains: tuple[str, ...] = ()  # the job kinds it serves, for liveness
+    responders: list[Responder] = field(default_factory=list)
+    max_concurrent_requests: int = 32
     consumers: list[Consumer] = field(default_factory=list)
     loops: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     dead_letters: dict[str, tuple[ConsumerSpec, Callable[[bytes], Awaitable[None]]]] = field(
@@ -59,7 +74,7 @@ class WorkerParts:
     after_stop: Callable[[], Awaitable[None]] | None = None  # once nothing runs any more
 
 
-Bootstrap = Callable[[NatsClient, ObjectStorage | None], Awaitable[WorkerParts]]
+Bootstrap = Callable[[NatsClient, ObjectStorage | None], Awaitable[ServiceParts]]
 
 
 async def prepare_infrastructure(
@@ -84,11 +99,11 @@ async def prepare_infrastructure(
     return connection
 
 
-def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
-               uses_storage: bool = True,
-               configure_process: bool = True,
-               supervisor: Supervisor | None = None) -> FastStream:
-    """The FastStream app of a job service; `bootstrap` builds its parts once connected."""
+def service_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
+                uses_storage: bool = True,
+                configure_process: bool = True,
+                supervisor: Supervisor | None = None) -> FastStream:
+    """The FastStream app of a service; `bootstrap` builds its parts once connected."""
     broker = build_broker(settings, name=service)
     app = FastStream(broker, logger=log)
     supervisor = supervisor or Supervisor()
@@ -108,6 +123,8 @@ def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
                  for c in parts.consumers]
         for spec, on_dead_letter in parts.dead_letters.values():
             await watch_dead_letters(connection, spec, on_dead_letter, queue=service)
+        answering = await answer_requests(connection, parts.responders,
+                                          parts.max_concurrent_requests)
 
         def workload() -> WorkLoad:
             own = parts.workload() if parts.workload else WorkLoad(pulling=True)
@@ -118,7 +135,7 @@ def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
 
         heartbeat = await Heartbeat.open(js, service, parts.domains, workload,
                                          interval_s=settings.liveness_interval_s)
-        running.update(parts=parts, pulls=pulls, heartbeat=heartbeat)
+        running.update(parts=parts, pulls=pulls, heartbeat=heartbeat, answering=answering)
         for pull in pulls:
             supervisor.start(f"pull:{pull.name}", pull.run)
         for name, loop in parts.loops.items():
@@ -133,7 +150,8 @@ def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
             return
         grace = settings.shutdown_grace_s
         supervisor.begin_stop()
-        parts: WorkerParts = running["parts"]
+        await running["answering"].stop(grace)  # other replicas answer from now on
+        parts: ServiceParts = running["parts"]
         if parts.stop is not None:
             await parts.stop(grace)
         await asyncio.gather(*(pull.stop(grace) for pull in running["pulls"]))
@@ -143,6 +161,53 @@ def worker_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *,
             await parts.after_stop()
 
     return app
+
+
+class Answering:
+    """A service's request subscriptions: each request answered in a task of its own, at
+    most `limit` at once (a slow one never holds up the others)."""
+
+    def __init__(self, limit: int) -> None:
+        self._room = asyncio.Semaphore(limit)
+        self._subscriptions: list = []
+        self._in_flight: set[asyncio.Task] = set()
+
+    def callback(self, responder: Responder):
+        async def on_request(msg) -> None:
+            task = asyncio.create_task(self._answer(responder, msg))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        return on_request
+
+    async def _answer(self, responder: Responder, msg) -> None:
+        async with self._room:
+            with consuming(msg):
+                reply = await responder.answer(msg.data)
+            if msg.reply:
+                try:
+                    await msg.respond(reply)
+                except BROKER_ERRORS as exc:  # the caller times out and may retry
+                    log.warning("reply not sent", extra={"subject": msg.subject,
+                                                         "error": f"{type(exc).__name__}: {exc}"})
+
+    async def stop(self, grace_s: float) -> None:
+        """Withdraw interest first (the queue group routes new requests to the other
+        replicas), then let the requests in hand finish."""
+        for subscription in self._subscriptions:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await subscription.drain()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace_s)
+
+
+async def answer_requests(nc: NatsClient, responders: list[Responder],
+                          limit: int) -> Answering:
+    answering = Answering(limit)
+    for responder in responders:
+        answering._subscriptions.append(await nc.subscribe(
+            responder.subject, queue=responder.queue, cb=answering.callback(responder)))
+    return answering
 
 
 def run_app(app: FastStream) -> None:
@@ -157,16 +222,3 @@ def run_app(app: FastStream) -> None:
         sys.exit(supervise.exit_code)
 
 
-async def stop_taking_requests(broker: NatsBroker) -> None:
-    """Drain core subscriptions before FastStream stops its subscribers.
-
-    FastStream's stop first marks subscribers as not running and then waits for handlers
-    in flight; a request that arrives in between is dropped and its caller times out.
-    Draining first withdraws interest (the queue group routes new requests to the other
-    replicas) and still hands over what was already delivered to this process.
-    """
-    for subscriber in broker.subscribers:
-        subscription = getattr(subscriber, "subscription", None)
-        if subscription is not None and not getattr(subscriber, "stream", None):
-            await subscription.drain()
-            subscriber.subscription = None  # drained: FastStream must not unsubscribe it again

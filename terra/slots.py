@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from contracts.base import checked_id
 from contracts.topology import QUEUE_SLOTS_KV
 from terra.errors import TerraError
 
@@ -55,7 +56,7 @@ class QueueSlots:
         return (await self._read(user_id))[0]
 
     def _key(self, user_id: str) -> str:
-        return f"{self._kind}.{user_id}"
+        return f"{self._kind}.{checked_id(user_id, 'user id')}"
 
     async def _read(self, user_id: str) -> tuple[list[str], int | None]:
         try:

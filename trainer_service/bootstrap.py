@@ -17,7 +17,7 @@ from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
 from terra.models import ModelStore
-from terra.service import Consumer, WorkerParts
+from terra.service import Consumer, ServiceParts
 from terra.storage import ObjectStorage
 from terra.worker import decode, settle
 from trainer_service.config import TrainerSettings
@@ -37,7 +37,7 @@ def build_handlers(settings: TrainerSettings, *, jobs: JobStore, models: ModelSt
 
 
 async def bootstrap(connection: NatsClient, storage: ObjectStorage,
-                    settings: TrainerSettings) -> WorkerParts:
+                    settings: TrainerSettings) -> ServiceParts:
     js = connection.jetstream()
     handlers = build_handlers(settings, jobs=await JobStore.open(js),
                               models=await ModelStore.open(js), events=EventPublisher(js),
@@ -57,7 +57,7 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
         await settle(msg, lambda: handlers.erase_account(
             decode(AccountDeleted, msg.data).user_id))
 
-    return WorkerParts(
+    return ServiceParts(
         domains=(JobKind.TRAINING.value,),
         consumers=[Consumer(TRAINING_WORKERS, on_start), Consumer(TRAINING_CONTROL, on_cancel),
                    Consumer(TRAINING_RECORDS, on_delete_model),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from terra.service import run_app, worker_app
+from terra.service import run_app, service_app
 from trainer_service.bootstrap import bootstrap
 from trainer_service.config import TrainerSettings
 
@@ -15,7 +15,7 @@ SERVICE = "trainer_service"
 def build_app(settings: TrainerSettings | None = None, *,
               configure_process: bool = True) -> FastStream:
     settings = settings or TrainerSettings()
-    return worker_app(SERVICE, settings,
+    return service_app(SERVICE, settings,
                       lambda connection, storage: bootstrap(connection, storage, settings),
                       configure_process=configure_process)
 

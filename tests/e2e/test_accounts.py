@@ -12,7 +12,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auth_service.config import AuthSettings
-from auth_service.main import build_token_issuer
+from auth_service.bootstrap import build_token_issuer
 from contracts.base import new_id
 from tests.e2e.client import PASSWORD, register, ws_url
 

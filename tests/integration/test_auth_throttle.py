@@ -17,7 +17,7 @@ import pytest
 
 from auth_service.config import AuthSettings
 from auth_service.domain import RateLimited
-from auth_service.main import answer, build_handlers
+from auth_service.bootstrap import answer, build_handlers
 from auth_service.throttle import LoginThrottle, SignupThrottle, TooManySignups
 from contracts.auth import (
     AuthErrorCode,

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import export, topology
+from contracts.base import InvalidId
 from contracts.registry import COMMANDS, EVENTS, MESSAGES
 
 USER = "u1a2b3"
@@ -196,6 +197,24 @@ def test_job_failures_go_to_the_job_kind_domain():
 def test_ids_that_would_break_subjects_are_refused(bad_id):
     with pytest.raises(ValidationError):
         MESSAGES["account.deleted.v1"](user_id=bad_id)
+
+
+@pytest.mark.parametrize("bad_id", ["*", ">", "a.b", "", "x" * 200, "../etc", "a b"])
+def test_no_subject_key_or_object_path_is_built_from_an_unchecked_id(bad_id):
+    """The one validator: every builder of a subject, KV key or object key refuses a
+    token that would reach beyond its owner (a wildcard, another token, another folder)."""
+    builders = [
+        lambda: topology.event_subject("generation", "completed", bad_id),
+        lambda: topology.user_events_filter(bad_id),
+        lambda: topology.model_key(bad_id, "m1"), lambda: topology.model_key("u1", bad_id),
+        lambda: topology.active_training_key(bad_id), lambda: topology.revocation_key(bad_id),
+        lambda: topology.OBJECTS.image_key(bad_id, "j1", "0.png"),
+        lambda: topology.OBJECTS.upload_key("u1", bad_id, "manifest.json"),
+        lambda: topology.OBJECTS.user_prefixes(bad_id),
+    ]
+    for build in builders:
+        with pytest.raises(InvalidId):
+            build()
 
 
 def test_user_event_filter_selects_only_that_user():

@@ -1,0 +1,157 @@
+"""auth_service's one wiring place: its use cases from their dependencies (tests pass
+fakes), and the requests they answer.
+
+Each request subject carries one request model and has one use case; `answer` decodes,
+runs it and turns every failure into an `AuthFailure`, so callers always get a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from google.auth import transport
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from auth_service.config import AuthSettings
+from auth_service.domain import AuthError
+from auth_service.google import CachingRequest, GoogleVerifier
+from auth_service.handlers import AuthHandlers
+from auth_service.passwords import PasswordHasher
+from auth_service.repository import RefreshTokenStore, UserRepository
+from auth_service.throttle import LoginThrottle, SignupThrottle
+from auth_service.tokens import TokenIssuer, load_private_key, load_public_key
+from contracts.auth import (
+    AuthErrorCode,
+    AuthFailure,
+    DeleteAccount,
+    GetSigningKeys,
+    GetUser,
+    LoginWithGoogle,
+    LoginWithPassword,
+    Logout,
+    RefreshTokens,
+    Register,
+)
+from contracts.base import Message
+from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
+from terra import logs
+from terra.events import EventPublisher
+from terra.service import Responder, ServiceParts
+
+log = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT", bound=Message)
+
+# Each request subject, the model it carries, and the use case that answers it.
+ROUTES: tuple[tuple[AuthRpc, type[Message], str], ...] = (
+    (AuthRpc.REGISTER, Register, "register"),
+    (AuthRpc.LOGIN_PASSWORD, LoginWithPassword, "login_password"),
+    (AuthRpc.LOGIN_GOOGLE, LoginWithGoogle, "login_google"),
+    (AuthRpc.REFRESH, RefreshTokens, "refresh"),
+    (AuthRpc.LOGOUT, Logout, "logout"),
+    (AuthRpc.GET_USER, GetUser, "get_user"),
+    (AuthRpc.DELETE_ACCOUNT, DeleteAccount, "delete_account"),
+    (AuthRpc.SIGNING_KEYS, GetSigningKeys, "signing_keys"),
+)
+
+
+def build_token_issuer(settings: AuthSettings) -> TokenIssuer:
+    return TokenIssuer(
+        load_private_key(settings.signing_key.get_secret_value()),
+        issuer=settings.issuer,
+        audience=settings.audience,
+        ttl_s=settings.access_token_ttl_s,
+        previous_keys=tuple(load_public_key(pem) for pem in settings.previous_public_keys),
+    )
+
+
+async def build_handlers(
+    js: JetStreamContext,
+    settings: AuthSettings,
+    *,
+    google_request: transport.Request | None = None,
+) -> AuthHandlers:
+    return AuthHandlers(
+        users=await UserRepository.open(js),
+        refresh_tokens=await RefreshTokenStore.open(js),
+        hasher=PasswordHasher(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        ),
+        issuer=build_token_issuer(settings),
+        google=GoogleVerifier(
+            settings.google_client_ids,
+            certs_url=settings.google_certs_url,
+            request=google_request or CachingRequest(timeout_s=settings.google_http_timeout_s),
+        ),
+        throttle=await LoginThrottle.open(
+            js,
+            key_secret=settings.throttle_key_secret(),
+            window_s=settings.login_window_s,
+            max_per_pair=settings.login_max_failures_per_email,
+            max_per_address=settings.login_max_failures_per_address,
+            slowdown_after=settings.login_slowdown_after_failures,
+            slowdown_first_delay_s=settings.login_slowdown_first_delay_s,
+            slowdown_max_delay_s=settings.login_slowdown_max_delay_s,
+        ),
+        signups=await SignupThrottle.open(
+            js,
+            key_secret=settings.throttle_key_secret(),
+            window_s=settings.registration_window_s,
+            max_per_address=settings.registration_max_per_address,
+        ),
+        events=EventPublisher(js),
+        refresh_token_ttl_s=settings.refresh_token_ttl_s,
+    )
+
+
+async def answer(
+    model: type[RequestT], body: bytes, use_case: Callable[[RequestT], Awaitable[Message]]
+) -> Message:
+    """Decode, run, and reply: the success model or an `AuthFailure`, never an exception."""
+    try:
+        request = model.model_validate_json(body)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
+        return AuthFailure(code=AuthErrorCode.INVALID_REQUEST, detail=f"Invalid fields: {fields}")
+    token = logs.correlation_id.set(request.correlation_id)
+    try:
+        return await use_case(request)
+    except AuthError as exc:
+        return AuthFailure(
+            code=exc.code,
+            detail=exc.detail,
+            retry_after_s=exc.retry_after_s,
+            correlation_id=request.correlation_id,
+        )
+    except Exception:
+        log.exception("request failed", extra={"request_type": request.type})
+        return AuthFailure(
+            code=AuthErrorCode.UNAVAILABLE,
+            detail="The auth service could not complete the request; retry later.",
+            correlation_id=request.correlation_id,
+        )
+    finally:
+        logs.correlation_id.reset(token)
+
+
+async def bootstrap(connection: NatsClient, settings: AuthSettings, *,
+                    google_request: transport.Request | None = None) -> ServiceParts:
+    handlers = await build_handlers(connection.jetstream(), settings,
+                                    google_request=google_request)
+    return ServiceParts(
+        responders=[Responder(subject, _answerer(model, getattr(handlers, use_case)),
+                              AUTH_QUEUE_GROUP) for subject, model, use_case in ROUTES],
+        max_concurrent_requests=settings.max_concurrent_requests)
+
+
+def _answerer(model: type[Message], use_case: Callable[[Message], Awaitable[Message]]):
+    async def answer_bytes(body: bytes) -> bytes:
+        return (await answer(model, body, use_case)).model_dump_json().encode()
+
+    return answer_bytes
