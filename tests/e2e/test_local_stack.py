@@ -141,14 +141,18 @@ def test_terra_up_serves_stops_cleanly_and_keeps_its_data(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_every_service_killed_comes_back(tmp_path):
     port, log_path = free_port(), tmp_path / "terra-up.log"
     url = f"http://127.0.0.1:{port}"
     proc = start_terra_up(tmp_path / "data", port, log_path)
     try:
         wait_ready(url, proc, log_path)
+        owner = register(url, "in-flight@example.com").json()
+        headers = {"Authorization": f"Bearer {owner['access_token']}"}
         for name, module in SERVICES.items():
             pid = child_pid(proc, service_cmdline(module))
+            in_flight = running_generation(url, headers) if name == "generator" else None
             offset = len(output_of(log_path))
             os.kill(pid, signal.SIGKILL)
             restart = wait_for_output(
@@ -164,9 +168,38 @@ def test_every_service_killed_comes_back(tmp_path):
                 login = httpx.post(f"{url}/api/auth/login",
                                    json={"email": email, "password": PASSWORD}, timeout=10)
                 assert login.status_code == 200, login.text
+            if in_flight is not None:  # redelivered once ack_wait passes: it ends, once
+                assert finished(url, headers, in_flight) == "succeeded"
+                listed = httpx.get(f"{url}/api/generate/download/{owner['user']['id']}",
+                                   headers=headers, timeout=10).json()
+                assert [image["job_id"] for image in listed] == [in_flight]
         assert proc.poll() is None
     finally:
         assert stop(proc) == 0, log_path.read_text()
+
+
+def running_generation(url: str, headers: dict) -> str:
+    """A long generation, once its worker has started it."""
+    response = httpx.post(f"{url}/api/generate/image", headers=headers, timeout=10, json={
+        "prompt": "a long one", "width": 512, "height": 512, "steps": 100, "seed": 3})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/api/jobs/{job_id}", headers=headers,
+                    timeout=10).json()["status"] != "running":
+        assert time.monotonic() < deadline, "the generation never started"
+        time.sleep(0.2)
+    return job_id
+
+
+def finished(url: str, headers: dict, job_id: str, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = httpx.get(f"{url}/api/jobs/{job_id}", headers=headers, timeout=10).json()["status"]
+        if status in ("succeeded", "failed", "cancelled"):
+            return status
+        assert time.monotonic() < deadline, f"job {job_id} still {status}"
+        time.sleep(0.5)
 
 
 @pytest.mark.slow
