@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from contracts.topology import LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
+from contracts.topology import LOGIN_THROTTLE_KV, REVOCATIONS_KV, SIGNUP_THROTTLE_KV
 from terra.settings import RuntimeSettings
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -34,7 +34,10 @@ def local_signing_key_pem() -> str:
 class AuthSettings(RuntimeSettings):
     issuer: str = "terra-auth"
     audience: str = "terra-api"
-    access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    access_token_ttl_s: int = Field(
+        default=900, ge=30,
+        description="Lifetime of access tokens; at most the time the revocation list keeps "
+        "an entry (terra_revocations: a day), or a token could outlive its revocation.")
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=60, le=30 * 86_400)
 
     signing_key: SecretStr = Field(
@@ -98,6 +101,18 @@ class AuthSettings(RuntimeSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("access_token_ttl_s")
+    @classmethod
+    def _tokens_die_before_their_revocation(cls, value: int) -> int:
+        keep_s = REVOCATIONS_KV.ttl_s
+        if keep_s is not None and value > keep_s:
+            raise ValueError(
+                f"TERRA_ACCESS_TOKEN_TTL_S={value} outlives a revocation: the revocation list "
+                f"({REVOCATIONS_KV.bucket}) keeps an entry {keep_s:.0f} s, so a token of a "
+                f"deleted or signed-out account would work again after that; use at most "
+                f"{keep_s:.0f}")
         return value
 
     @model_validator(mode="after")

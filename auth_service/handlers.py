@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -51,6 +52,7 @@ from contracts.auth import (
 )
 from contracts.base import Event, utcnow
 from terra.events import EventPublisher
+from terra.revocations import Revocations, is_revoked
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class AuthHandlers:
     signups: SignupThrottle
     events: EventPublisher
     refresh_token_ttl_s: int
+    revocations: Revocations
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -142,14 +145,18 @@ class AuthHandlers:
         return UserReply(user=user.public(), correlation_id=request.correlation_id)
 
     async def delete_account(self, request: DeleteAccount) -> Done:
-        # Retry-safe order: hide the account (indexes), announce, then drop the record.
-        # A crash before the announcement leaves a record that a retried call finds again.
+        # Retry-safe order: hide the account (indexes), end its sessions, announce, then
+        # drop the record. A crash before the revocation leaves a record that a retried
+        # call (with the same, still valid token) finds again.
         user = await self.users.get_record(request.user_id)
         if user is None:
             raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
         if user.google_sub:
             await self.users.release_google(user.google_sub, user.id)
         await self.users.release_email(user.email, user.id)
+        # Before the announcement: once the services erase the user's data, no gateway
+        # accepts another request of theirs (every gateway refuses their tokens from now).
+        await self.revocations.revoke(user.id, utcnow())
         await self.events.publish(
             AccountDeleted(user_id=user.id, correlation_id=request.correlation_id)
         )
@@ -175,6 +182,9 @@ class AuthHandlers:
             raise _invalid_refresh()
         if not await self.refresh_tokens.mark_used(token_hash, token, revision):
             raise await self._reused(token)  # lost a race with another use of the same token
+        if await self._signed_out_everywhere_since(token):
+            await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
+            raise _invalid_refresh()
         if not await self.refresh_tokens.touch_family(token.family_id, family, family_revision):
             raise _invalid_refresh()  # revoked while we were rotating
         user = await self.users.get(token.user_id)
@@ -187,6 +197,8 @@ class AuthHandlers:
         if found is None:
             raise _invalid_refresh()
         token, _ = found
+        if request.everywhere:
+            await self._sign_out_everywhere(token)
         await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
         return Done(correlation_id=request.correlation_id)
 
@@ -199,6 +211,30 @@ class AuthHandlers:
         )
 
     # --- steps ----------------------------------------------------------------------------
+
+    async def _sign_out_everywhere(self, token: RefreshTokenEntry) -> None:
+        """Refuse every access token of the user issued until now, on every gateway, and
+        every refresh token issued until now (see `_signed_out_everywhere_since`).
+
+        Only a live session may do this (a spent or expired refresh token may not)."""
+        if token.used or token.expires_at <= time.time():
+            raise _invalid_refresh()
+        family = await self.refresh_tokens.get_family(token.family_id)
+        if family is None or family[0].revoked:
+            raise _invalid_refresh()
+        revoked_at = await self.revocations.revoke(token.user_id, utcnow())
+        # Access tokens carry whole seconds (`iat`); the rule refuses iat <= revoked_at.
+        # Answering only once that second is over means a sign-in after this answer gets
+        # a later `iat`, so its tokens work.
+        await asyncio.sleep(max(0.0, math.floor(revoked_at.timestamp()) + 1 - time.time()))
+
+    async def _signed_out_everywhere_since(self, token: RefreshTokenEntry) -> bool:
+        """The refresh token was issued before its user signed out everywhere. Families
+        are not listed per user, so they end here, at their next use; a family unused for
+        longer than the revocation list keeps entries (a day) is not caught."""
+        revoked_at = await self.revocations.revoked_at(token.user_id)
+        issued_at = token.expires_at - self.refresh_token_ttl_s
+        return is_revoked(issued_at, revoked_at)
 
     async def _create_account(self, user: UserRecord) -> None:
         """Record first, then the email index: the index is the commit point."""

@@ -10,19 +10,15 @@ or an IPv6 /64, since one IPv6 client holds a whole /64):
   (doubling, capped at a few seconds) before its password is checked;
 - sign-ups (password or Google) per network.
 
-How it counts: each key holds the times of recent attempts (a sliding-window log). An
-attempt is admitted by one revision-checked write that appends its time only while the
-window has room, so N concurrent attempts are N increments and at most `limit` of them get
-through; a write that loses a race (`KeyWrongLastSequenceError`) reads again and retries.
-Sign-in attempts are counted *before* the password is checked: a failure keeps its count,
-a success takes it back and forgives the pair. A refused attempt is counted nowhere and
-costs no hashing.
+How it counts: each key holds the times of recent attempts, a sliding-window log in KV
+(`terra.ratelimit`: `Window`, `AttemptLogs`), appended to by revision-checked writes so N
+concurrent attempts are N increments and at most `limit` of them get through. Sign-in
+attempts are counted *before* the password is checked: a failure keeps its count, a
+success takes it back and forgives the pair. A refused attempt is counted nowhere and costs
+no hashing.
 
-Why a log rather than a fixed-window counter: Retry-After is exact (when the oldest attempt
-leaves the window), there is no double burst at window edges, and a log never outgrows its
-limit because a full window is not written (which also keeps contended keys read-only once
-they are full). Append-only records (a key per attempt) would avoid write races but need a
-key listing to count on every attempt.
+Append-only records (a key per attempt) would avoid write races but need a key listing to
+count on every attempt.
 
 Keys are subject tokens that name no email or address: keyed hashes (HMAC) under a secret
 only auth_service holds. A missing client address (only internal callers send none; the
@@ -31,29 +27,25 @@ gateway always names one) skips the per-network limits; the email's slow-down st
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from auth_service.domain import AuthError, RateLimited
 from contracts.auth import AuthErrorCode
 from contracts.topology import LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
+from terra.ratelimit import AttemptLogs, ThrottleBusy, Window
 
 log = logging.getLogger(__name__)
 
-_MAX_CAS_ATTEMPTS = 50
 _DIGEST_HEX = 32  # 128 bits of HMAC-SHA256: a key-safe token
 
 
@@ -64,10 +56,6 @@ class TooManySignups(AuthError):
             "Too many accounts were created from your network; try again later.",
             retry_after_s=retry_after_s,
         )
-
-
-class ThrottleBusy(Exception):
-    """A key kept changing under us: too many writers at once."""
 
 
 # --- pure rules ------------------------------------------------------------------------------
@@ -91,35 +79,6 @@ def key_token(secret: bytes, *parts: str) -> str:
     """A stable, key-safe name for `parts` that does not reveal them without `secret`."""
     message = "\0".join(parts).encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:_DIGEST_HEX]
-
-
-@dataclass(frozen=True)
-class Window:
-    """At most `limit` attempts in any `window_s` seconds."""
-
-    limit: int
-    window_s: float
-
-    def recent(self, times: Sequence[float], now: float) -> list[float]:
-        # Times a little ahead of `now` (another replica's clock) still count.
-        return sorted(t for t in times if t > now - self.window_s)
-
-    def retry_after(self, times: Sequence[float], now: float) -> int | None:
-        """Whole seconds until an attempt fits, or None when one fits now."""
-        recent = self.recent(times, now)
-        if len(recent) < self.limit:
-            return None
-        frees_at = recent[len(recent) - self.limit] + self.window_s
-        # Clamped: an attempt stamped a moment after `now` (a concurrent one, or another
-        # replica's clock) must not make the wait longer than the window.
-        return max(1, min(math.ceil(frees_at - now), math.ceil(self.window_s)))
-
-    def admit(self, times: Sequence[float], now: float) -> list[float] | None:
-        """The log with an attempt at `now` added, or None when the window is full."""
-        recent = self.recent(times, now)
-        if len(recent) >= self.limit:
-            return None
-        return [*recent, now]
 
 
 @dataclass(frozen=True)
@@ -177,52 +136,6 @@ def forgiven(times: Sequence[float], at: float) -> list[float] | None:
     """The log after a success at `at`: attempts up to it are forgiven; None: nothing to."""
     remaining = [t for t in times if t > at]
     return None if len(remaining) == len(times) else remaining
-
-
-# --- storage ---------------------------------------------------------------------------------
-
-
-class AttemptLogs:
-    """Sliding-window logs (JSON lists of times) in one KV bucket, changed only by
-    revision-checked writes."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-
-    async def read(self, key: str) -> tuple[list[float], int | None]:
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:  # also a deleted or purged key
-            return [], None
-        if not entry.value:
-            return [], entry.revision
-        return [float(t) for t in json.loads(entry.value)], entry.revision
-
-    async def change(
-        self, key: str, change: Callable[[list[float]], list[float] | None]
-    ) -> tuple[list[float], bool]:
-        """Write `change(times)` over the key's log, reading again after a lost race.
-
-        Returns the log the change saw and whether it was written (a None change writes
-        nothing); raises `ThrottleBusy` when the key keeps changing under us.
-        """
-        for attempt in range(_MAX_CAS_ATTEMPTS):
-            times, revision = await self.read(key)
-            updated = change(times)
-            if updated is None:
-                return times, False
-            value = json.dumps(updated).encode()
-            try:
-                if revision is None:
-                    await self._kv.create(key, value)
-                else:
-                    await self._kv.update(key, value, last=revision)
-                return times, True
-            except KeyWrongLastSequenceError:
-                # Someone else counted meanwhile: count on top of it, after a short random
-                # pause so that contenders spread out.
-                await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-        raise ThrottleBusy(key)
 
 
 # --- sign-in ---------------------------------------------------------------------------------

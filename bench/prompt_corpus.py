@@ -1,8 +1,8 @@
 """The prompt optimiser's quality corpus: 65 hand-written prompts, one word to over 512 T5
 tokens, French, tag soup, quotes, trigger words, emoji, as (prompt, style, trigger word).
 
-Data for `bench.prompt_engine`; a copy of `tests/unit/test_prompt_corpus.py`'s corpus,
-since nothing outside `tests/` imports `tests/` (tests/unit/test_import_rules.py).
+Data for `bench.prompt_engine` and `tests/unit/test_prompt_corpus.py` (it lives here,
+not in `tests/`, since nothing outside `tests/` imports `tests/`).
 """
 
 from __future__ import annotations

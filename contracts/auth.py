@@ -69,6 +69,12 @@ class RefreshTokens(Message):
 class Logout(Message):
     type: Literal["auth.logout.v1"] = "auth.logout.v1"
     refresh_token: str = Field(max_length=512)
+    everywhere: bool = Field(
+        default=False,
+        description="End every session of the user, not only this one: access tokens "
+        "issued until now are refused by every gateway at once, refresh tokens at their "
+        "next use.",
+    )
 
 
 class GetUser(Message):

@@ -126,7 +126,7 @@ def identities() -> dict[str, Identity]:
     gateway = Identity(t.GATEWAY).uses(
         streams=t.STREAMS,
         buckets=(t.JOBS_KV, t.MODELS_KV, t.IMAGES_KV, t.QUEUE_SLOTS_KV, t.WORKERS_KV,
-                 t.REVOCATIONS_KV))
+                 t.REVOCATIONS_KV, t.RATE_LIMITS_KV))
     gateway.publish += [
         # It sends every command, and asks auth_service.
         *(t.command_subject(domain, ">") for domain in t.COMMAND_STREAMS),
@@ -140,8 +140,9 @@ def identities() -> dict[str, Identity]:
         *kv_watch(t.MODELS_KV), *kv_watch(t.IMAGES_KV), *kv_watch(t.WORKERS_KV),
         *kv_watch(t.REVOCATIONS_KV),
     ]
-    gateway.writes(*(kv for kv in t.KV_BUCKETS
-                     if any(who == t.GATEWAY for who, _ in kv.exceptions)))
+    # What it owns (its rate limits), and the writes the design allows it elsewhere.
+    gateway.writes(*(kv for kv in t.KV_BUCKETS if t.GATEWAY in kv.owners
+                     or any(who == t.GATEWAY for who, _ in kv.exceptions)))
 
     auth = Identity(t.AUTH, allow_responses=True).uses(
         streams=(t.EVENTS,),

@@ -346,6 +346,20 @@ def revocation_key(user_id: str) -> str:
     return f"user.{checked_id(user_id, 'user id')}"
 
 
+RATE_LIMITS_KV = KvSpec(
+    bucket="terra_rate_limits",
+    owners=(GATEWAY,),
+    description="Recent requests per user for the gateway's rate limits (`terra.ratelimit` "
+    "sliding-window logs): `prompt.<user_id>` for prompt optimisations. The TTL bounds the "
+    "longest window.",
+    ttl_s=3600.0,
+)
+
+
+def rate_limit_key(what: str, user_id: str) -> str:
+    return f"{what}.{checked_id(user_id, 'user id')}"
+
+
 KV_BUCKETS: tuple[KvSpec, ...] = (
     JOBS_KV,
     MODELS_KV,
@@ -358,6 +372,7 @@ KV_BUCKETS: tuple[KvSpec, ...] = (
     LOGIN_THROTTLE_KV,
     SIGNUP_THROTTLE_KV,
     REVOCATIONS_KV,
+    RATE_LIMITS_KV,
 )
 
 # --- object storage ------------------------------------------------------------------------

@@ -46,7 +46,9 @@ class TrainingStarted(Event):
     type: Literal["training.started.v1"] = "training.started.v1"
     job_id: Id
     model_id: Id
-    resumed_from_step: int = Field(default=0, ge=0)
+    resumed_from_step: int = Field(default=0, ge=0, description="Always 0: a job starts "
+                                   "once; a resumed one says `job.requeued.v1` with its "
+                                   "`resumed_from_step`. Kept for older clients.")
 
 
 class TrainingProgressed(Event):

@@ -8,12 +8,15 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
+from gateway.server import AbortStalledWebSocket, header_limited
 from terra.logs import setup_logging
 from terra.telemetry import setup_tracing
 
 
 def main() -> None:
     settings = GatewaySettings()
+    # Tokens reach the server in `?token=` (browsers' WebSockets) and headers; uvicorn logs
+    # the path with its query string: every record is redacted before it is written.
     setup_logging(settings, "gateway")
     setup_tracing(settings, "gateway")
     # `terra up` binds the listener itself and hands it down, so that no other program
@@ -23,6 +26,8 @@ def main() -> None:
     uvicorn.run(
         create_app(settings),
         **where,
+        http=header_limited(settings.max_header_bytes, settings.max_headers),
+        ws=AbortStalledWebSocket,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_interval_s,
         proxy_headers=settings.trust_forwarded_for,

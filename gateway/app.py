@@ -16,9 +16,10 @@ from gateway.correlation import CorrelationId
 from gateway.events import EventHub
 from gateway.limits import BodySizeLimit
 from gateway.problems import install_problem_handlers
-from gateway.routers import accounts, generation, health, jobs, models, prompts, training
+from gateway.routers import accounts, datasets, generation, health, jobs, models, prompts, training
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
+from gateway.server import redact_span
 from terra.broker import build_broker
 from terra.errors import ConfigurationError, StorageError
 from terra.events import EventPublisher
@@ -26,8 +27,12 @@ from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
 from terra.provisioning import verify_identity
+from terra.ratelimit import SlidingWindowLimit, Window
+from terra.revocations import Revocations, RevocationWatch
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
+from terra.supervise import Supervisor
+from terra.telemetry import flush_spans
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +59,26 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         except StorageError as exc:  # /ready reports it; the gateway still serves auth
             log.warning("object storage not ready", extra={"error": str(exc)})
         auth = AuthClient(broker, settings.auth_timeout_s)
-        hub = EventHub(nc, settings.ws_queue_size)
-        await hub.start()
         # Requests wait for NATS a bounded time (nats-py's default is 5 s per call, and a
         # stream leader election lasts seconds): then they answer 503, never hang.
         js = nc.jetstream(timeout=settings.nats_request_timeout_s)
+        supervisor = Supervisor()
+        hub = EventHub(nc, settings.ws_queue_size, supervisor=supervisor)
+        # Revoked sessions (deleted accounts, "sign out everywhere"), from every gateway's
+        # watch of one bucket: their tokens are refused and their sockets here closed.
+        revocations = RevocationWatch(nc, await Revocations.open(js), js=js)
+        revocations.on_revoked(
+            lambda user_id, at: hub.end_sessions(user_id, issued_up_to=at.timestamp()))
+        supervisor.start("revocation-watch", revocations.run)
+        await hub.start()
+        await revocations.wait_caught_up(5.0)  # else tokens are checked against the bucket
         app.state.runtime = runtime = GatewayRuntime(
             settings=settings,
             broker=broker,
             nc=nc,
             js=js,
             auth=auth,
-            tokens=TokenVerifier(auth, settings.keys_refresh_min_interval_s),
+            tokens=TokenVerifier(auth, settings.keys_refresh_min_interval_s, revocations),
             hub=hub,
             storage=storage,
             jobs=await JobStore.open(js),
@@ -74,6 +87,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             generation_slots=await QueueSlots.open(js, "generation"),
             events=EventPublisher(js, retry_for_s=settings.nats_request_timeout_s,
                                   ack_timeout_s=settings.nats_request_timeout_s),
+            supervisor=supervisor,
+            revocations=revocations,
+            prompt_rate=await SlidingWindowLimit.open(
+                js, topology.RATE_LIMITS_KV.bucket,
+                Window(settings.prompt_rate_limit, settings.prompt_rate_window_s)),
         )
         try:
             yield
@@ -81,7 +99,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             for check in runtime.ready_checks.values():
                 check.cancel()
             await hub.stop()
+            await supervisor.stop()
             await broker.stop()
+            flush_spans()
 
     app = FastAPI(
         title="Terra",
@@ -90,9 +110,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    # datasets before training: its fixed paths ahead of the `/api/training/{job_id}/...` ones.
     for router in (health.router, accounts.router, jobs.router, prompts.router,
-                   training.router, models.router, generation.router, generation.images,
-                   ws.router):
+                   datasets.router, training.router, models.router, generation.router,
+                   generation.images, ws.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
@@ -109,5 +130,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     if settings.tracing:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready")
+        # Span attributes carry the URL with its query string: `?token=` is rewritten.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready",
+                                           server_request_hook=redact_span)
     return app

@@ -14,8 +14,9 @@ from faststream.nats import NatsBroker
 
 from contracts import topology
 from contracts.base import Command, Event, utcnow
-from contracts.jobs import JobState, JobStatus
+from contracts.jobs import CancelJob, JobKind, JobState, JobStatus
 from gateway.events import EventHub
+from gateway.problems import Problem
 from terra.events import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,20 @@ async def wait_for_event(
         return None
     finally:
         hub.unsubscribe(sub)
+
+
+async def cancel_job(runtime, user_id: str, job_id: str, kind: JobKind) -> dict[str, str]:
+    """Ask the job's service to cancel it: queued, it ends at once; running, its worker
+    stops within a step. Another user's job, or another kind, is not found."""
+    job = await runtime.job(job_id, user_id)
+    if job is None or job.kind is not kind:
+        raise Problem(404, "not-found", f"No {kind.value} {job_id}.")
+    if job.status.is_terminal:
+        raise Problem(409, "conflict", f"The {kind.value} {job_id} has already "
+                      f"{job.status.value}.")
+    await send(runtime.broker, CancelJob(job_id=job_id, user_id=user_id, kind=kind),
+               timeout_s=runtime.settings.nats_request_timeout_s)
+    return {"job_id": job_id, "status": "cancel_requested"}
 
 
 async def ask_owner(runtime, user_id: str, command: Command, *, done: str,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from contracts.topology import RATE_LIMITS_KV
 from terra.settings import RuntimeSettings
 
 
@@ -33,6 +34,20 @@ class GatewaySettings(RuntimeSettings):
         default=4, ge=1, description="Queued and running generation jobs per user (then 429)."
     )
     ws_queue_size: int = Field(default=256, description="Events buffered per socket.")
+    ws_send_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest one WebSocket send may wait for the client to "
+        "read; then the socket is closed (4408) and its buffer freed.")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="Largest request head (request line and "
+        "headers); larger ones are answered 431.")
+    max_headers: int = Field(default=100, ge=10, description="Most headers in a request (431).")
+    prompt_rate_limit: int = Field(
+        default=60, ge=1, description="Prompt optimisations one user may request per "
+        "`prompt_rate_window_s` (then 429 with Retry-After), across every gateway.")
+    prompt_rate_window_s: float = Field(
+        default=60.0, gt=0, le=RATE_LIMITS_KV.ttl_s,
+        description="The sliding window of `prompt_rate_limit` (at most the rate-limit "
+        "bucket's TTL, which forgets the counts).")
     ws_ping_interval_s: float = Field(default=20.0, description="WebSocket keep-alive pings.")
     keys_refresh_min_interval_s: float = Field(
         default=10.0, description="Least time between signing key fetches on an unknown kid."

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -69,6 +69,10 @@ class Subscription:
     domain: str | None  # None: every domain
     queue: asyncio.Queue[Delivered]
     overflowed: bool = False
+    # A socket's: when its token was issued. A revocation of the user's sessions after
+    # that ends the subscription (`ended` is set, the socket closes).
+    issued_at: float | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, subject: str) -> bool:
         return self.domain is None or topology.event_domain(subject) == self.domain
@@ -81,6 +85,11 @@ class Subscription:
         except asyncio.QueueFull:
             # The writer sees the flag at its next event and closes the socket.
             self.overflowed = True
+
+    def discard(self) -> None:
+        """Drop what is buffered: its socket is closing and sends none of it."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
 
 
 class _Restart(Exception):
@@ -123,10 +132,24 @@ class EventHub:
     def sockets(self) -> int:
         return sum(len(subs) for subs in self._by_user.values())
 
-    def subscribe(self, user_id: str, domain: str | None) -> Subscription:
-        subscription = Subscription(user_id, domain, asyncio.Queue(self._queue_size))
+    def subscribe(self, user_id: str, domain: str | None, *,
+                  issued_at: float | None = None) -> Subscription:
+        subscription = Subscription(user_id, domain, asyncio.Queue(self._queue_size),
+                                    issued_at=issued_at)
         self._by_user[user_id].add(subscription)
         return subscription
+
+    def end_sessions(self, user_id: str, issued_up_to: float) -> int:
+        """The user's sessions were revoked: end the subscriptions of sockets whose token
+        was issued at or before `issued_up_to` (nothing more is queued to them, their
+        buffered events are dropped and their sockets close). Returns how many."""
+        ended = [sub for sub in self._by_user.get(user_id, ())
+                 if sub.issued_at is not None and sub.issued_at <= issued_up_to]
+        for subscription in ended:
+            self.unsubscribe(subscription)
+            subscription.discard()
+            subscription.ended.set()
+        return len(ended)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subs = self._by_user.get(subscription.user_id)

@@ -18,8 +18,11 @@ from terra.events import EventPublisher
 from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
+from terra.ratelimit import SlidingWindowLimit
+from terra.revocations import RevocationWatch
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
+from terra.supervise import Supervisor
 
 
 @dataclass
@@ -37,6 +40,9 @@ class GatewayRuntime:
     images: ImageStore
     generation_slots: QueueSlots
     events: EventPublisher  # a request's events: retried briefly through a broker fault
+    supervisor: Supervisor  # the process's long-lived loops: event fan-out, revocations
+    revocations: RevocationWatch  # every user's last revocation, kept current
+    prompt_rate: SlidingWindowLimit  # prompt optimisations per user, across gateways
     # `/ready`'s checks still running, by name: a slow one is joined, not started again.
     ready_checks: dict[str, asyncio.Task] = field(default_factory=dict)
 

@@ -1,7 +1,11 @@
 """Access tokens, verified locally with the public keys auth_service publishes.
 
 No call per request: the JWKS is fetched once and again only when a token names a key
-id we have not seen (rotation), at most once per `keys_refresh_min_interval_s`.
+id we have not seen (rotation), at most once per `keys_refresh_min_interval_s`. A token
+is also refused when its user's sessions were revoked after it was issued (the account
+was deleted, or its owner signed out everywhere): the revocation list is in memory
+(`terra.revocations.RevocationWatch`), checked on every request, cached tokens included.
+Its `sub` must be a valid user id, since it becomes a subject token and a key.
 """
 
 from __future__ import annotations
@@ -11,15 +15,21 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import jwt
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+from pydantic import TypeAdapter, ValidationError
 
 from contracts.auth import GetSigningKeys, SigningKeys
+from contracts.base import Id
 from contracts.topology import AuthRpc
 from gateway.auth_client import AuthClient
+from terra.revocations import is_revoked
 
 VERIFIED_CACHE_SIZE = 50_000  # tokens; about 10 MB at most
+_USER_ID = TypeAdapter(Id)
 
 
 class InvalidToken(Exception):
@@ -31,11 +41,22 @@ class Caller:
     user_id: str
     email: str | None
     token_id: str | None
+    issued_at: float = 0.0  # the token's `iat`: a revocation ends tokens issued up to it
+
+
+class RevocationList(Protocol):
+    """When each user's sessions were last revoked (`terra.revocations.RevocationWatch`)."""
+
+    async def revoked_at(self, user_id: str) -> datetime | None: ...
+
+    def known(self, user_id: str) -> datetime | None: ...
 
 
 class TokenVerifier:
-    def __init__(self, auth: AuthClient, min_refresh_interval_s: float = 10.0) -> None:
+    def __init__(self, auth: AuthClient, min_refresh_interval_s: float = 10.0,
+                 revocations: RevocationList | None = None) -> None:
         self._auth = auth
+        self._revocations = revocations
         self._min_refresh_interval_s = min_refresh_interval_s
         self._keys: dict[str, object] = {}
         self._issuer: str | None = None
@@ -65,12 +86,22 @@ class TokenVerifier:
                 del self._verified[token]
                 raise InvalidToken("the access token has expired")
             self._verified.move_to_end(token)
-            return caller
-        caller, expires_at = await self._verify_signature(token)
-        self._verified[token] = (caller, expires_at)
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+        else:
+            caller, expires_at = await self._verify_signature(token)
+            self._verified[token] = (caller, expires_at)
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        if self._revocations is not None and is_revoked(
+                caller.issued_at, await self._revocations.revoked_at(caller.user_id)):
+            self._verified.pop(token, None)
+            raise InvalidToken("the access token has been revoked")
         return caller
+
+    def still_valid(self, caller: Caller) -> bool:
+        """The caller's token is not revoked as far as this process knows right now (no
+        I/O: for a check that must not wait, e.g. right after a socket subscribed)."""
+        return self._revocations is None or not is_revoked(
+            caller.issued_at, self._revocations.known(caller.user_id))
 
     async def _verify_signature(self, token: str) -> tuple[Caller, float]:
         try:
@@ -98,7 +129,12 @@ class TokenVerifier:
             raise InvalidToken("the access token has expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("the access token is not valid") from exc
-        caller = Caller(user_id=claims["sub"], email=claims.get("email"), token_id=claims.get("jti"))
+        try:
+            user_id = _USER_ID.validate_python(claims["sub"])
+        except ValidationError as exc:
+            raise InvalidToken("the access token names no valid user") from exc
+        caller = Caller(user_id=user_id, email=claims.get("email"), token_id=claims.get("jti"),
+                        issued_at=float(claims["iat"]))
         return caller, float(claims["exp"])
 
 

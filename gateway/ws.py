@@ -4,7 +4,9 @@ Protocol: authenticate with `?token=` or `Authorization: Bearer`; optional `?sin
 replays the caller's events after that stream sequence, then the socket continues live
 with no gap and no duplicate. Server frames are events `{seq, type, job_id, domain,
 payload}` or control frames without `seq`: `ready`, `pong`, and close codes 4401 (bad
-token), 4400 (bad query), 4408 (too slow: reconnect with since=last seq).
+token, or the user's sessions were revoked: reason "revoked"), 4400 (bad query), 4408 (too
+slow: a send waited longer than `ws_send_timeout_s`, or more than `ws_queue_size` events
+were waiting; reconnect with since=last seq).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def _since(websocket: WebSocket) -> int | None:
     return int(raw)
 
 
+class TooSlow(Exception):
+    """The client did not read a frame within the send timeout."""
+
+
 class EventStreamSession:
     """One socket: replay what was missed, then forward live events, answer pings."""
 
@@ -55,12 +61,21 @@ class EventStreamSession:
         self.runtime = runtime
         self.sub = sub
         self.last_sent = 0
+        self.send_timeout_s = runtime.settings.ws_send_timeout_s
+
+    async def send_text(self, text: str) -> None:
+        """One frame, or `TooSlow`: a client that stops reading fills the server's buffer,
+        and then a send waits for it forever."""
+        try:
+            await asyncio.wait_for(self.websocket.send_text(text), self.send_timeout_s)
+        except TimeoutError:
+            raise TooSlow from None
 
     async def send(self, event: Delivered) -> None:
         if event.seq <= self.last_sent:
             return  # already sent by the replay
         with continue_trace(event):
-            await self.websocket.send_text(event.frame())
+            await self.send_text(event.frame())
         self.last_sent = event.seq
 
     async def replay(self, since: int) -> int:
@@ -81,10 +96,7 @@ class EventStreamSession:
         while True:
             event = await self.sub.queue.get()
             if self.sub.overflowed:
-                await self.websocket.close(
-                    CLOSE_TOO_SLOW, f"too slow; reconnect with since={self.last_sent}"
-                )
-                return
+                raise TooSlow
             await self.send(event)
 
     async def answer_client(self) -> None:
@@ -92,7 +104,16 @@ class EventStreamSession:
             text = await self.websocket.receive_text()
             with contextlib.suppress(ValueError, AttributeError):
                 if json.loads(text).get("type") == "ping":
-                    await self.websocket.send_text('{"type":"pong"}')
+                    await self.send_text('{"type":"pong"}')
+
+    async def until_revoked(self) -> None:
+        await self.sub.ended.wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Bounded like a send: a client that does not read does not get it either (the
+        server then drops the connection, see `gateway.server`)."""
+        with contextlib.suppress(TimeoutError, RuntimeError, WebSocketDisconnect):
+            await asyncio.wait_for(self.websocket.close(code, reason), self.send_timeout_s)
 
 
 async def serve(websocket: WebSocket, domain: str | None) -> None:
@@ -111,23 +132,40 @@ async def serve(websocket: WebSocket, domain: str | None) -> None:
 
     # Subscribe before reading the stream's last sequence: every later event reaches the
     # queue, every earlier one the replay; the session drops what both delivered.
-    sub = runtime.hub.subscribe(caller.user_id, domain)
+    sub = runtime.hub.subscribe(caller.user_id, domain, issued_at=caller.issued_at)
     session = EventStreamSession(websocket, runtime, sub)
+    if not runtime.tokens.still_valid(caller):  # revoked while we were verifying
+        runtime.hub.unsubscribe(sub)
+        await session.close(CLOSE_UNAUTHORIZED, "revoked")
+        return
     try:
         replayed = await session.replay(since) if since is not None else 0
-        await websocket.send_text(
+        await session.send_text(
             json.dumps({"type": "ready", "last_seq": session.last_sent, "replayed": replayed})
         )
         tasks = [asyncio.create_task(session.forward_live()),
-                 asyncio.create_task(session.answer_client())]
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+                 asyncio.create_task(session.answer_client()),
+                 asyncio.create_task(session.until_revoked())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
         for task in done:
-            if (exc := task.exception()) and not isinstance(exc, WebSocketDisconnect):
+            if (exc := task.exception()) is not None:
                 raise exc
+        if sub.ended.is_set():
+            await session.close(CLOSE_UNAUTHORIZED, "revoked")
     except WebSocketDisconnect:
         pass
+    except TooSlow:
+        # Nothing more is queued for it and its buffered events go now, before the close
+        # (which may itself wait the send timeout on a client that reads nothing).
+        runtime.hub.unsubscribe(sub)
+        sub.discard()
+        log.info("socket too slow; closed", extra={"user_id": caller.user_id,
+                                                    "last_seq": session.last_sent})
+        await session.close(CLOSE_TOO_SLOW, f"too slow; reconnect with since={session.last_sent}")
     finally:
         runtime.hub.unsubscribe(sub)
 

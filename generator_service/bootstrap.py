@@ -33,7 +33,7 @@ from terra.models import ModelStore
 from terra.service import Consumer, ServiceParts
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
-from terra.worker import decode, settle
+from terra.worker import handling
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("generator")
 log = logging.getLogger(__name__)
@@ -71,27 +71,16 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
         events=EventPublisher(js), storage=storage)
     worker = FairWorker(js, handlers, fetch_timeout_s=settings.fetch_timeout_s)
 
-    async def on_cancel(msg) -> None:
-        await settle(msg, lambda: handlers.cancel(decode(CancelJob, msg.data)))
-
-    async def on_delete_image(msg) -> None:
-        await settle(msg, lambda: handlers.delete_image(decode(DeleteImage, msg.data)))
-
-    async def on_model_deleted(msg) -> None:
-        await settle(msg, lambda: handlers.forget_model(decode(ModelDeleted, msg.data)))
-
-    async def on_account_deleted(msg) -> None:
-        await settle(msg, lambda: handlers.erase_account(
-            decode(AccountDeleted, msg.data).user_id))
-
     log.info("pipelines loaded", extra={"profile": generator.profile.name,
                                         "device": settings.generate_device})
     return ServiceParts(
         domains=(JobKind.GENERATION.value,),
-        consumers=[Consumer(GENERATION_CONTROL, on_cancel),
-                   Consumer(GENERATION_RECORDS, on_delete_image),
-                   Consumer(GENERATOR_MODEL_DELETIONS, on_model_deleted),
-                   Consumer(ACCOUNT_CLEANUP, on_account_deleted)],
+        consumers=[Consumer(GENERATION_CONTROL, handling(CancelJob, handlers.cancel)),
+                   Consumer(GENERATION_RECORDS, handling(DeleteImage, handlers.delete_image)),
+                   Consumer(GENERATOR_MODEL_DELETIONS,
+                            handling(ModelDeleted, handlers.forget_model)),
+                   Consumer(ACCOUNT_CLEANUP, handling(AccountDeleted, handlers.account_deleted,
+                                                      with_message=True))],
         loops={"fair-worker": worker.run, "held-heartbeats": worker.keep_alive,
                "retention-sweep": handlers.sweep_forever},
         dead_letters={"generations": (GENERATION_WORKERS, handlers.dead_letter)},

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from contracts.auth import AccountDeleted
 from contracts.base import utcnow
 from contracts.generation import (
     DeleteImage,
@@ -30,12 +31,13 @@ from contracts.topology import OBJECTS
 from contracts.training import ModelDeleted
 from fluxkit.errors import OutOfGpuMemory
 from generator_service import pipelines
-from generator_service.adapters import LoraRef
+from generator_service.adapters import AdapterError, LoraRef
 from generator_service.config import GeneratorSettings
 from generator_service.jobs import ref_of
+from terra.errors import StorageError
 from terra.events import EventPublisher
 from terra.images import ImageStore
-from terra.lifecycle import JobFailure, JobLifecycle
+from terra.lifecycle import JobFailure, JobLifecycle, erase_twice
 from terra.models import ModelStore
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
@@ -96,6 +98,11 @@ class GeneratorHandlers:
                 on_step=on_step, should_stop=should_stop)
         except OutOfGpuMemory as exc:
             raise JobFailure(FailureCode.OUT_OF_MEMORY, str(exc)) from exc
+        # A LoRA that cannot work now will not work later: the job fails once, with why.
+        except LoraFileMissing as exc:
+            raise JobFailure(FailureCode.NOT_FOUND, "The LoRA's file no longer exists.") from exc
+        except AdapterError as exc:
+            raise JobFailure(FailureCode.INVALID_INPUT, f"The LoRA cannot be used: {exc}") from exc
         finally:
             self.running = []
             for watcher in watchers:
@@ -118,8 +125,13 @@ class GeneratorHandlers:
         loop = asyncio.get_running_loop()
 
         def fetch() -> bytes:  # on a cache miss only, from the generation thread
-            return asyncio.run_coroutine_threadsafe(
-                self.storage.get_bytes(record.lora_key), loop).result(timeout=120)
+            try:
+                return asyncio.run_coroutine_threadsafe(
+                    self.storage.get_bytes(record.lora_key), loop).result(timeout=120)
+            except StorageError as exc:
+                if str(exc).startswith("NoSuchKey"):
+                    raise LoraFileMissing(record.lora_key) from exc
+                raise  # storage unreachable: worth another attempt
 
         return LoraRef(record.model_id, fetch)
 
@@ -191,6 +203,10 @@ class GeneratorHandlers:
                 log.exception("retention sweep failed; next one in a while")
             await asyncio.sleep(self.settings.retention_sweep_s)
 
+    async def account_deleted(self, event: AccountDeleted, msg) -> None:
+        await erase_twice(lambda: self.erase_account(event.user_id),
+                          msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
+
     async def erase_account(self, user_id: str) -> None:
         for record in await self.images.list(user_id):
             await self.images.delete(user_id, record.image_id)
@@ -198,6 +214,10 @@ class GeneratorHandlers:
         for model in await self.models.list(user_id):
             await asyncio.to_thread(self.generator.forget_adapter, model.model_id)
         log.info("account images erased", extra={"user_id": user_id, "objects": erased})
+
+
+class LoraFileMissing(Exception):
+    """The model's record names a LoRA file that storage does not have."""
 
 
 class _Run:

@@ -75,10 +75,13 @@ class FairQueue(Generic[ItemT]):
 
 
 def compatible(a: GenerateImage, b: GenerateImage) -> bool:
-    """Jobs that can share one denoising loop: same model, LoRA, size, steps, guidance,
-    and both with a seed (each image keeps its own)."""
+    """Jobs that can share one denoising loop: same model, LoRA (of the same owner: the
+    LoRA is checked against the first job's user only), size, steps, guidance, and both
+    with a seed (each image keeps its own)."""
     def key(c: GenerateImage) -> tuple:
-        return (c.model, c.lora_id, c.lora_scale, c.width, c.height, c.steps, c.guidance)
+        owner = c.user_id if c.lora_id is not None else None
+        return (c.model, c.lora_id, owner, c.lora_scale, c.width, c.height, c.steps,
+                c.guidance)
     return key(a) == key(b) and a.seed is not None and b.seed is not None
 
 

@@ -29,15 +29,7 @@ from generator_service.scheduling import Queued, Window, compatible
 from terra.lifecycle import JobFailure, fields_of, ref_from_raw
 from terra.liveness import WorkLoad
 from terra.retry import retry_delay_s
-from terra.worker import (
-    BROKER_ERRORS,
-    Backoff,
-    BrokerUnavailable,
-    ConsumerGone,
-    bind,
-    fetch,
-    settle_quietly,
-)
+from terra.worker import BROKER_ERRORS, Puller, settle_quietly
 
 if TYPE_CHECKING:  # the handlers bring torch; the loop itself needs none of it
     from generator_service.handlers import GeneratorHandlers
@@ -64,10 +56,8 @@ class FairWorker:
         self.fetch_timeout_s = fetch_timeout_s
         self.stale_after_s = stale_after_s
         self.batch: list[Held] = []
-        self.last_pull = float("-inf")
         self.stopping = asyncio.Event()
-        self._subscription: JetStreamContext.PullSubscription | None = None
-        self._backoff = Backoff()
+        self._puller = Puller(js, GENERATION_WORKERS, self.stopping)
         self._announcements = itertools.count()
 
     # --- what the service runs ------------------------------------------------------------
@@ -93,6 +83,10 @@ class FairWorker:
                 except BROKER_ERRORS as exc:  # retried at the next beat; ack_wait spans several
                     log.warning("heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
+    @property
+    def last_pull(self) -> float:
+        return self._puller.last_pull
+
     def workload(self) -> WorkLoad:
         fresh = time.monotonic() - self.last_pull < self.stale_after_s
         return WorkLoad(pulling=not self.stopping.is_set() and (fresh or bool(self.batch)),
@@ -109,10 +103,7 @@ class FairWorker:
             self.window.remove(queued.job_id)
             with contextlib.suppress(Exception):
                 await queued.item.msg.nak()
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        await self._puller.close()
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -122,25 +113,7 @@ class FairWorker:
             return
         # Quick when jobs wait here already: the next batch should not wait for a pull.
         timeout = 0.05 if len(self.window) else self.fetch_timeout_s
-        try:
-            if self._subscription is None:
-                self._subscription = await bind(self.js, GENERATION_WORKERS)
-            messages = await fetch(self._subscription, room, timeout)
-        except BrokerUnavailable as exc:
-            await self._backoff.pause(self.stopping, "broker unavailable", exc, "generation")
-            return
-        except ConsumerGone as exc:
-            self._subscription = None
-            await self._backoff.pause(self.stopping, "consumer gone; binding again", exc,
-                                      "generation")
-            return
-        self.last_pull = time.monotonic()
-        self._backoff.reset()
-        if self.stopping.is_set():  # stopped while the pull was out: hand them back
-            for msg in messages:
-                await settle_quietly(msg.nak)
-            return
-        for msg in messages:
+        for msg in await self._puller.pull(room, timeout):
             await self._take(msg)
 
     async def _take(self, msg: Msg) -> None:

@@ -24,7 +24,6 @@ class PromptSettings(RuntimeSettings):
     llm_device: str = "cpu"
     llm_dtype: str = "float32"
     llm_timeout_s: float = Field(default=10.0, gt=0)
-    prompt_batch_size: int = Field(default=16, ge=1, description="Commands pulled at once.")
     prompt_concurrency: int = Field(
         default=16, ge=1, description="Commands handled at once (their KV and stream round "
         "trips overlap; the optimisation itself takes about a millisecond of CPU)."

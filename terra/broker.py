@@ -24,6 +24,14 @@ from terra.settings import RuntimeSettings
 log = logging.getLogger(__name__)
 
 
+def read_seed(settings: RuntimeSettings, identity: str) -> str | None:
+    """The NKEY seed, read once at start: a key rotated on disk meanwhile (`terra
+    nats-credentials rotate`) must not change the key a reconnect signs with before the
+    process restarts on it."""
+    path = settings.nats_seed_file(identity)
+    return path.read_text().strip() if path is not None else None
+
+
 def tls_context(settings: RuntimeSettings) -> ssl.SSLContext | None:
     if settings.nats_ca_file is None:
         return None
@@ -43,8 +51,8 @@ async def log_errors(error: Exception) -> None:
 def build_broker(settings: RuntimeSettings, *, name: str) -> NatsBroker:
     """A FastStream broker for the process `name` (its identity in the permission matrix)."""
     security = None
-    if (seed := settings.nats_seed_file(name)) is not None:
-        security = NatsNKey.from_file(seed, ssl_context=tls_context(settings),
+    if (seed := read_seed(settings, name)) is not None:
+        security = NatsNKey.from_seed(seed, ssl_context=tls_context(settings),
                                       tls_hostname=settings.nats_tls_hostname)
     # Servers are fixed when the broker is built (FastStream's connect() takes no URL).
     return NatsBroker(
@@ -68,9 +76,8 @@ def build_broker(settings: RuntimeSettings, *, name: str) -> NatsBroker:
 async def connect(settings: RuntimeSettings, *, name: str, **options) -> NatsClient:
     """A plain nats-py connection for the identity `name` (the CLI, benches, tests)."""
     tls = tls_context(settings)
-    seed = settings.nats_seed_file(name)
     return await nats.connect(
         settings.nats_servers, name=name, inbox_prefix=inbox_prefix(name),
-        nkeys_seed=str(seed) if seed else None,
+        nkeys_seed_str=read_seed(settings, name),
         tls=tls, tls_hostname=settings.nats_tls_hostname,
         connect_timeout=settings.nats_connect_timeout_s, error_cb=log_errors, **options)

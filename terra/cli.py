@@ -109,13 +109,23 @@ def _credentials(action: str, directory: Path, identity: str | None) -> int:
 
 
 async def _status(settings: RuntimeSettings, as_json: bool) -> int:
+    import nats.errors
+
     from contracts.permissions import OPERATOR
     from terra.broker import connect
     from terra.status import gather
 
-    nc = await connect(settings, name=OPERATOR, max_reconnect_attempts=0)
+    try:
+        nc = await connect(settings, name=OPERATOR, max_reconnect_attempts=0)
+    except (OSError, nats.errors.Error) as exc:
+        print(f"terra status: cannot reach NATS at {settings.nats_url}: {exc}", file=sys.stderr)
+        return 2
     try:
         status = await gather(nc.jetstream(timeout=5.0))
+    except TimeoutError:
+        print("terra status: NATS did not answer; is this the operator's credential "
+              "(TERRA_NATS_NKEY_FILE, or the stack's in --data-dir)?", file=sys.stderr)
+        return 2
     finally:
         await nc.drain()
     print(status.as_json() if as_json else status.as_text())

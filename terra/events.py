@@ -13,26 +13,18 @@ import asyncio
 import logging
 import time
 
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from opentelemetry import propagate
 
 from contracts.base import Event
+from terra.worker import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
-# What a publish raises while it cannot be stored right now.
-RETRYABLE_PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError,  # nats.errors.TimeoutError and asyncio's: no ack in time
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-)
+# What a publish raises while it cannot be stored right now: no ack in time (either
+# timeout type), or any broker fault `terra.worker` waits out.
+RETRYABLE_PUBLISH_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_ERRORS)
 
 
 class EventPublisher:

@@ -43,7 +43,7 @@ from contracts.jobs import (
 from contracts.registry import EVENTS
 from terra.events import EventPublisher
 from terra.jobs import InvalidTransition, JobStore
-from terra.worker import BROKER_ERRORS, PermanentFailure
+from terra.worker import BROKER_ERRORS, AgainLater, PermanentFailure
 
 log = logging.getLogger(__name__)
 _ID = TypeAdapter(Id)
@@ -313,6 +313,16 @@ class JobLifecycle:
             model = EVENTS.get(job.ending.get("type", ""))
             if model is not None:
                 await self.events.publish(model.model_validate(job.ending))
+
+
+async def erase_twice(erase: Callable[[], Awaitable[None]], delivery: int,
+                      second_pass_s: float) -> None:
+    """Erase a deleted account's data now, and once more `second_pass_s` later (the
+    account-deleted event comes back): a job already running when the account went may
+    store its result after the first pass, never after the second."""
+    await erase()
+    if delivery == 1:
+        raise AgainLater(second_pass_s)
 
 
 def ref_from_raw(body: bytes, kind: JobKind) -> JobRef | None:

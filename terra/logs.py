@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from terra.settings import LogFormat, RuntimeSettings
 
@@ -43,6 +45,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+REDACTED = "[redacted]"
+# Query parameters that carry credentials (ours: `token`, `ticket`; S3 presigning's
+# signature and session token) and header-shaped credentials.
+_QUERY_SECRET = re.compile(
+    r"(?i)((?:^|[?&;\s])(?:token|ticket|access_token|refresh_token|x-amz-signature|"
+    r"x-amz-security-token|signature)=)[^&\s\"']*")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+def redact(text: str) -> str:
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
+    if "earer" in text:
+        text = _BEARER.sub(rf"\1{REDACTED}", text)
+    if "eyJ" in text:
+        text = _JWT.sub(REDACTED, text)
+    return text
+
+
+def _redacted(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+class SecretRedactor(logging.Filter):
+    """Rewrites a record's message, arguments and extra fields before any handler
+    formats it (uvicorn's access log passes the path with its query as an argument)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redacted(arg) for key, arg in record.args.items()}
+        for key, value in vars(record).items():
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
 def setup_logging(settings: RuntimeSettings, service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format is LogFormat.JSON:
@@ -51,6 +92,8 @@ def setup_logging(settings: RuntimeSettings, service: str) -> None:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
         )
+    # Tokens, passwords, signatures: never in a log line, whoever logs (uvicorn included).
+    handler.addFilter(SecretRedactor())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from contracts.base import checked_id
 from terra.errors import TerraError
@@ -49,6 +49,25 @@ class OwnedRecords(Generic[RecordT]):
         await watcher.stop()
         records = [found[0] for key in keys if (found := await self._get(key))]
         return sorted(records, key=lambda record: record.created_at, reverse=True)
+
+    async def all(self) -> list[RecordT]:
+        """Every user's records (a sweep reads the whole bucket). Other keys sharing the
+        bucket (the models bucket's `active.<user_id>` slots) are not records: skipped."""
+        watcher = await self._kv.watchall(ignore_deletes=True)
+        records: dict[str, RecordT] = {}  # a key written while we read can come twice
+        async for entry in watcher:
+            if entry is None:  # the end of what exists now
+                break
+            if not entry.value:
+                continue
+            try:
+                record = self.record_type.model_validate_json(entry.value)
+            except ValidationError:
+                continue
+            if self._key_of(record) == entry.key:
+                records[entry.key] = record
+        await watcher.stop()
+        return list(records.values())
 
     async def create(self, record: RecordT) -> bool:
         try:

@@ -32,7 +32,7 @@ from terra.provisioning import verify_identity
 from terra.settings import RuntimeSettings
 from terra.storage import ObjectStorage
 from terra.supervise import Supervisor
-from terra.telemetry import setup_tracing
+from terra.telemetry import flush_spans, setup_tracing
 from terra.worker import BROKER_ERRORS, Handle, PullConsumer, consuming, watch_dead_letters
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def service_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *
         await running["heartbeat"].withdraw()
         if parts.after_stop is not None:
             await parts.after_stop()
+        flush_spans()
 
     return app
 

@@ -77,6 +77,9 @@ class RuntimeSettings(BaseSettings):
                                    "request of a worker waits for commands.")
     liveness_interval_s: float = Field(default=2.0, gt=0, description="How often a worker "
                                        "rewrites its heartbeat (the records expire after 6 s).")
+    erasure_second_pass_s: float = Field(
+        default=60.0, gt=0, description="A deleted account's data is erased at once and "
+        "again this much later: what a job in flight wrote in between goes too.")
 
     @property
     def tracing(self) -> bool:

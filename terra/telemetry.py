@@ -50,6 +50,14 @@ def setup_tracing(
     return provider
 
 
+def flush_spans(timeout_s: float = 5.0) -> None:
+    """Export the spans still buffered: a process that stops on a signal would lose its
+    last batch (no exit handlers run after the signal is re-raised)."""
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "force_flush"):
+        provider.force_flush(int(timeout_s * 1000))
+
+
 def current_trace_id() -> str | None:
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None

@@ -42,6 +42,15 @@ class PermanentFailure(Exception):
     """The command can never succeed (bad input); retrying is pointless."""
 
 
+class AgainLater(Exception):
+    """Done for now, and to be done once more after `delay_s` (e.g. a second pass of an
+    erasure that catches what work in flight wrote after the first)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"again in {delay_s} s")
+        self.delay_s = delay_s
+
+
 class BrokerUnavailable(Exception):
     """NATS cannot serve the call right now (no leader, reconnecting); try again soon."""
 
@@ -127,6 +136,48 @@ class Backoff:
             await asyncio.wait_for(stopping.wait(), delay)
 
 
+class Puller:
+    """Our subscription to one durable consumer, and the one way to pull from it: it binds
+    when it must, waits broker faults out, binds again after the consumer went away, and
+    hands back what arrives once `stopping` is set. `pull` returns messages, or [] ."""
+
+    def __init__(self, js: JetStreamContext, spec: ConsumerSpec, stopping: asyncio.Event,
+                 backoff: Backoff | None = None) -> None:
+        self.js = js
+        self.spec = spec
+        self.stopping = stopping
+        self.backoff = backoff or Backoff()
+        self.last_pull = float("-inf")
+        self._subscription: JetStreamContext.PullSubscription | None = None
+
+    async def pull(self, batch: int, timeout_s: float) -> list[Msg]:
+        name = self.spec.durable
+        try:
+            if self._subscription is None:
+                self._subscription = await bind(self.js, self.spec)
+            messages = await fetch(self._subscription, batch, timeout_s)
+        except BrokerUnavailable as exc:
+            await self.backoff.pause(self.stopping, "broker unavailable", exc, name)
+            return []
+        except ConsumerGone as exc:
+            await self.close()
+            await self.backoff.pause(self.stopping, "consumer gone; binding again", exc, name)
+            return []
+        self.last_pull = time.monotonic()
+        self.backoff.reset()
+        if self.stopping.is_set():  # stopped while the pull was out: hand them back
+            for msg in messages:
+                await settle_quietly(msg.nak)
+            return []
+        return messages
+
+    async def close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+
 class PullConsumer:
     """A worker's loop over one durable consumer: up to `concurrency` messages in hand,
     each passed to `handle` (which settles it), until `stop()`.
@@ -146,16 +197,22 @@ class PullConsumer:
         self.fetch_timeout_s = fetch_timeout_s
         self.stale_after_s = stale_after_s
         self.in_hand: set[asyncio.Task] = set()
-        self.last_pull = float("-inf")
-        self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
+        self._puller = Puller(js, spec, self._stopping, backoff)
         self._free = concurrency  # messages we may still take in hand
         self._room = asyncio.Event()  # set whenever `_free` goes up
-        self._backoff = backoff or Backoff()
 
     @property
     def name(self) -> str:
         return self.spec.durable
+
+    @property
+    def last_pull(self) -> float:
+        return self._puller.last_pull
+
+    @property
+    def _backoff(self) -> Backoff:
+        return self._puller.backoff
 
     @property
     def pulling(self) -> bool:
@@ -166,25 +223,7 @@ class PullConsumer:
         while not self._stopping.is_set():
             await asyncio.sleep(0)  # a fetch that never suspends must not starve the loop
             free = await self._wait_for_room()
-            try:
-                if self._subscription is None:
-                    self._subscription = await bind(self.js, self.spec)
-                messages = await fetch(self._subscription, free, self.fetch_timeout_s)
-            except BrokerUnavailable as exc:
-                await self._backoff.pause(self._stopping, "broker unavailable", exc, self.name)
-                continue
-            except ConsumerGone as exc:
-                await self._drop_subscription()
-                await self._backoff.pause(self._stopping, "consumer gone; binding again", exc,
-                                          self.name)
-                continue
-            self.last_pull = time.monotonic()
-            self._backoff.reset()
-            if self._stopping.is_set():  # stopped while the pull was out: hand them back
-                for msg in messages:
-                    await settle_quietly(msg.nak)
-                break
-            for msg in messages:
+            for msg in await self._puller.pull(free, self.fetch_timeout_s):
                 self._free -= 1
                 task = asyncio.create_task(self._handle(msg))
                 self.in_hand.add(task)
@@ -199,7 +238,7 @@ class PullConsumer:
             task.cancel()
         if self.in_hand:
             await asyncio.wait(set(self.in_hand), timeout=2.0)
-        await self._drop_subscription()
+        await self._puller.close()
 
     async def _wait_for_room(self) -> int:
         """How many more messages may be fetched now (waits for at least one)."""
@@ -223,12 +262,6 @@ class PullConsumer:
             self._free += 1
             self._room.set()
 
-    async def _drop_subscription(self) -> None:
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
 
 def consuming(msg: Msg):
     """A span for handling `msg`, child of the trace that published it."""
@@ -247,6 +280,8 @@ async def settle(msg: Msg, work: Callable[[], Awaitable[None]]) -> None:
     attempt = msg.metadata.num_delivered
     try:
         await work()
+    except AgainLater as again:
+        await settle_quietly(msg.nak, delay=again.delay_s)
     except PermanentFailure as exc:
         log.warning("command refused", extra={"reason": str(exc), "attempt": attempt})
         await settle_quietly(msg.ack)
@@ -318,6 +353,20 @@ async def watch_dead_letters(
                 await asyncio.sleep(min(5.0, 0.25 * 2 ** attempt))
 
     return await nc.subscribe(subject, queue=queue, cb=handle)
+
+
+def handling(model, use_case: Callable[..., Awaitable[None]], *,
+             with_message: bool = False) -> Handle:
+    """A consumer's handler: the message decoded as `model`, passed to `use_case` (with
+    the message itself when it needs its delivery count or heartbeat), then settled."""
+    async def handle(msg: Msg) -> None:
+        async def work() -> None:
+            decoded = decode(model, msg.data)
+            await (use_case(decoded, msg) if with_message else use_case(decoded))
+
+        await settle(msg, work)
+
+    return handle
 
 
 def decode(model, body: bytes):

@@ -3,12 +3,16 @@
 Each fake does what the real one does for the calls Terra makes, and records what it was
 asked to do, so a test can assert on it:
 
-- `FakeKeyValue`: a JetStream KV bucket (get/put/create/update with revision checks,
-  delete), raising nats-py's own errors.
+- `FakeKeyValue`: a JetStream KV bucket (get/put/create/update/delete with revision
+  checks, watch/watchall over what exists), raising nats-py's own errors.
 - `FakeEventPublisher`: `terra.events.EventPublisher`, de-duplicating by message id the
   way the stream does with `Nats-Msg-Id`.
 - `FakeMsg`: a JetStream message, recording ack/nak/in_progress/term.
 - `FakePullSubscription`: a pull subscription whose `fetch` plays a script.
+- `FakeObjectStorage`: `terra.storage.ObjectStorage` in memory, raising `StorageError`
+  for a missing object as the real one does.
+- `FakeFluxGenerator`: `generator_service.pipelines.FluxGenerator` without a model: tiny
+  images, `Cancelled` when `should_stop()` says so, and a gate to hold a loop mid-way.
 
 Plus `wait_until`, the one way these tests wait for something to happen.
 """
@@ -18,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +39,7 @@ from nats.js.kv import KeyValue
 from contracts.base import Event
 from contracts.generation import GenerationCancelled, GenerationQueued, GenerationStarted
 from contracts.jobs import JobState
+from terra.errors import StorageError
 
 
 async def wait_until(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
@@ -57,11 +64,13 @@ class FakeKeyValue:
     """A KV bucket in memory. Revisions are one sequence for the whole bucket, as in a
     stream; a deleted key keeps a tombstone (its revision), as in JetStream."""
 
-    def __init__(self, bucket: str = "fake") -> None:
+    def __init__(self, bucket: str = "fake", journal: list | None = None) -> None:
         self.bucket = bucket
         self._entries: dict[str, KeyValue.Entry] = {}
         self._revisions = itertools.count(1)
         self.ops: list[tuple[str, str]] = []  # (operation, key), in order
+        # Writes as ("kv.<operation>", "<bucket>/<key>"), when shared with other fakes.
+        self.journal = journal
         self._failures: dict[str, deque[BaseException]] = {}
 
     def fail_next(self, operation: str, *errors: BaseException) -> None:
@@ -69,10 +78,17 @@ class FakeKeyValue:
         self._failures.setdefault(operation, deque()).extend(errors)
 
     def writes(self, key: str) -> int:
-        return sum(1 for op, k in self.ops if k == key and op != "get")
+        return sum(1 for op, k in self.ops if k == key and op not in _KV_READS)
+
+    def live_keys(self) -> list[str]:
+        """The live keys, in the order they were last written (a test's view, no op)."""
+        return [key for key, _ in sorted(self._entries.items(), key=lambda i: i[1].revision)
+                if self._live(key) is not None]
 
     def _enter(self, operation: str, key: str) -> None:
         self.ops.append((operation, key))
+        if self.journal is not None and operation not in _KV_READS:
+            self.journal.append((f"kv.{operation}", f"{self.bucket}/{key}"))
         pending = self._failures.get(operation)
         if pending:
             raise pending.popleft()
@@ -112,10 +128,64 @@ class FakeKeyValue:
             raise KeyWrongLastSequenceError(description="wrong last sequence")
         return self._store(key, value)
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, last: int | None = None) -> bool:
         self._enter("delete", key)
+        if last is not None:
+            current = self._entries.get(key)
+            if (current.revision if current else 0) != last:
+                raise KeyWrongLastSequenceError(description="wrong last sequence")
         self._store(key, None, operation="DEL")
         return True
+
+    async def watch(self, keys: str, *, ignore_deletes: bool = False,
+                    meta_only: bool = False, **_: Any) -> FakeKeyWatcher:
+        """What exists now under the `keys` filter (NATS wildcards `*` and `>`), oldest
+        revision first, then the None that ends the initial values; no later updates.
+        `meta_only` entries carry no value, as on a server."""
+        self._enter("watch", keys)
+        entries = []
+        for key, entry in sorted(self._entries.items(), key=lambda i: i[1].revision):
+            if not _subject_matches(keys, key) or (ignore_deletes and entry.operation):
+                continue
+            entries.append(KeyValue.Entry(
+                bucket=entry.bucket, key=entry.key, value=b"" if meta_only else entry.value,
+                revision=entry.revision, delta=0, created=None, operation=entry.operation))
+        return FakeKeyWatcher(entries)
+
+    async def watchall(self, **kwargs: Any) -> FakeKeyWatcher:
+        return await self.watch(">", **kwargs)
+
+
+_KV_READS = ("get", "watch")
+
+
+def _subject_matches(pattern: str, subject: str) -> bool:
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or (token != "*" and token != tokens[index]):
+            return False
+    return len(tokens) == len(wanted)
+
+
+class FakeKeyWatcher:
+    """A KV watcher over a snapshot: its entries, then None (the end of what exists)."""
+
+    def __init__(self, entries: list[KeyValue.Entry]) -> None:
+        self._pending: deque[KeyValue.Entry | None] = deque([*entries, None])
+        self.stopped = False
+
+    def __aiter__(self) -> FakeKeyWatcher:
+        return self
+
+    async def __anext__(self) -> KeyValue.Entry | None:
+        if self.stopped or not self._pending:
+            raise StopAsyncIteration
+        return self._pending.popleft()
+
+    async def stop(self) -> None:
+        self.stopped = True
 
 
 # --- events -------------------------------------------------------------------------------
@@ -292,3 +362,140 @@ class FakeBinder:
     async def __call__(self, js, spec) -> FakePullSubscription:
         self.binds += 1
         return self.subscriptions[min(self.binds, len(self.subscriptions)) - 1]
+
+
+# --- object storage ---------------------------------------------------------------------------
+
+
+class FakeObjectStorage:
+    """`terra.storage.ObjectStorage` in memory. `objects` maps key -> bytes; a missing
+    object raises `StorageError("NoSuchKey: ...")` as the real one does; `ops` records
+    (operation, key or prefix) in order, and `journal` (shared with other fakes) the
+    writes, to check the order of steps."""
+
+    def __init__(self, journal: list | None = None) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.content_types: dict[str, str] = {}
+        self.ops: list[tuple[str, str]] = []
+        self.journal = journal if journal is not None else []
+        self._failures: dict[str, deque[BaseException]] = {}
+
+    def fail_next(self, operation: str, *errors: BaseException) -> None:
+        """The next calls of `operation` ("get_bytes", "delete_prefix", ...) raise these."""
+        self._failures.setdefault(operation, deque()).extend(errors)
+
+    def _enter(self, operation: str, key: str) -> None:
+        self.ops.append((operation, key))
+        pending = self._failures.get(operation)
+        if pending:
+            raise pending.popleft()
+        if operation in ("put_bytes", "delete", "delete_prefix"):
+            self.journal.append((f"s3.{operation}", key))
+
+    def under(self, prefix: str) -> list[str]:
+        """The keys under `prefix` (a test's view: no operation recorded)."""
+        return sorted(key for key in self.objects if key.startswith(prefix))
+
+    async def ping(self) -> None:
+        self._enter("ping", "")
+
+    async def put_bytes(self, key: str, data: bytes,
+                        content_type: str = "application/octet-stream",
+                        metadata: dict[str, str] | None = None) -> None:
+        self._enter("put_bytes", key)
+        self.objects[key] = bytes(data)
+        self.content_types[key] = content_type
+
+    async def get_bytes(self, key: str) -> bytes:
+        self._enter("get_bytes", key)
+        if key not in self.objects:
+            raise StorageError("NoSuchKey: The specified key does not exist.")
+        return self.objects[key]
+
+    async def exists(self, key: str) -> bool:
+        self._enter("exists", key)
+        return key in self.objects
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        self._enter("list_keys", prefix)
+        return self.under(prefix)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/"):
+            raise ValueError("a prefix to delete must end in '/' (never a partial user id)")
+        self._enter("delete_prefix", prefix)
+        keys = self.under(prefix)
+        for key in keys:
+            del self.objects[key]
+        return len(keys)
+
+    async def delete(self, key: str) -> None:
+        self._enter("delete", key)
+        self.objects.pop(key, None)  # a missing one is not an error (S3 semantics)
+
+    async def presigned_get(self, key: str, expires: Any = None) -> str:
+        self._enter("presigned_get", key)
+        return f"http://s3.invalid/terra/{key}?signed"
+
+
+# --- generation -------------------------------------------------------------------------------
+
+
+class FakeFluxGenerator:
+    """What generator_service uses of `FluxGenerator`, with no model: `generate_batch`
+    returns, per request, `num_images` tiny solid images seeded `seed + i` (or raises the
+    next of `errors`); it reports `steps` steps and asks `should_stop()` before each, and
+    after the first it waits for `gate` (set by default), still asking `should_stop()`:
+    a stop gives `Cancelled` (held past `held_at_most_s`, it raises AssertionError). `calls` holds each batch's requests, `forgotten` the
+    adapters dropped. Runs on the generation thread, like the real one (no torch import
+    until it is called)."""
+
+    def __init__(self, *, steps: int = 2, size: int = 8, held_at_most_s: float = 10.0) -> None:
+        self.steps = steps
+        self.size = size
+        self.held_at_most_s = held_at_most_s
+        self.calls: list[list] = []
+        self.loaded: set[str] = set()  # adapters loaded (once each)
+        self.forgotten: list[str] = []
+        self.errors: deque[BaseException] = deque()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.in_loop = threading.Event()  # set once a loop has done its first step
+
+    def generate_batch(self, requests: Sequence, *, on_step=None, should_stop=None):
+        from PIL import Image
+
+        from generator_service.pipelines import Cancelled, GeneratedImage
+
+        self.calls.append(list(requests))
+        if self.errors:
+            raise self.errors.popleft()
+        lora = requests[0].lora
+        if lora is not None and lora.adapter_id not in self.loaded:
+            lora.load()  # as the adapter cache does on a miss (it may raise)
+            self.loaded.add(lora.adapter_id)
+        stop = should_stop or (lambda: False)
+        for step in range(1, self.steps + 1):
+            if stop():
+                return Cancelled(step - 1, self.steps)
+            if on_step is not None:
+                on_step(step, self.steps)
+            self.in_loop.set()
+            held_until = time.monotonic() + self.held_at_most_s
+            while not self.gate.wait(0.002):
+                if stop():
+                    return Cancelled(step, self.steps)
+                if time.monotonic() > held_until:  # a lost cancel fails, not hangs, a test
+                    raise AssertionError("held at the gate and never stopped")
+        results = []
+        for number, request in enumerate(requests):
+            seed = request.seed if request.seed is not None else number
+            results.append([GeneratedImage(
+                Image.new("RGB", (self.size, self.size), (seed % 256, i * 60 % 256, 0)),
+                seed + i, i, {"prompt": request.prompt, "seed": str(seed + i)})
+                for i in range(request.num_images)])
+        return results
+
+    def forget_adapter(self, adapter_id: str) -> bool:
+        self.forgotten.append(adapter_id)
+        return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from nats.aio.client import Client as NatsClient
 
 from contracts.auth import AccountDeleted
@@ -19,8 +21,9 @@ from terra.lifecycle import JobLifecycle
 from terra.models import ModelStore
 from terra.service import Consumer, ServiceParts
 from terra.storage import ObjectStorage
-from terra.worker import decode, settle
+from terra.worker import handling
 from trainer_service.config import TrainerSettings
+from trainer_service.datasets import DatasetRetention
 from trainer_service.handlers import TrainerHandlers, TrainingEvents
 from trainer_service.store import TrainingStore
 
@@ -43,23 +46,17 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
                               models=await ModelStore.open(js), events=EventPublisher(js),
                               store=TrainingStore(storage))
 
-    async def on_start(msg) -> None:
-        await settle(msg, lambda: handlers.start(decode(StartTraining, msg.data),
-                                                 msg.metadata.num_delivered, msg.in_progress))
-
-    async def on_cancel(msg) -> None:
-        await settle(msg, lambda: handlers.cancel(decode(CancelJob, msg.data)))
-
-    async def on_delete_model(msg) -> None:
-        await settle(msg, lambda: handlers.delete_model(decode(DeleteModel, msg.data)))
-
-    async def on_account_deleted(msg) -> None:
-        await settle(msg, lambda: handlers.erase_account(
-            decode(AccountDeleted, msg.data).user_id))
+    def on_start(command: StartTraining, msg) -> Awaitable[None]:
+        return handlers.start(command, msg.metadata.num_delivered, msg.in_progress)
 
     return ServiceParts(
         domains=(JobKind.TRAINING.value,),
-        consumers=[Consumer(TRAINING_WORKERS, on_start), Consumer(TRAINING_CONTROL, on_cancel),
-                   Consumer(TRAINING_RECORDS, on_delete_model),
-                   Consumer(ACCOUNT_CLEANUP, on_account_deleted)],
+        consumers=[Consumer(TRAINING_WORKERS, handling(StartTraining, on_start,
+                                                       with_message=True)),
+                   Consumer(TRAINING_CONTROL, handling(CancelJob, handlers.cancel)),
+                   Consumer(TRAINING_RECORDS, handling(DeleteModel, handlers.delete_model)),
+                   Consumer(ACCOUNT_CLEANUP, handling(AccountDeleted, handlers.account_deleted,
+                                                      with_message=True))],
+        loops={"dataset-retention": DatasetRetention(storage, handlers.models,
+                                                     settings).sweep_forever},
         dead_letters={"trainings": (TRAINING_WORKERS, handlers.dead_letter)})

@@ -28,3 +28,11 @@ class TrainerSettings(RuntimeSettings):
         default=None, description="Cap on the training resolution (the tiny model trains at "
         "the smallest bucket whatever is asked)."
     )
+    dataset_retention_days: float = Field(
+        default=30.0, gt=0, description="Uploaded photo sets that no training or ready "
+        "model uses are deleted this long after their upload.")
+    dataset_sweep_s: float = Field(default=3600.0, gt=0, description="How often photo sets "
+                                   "past their retention are looked for.")
+    dataset_sweep_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest a sweep may take to read every model; a "
+        "sweep that cannot read them all deletes nothing.")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from contracts.auth import AccountDeleted
 from contracts.base import Event
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.topology import OBJECTS
@@ -37,7 +38,7 @@ from contracts.training import (
 from fluxkit.loading import base_model_name, load_flux_pipeline
 from fluxkit.placements import resolve_profile
 from terra.events import EventPublisher
-from terra.lifecycle import JobFailure, JobLifecycle, JobRef
+from terra.lifecycle import JobFailure, JobLifecycle, JobRef, erase_twice
 from terra.models import ModelStore
 from terra.worker import BROKER_ERRORS, PermanentFailure
 from trainer_service import errors
@@ -208,6 +209,10 @@ class TrainerHandlers:
         await self.events.publish(ModelDeleted(
             message_id=f"{command.model_id}-deleted", user_id=command.user_id,
             model_id=command.model_id, correlation_id=command.correlation_id))
+
+    async def account_deleted(self, event: AccountDeleted, msg) -> None:
+        await erase_twice(lambda: self.erase_account(event.user_id),
+                          msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
 
     async def erase_account(self, user_id: str) -> None:
         erased = await self.store.erase_user(user_id)

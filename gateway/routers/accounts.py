@@ -59,6 +59,13 @@ class RefreshBody(Body):
     refresh_token: str = Field(min_length=1, max_length=512)
 
 
+class LogoutBody(RefreshBody):
+    everywhere: bool = Field(
+        default=False, description="End every session of this account, on every device: "
+        "access tokens issued until now are refused at once, refresh tokens at their next "
+        "use. Signing in again afterwards works as usual.")
+
+
 class Tokens(BaseModel):
     user: User
     access_token: str
@@ -106,8 +113,12 @@ async def refresh(body: RefreshBody, runtime: Runtime, client: Client) -> Tokens
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: RefreshBody, runtime: Runtime) -> Response:
-    await runtime.auth.call(AuthRpc.LOGOUT, Logout(refresh_token=body.refresh_token), DoneReply)
+async def logout(body: LogoutBody, runtime: Runtime) -> Response:
+    await runtime.auth.call(
+        AuthRpc.LOGOUT, Logout(refresh_token=body.refresh_token, everywhere=body.everywhere),
+        DoneReply)
+    if body.everywhere:  # refused here before we answer (every other gateway: moments later)
+        await runtime.revocations.sync()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -124,4 +135,7 @@ async def delete_me(caller: CurrentUser, runtime: Runtime) -> DeletionAccepted:
     await runtime.auth.call(
         AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=caller.user_id), DoneReply
     )
+    # auth_service revoked the user's sessions before answering; every gateway's watch
+    # hears of it within moments, this one before answering (its sockets here close).
+    await runtime.revocations.sync()
     return DeletionAccepted()

@@ -20,13 +20,14 @@ from contracts.generation import (
     GenerateImage,
     GenerationQueued,
 )
-from contracts.jobs import CancelJob, JobKind, JobState
+from contracts.jobs import JobKind, JobState
 from contracts.prompt import PROMPT_MAX_CHARS
 from contracts.topology import GENERATION_COMMANDS, GENERATION_WORKERS
 from contracts.training import ModelStatus
 from gateway.commands import (
     announce_queued,
     ask_owner,
+    cancel_job,
     deduplicated_if_sent_again,
     job_id_for,
     send,
@@ -120,15 +121,7 @@ async def generate(
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(job_id: Id, caller: CurrentUser, runtime: Runtime) -> dict[str, str]:
-    job = await runtime.job(job_id, caller.user_id)
-    if job is None or job.kind is not JobKind.GENERATION:
-        raise Problem(404, "not-found", f"No generation {job_id}.")
-    if job.status.is_terminal:
-        raise Problem(409, "conflict", f"Generation {job_id} has already {job.status.value}.")
-    await send(runtime.broker, CancelJob(job_id=job_id, user_id=caller.user_id,
-                                         kind=JobKind.GENERATION),
-               timeout_s=runtime.settings.nats_request_timeout_s)
-    return {"job_id": job_id, "status": "cancel_requested"}
+    return await cancel_job(runtime, caller.user_id, job_id, JobKind.GENERATION)
 
 
 class ImageView(BaseModel):

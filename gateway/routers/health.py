@@ -33,8 +33,9 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", summary="NATS and S3 reachable, streams provisioned, workers live")
 async def ready(runtime: Runtime) -> dict[str, object]:
-    """200 when NATS answers with every stream provisioned, object storage answers, and
-    each domain of `TERRA_READY_WORKERS` has a live worker; else 503 naming each reason."""
+    """200 when NATS answers with every stream provisioned, object storage answers, the
+    revocation list is current, and each domain of `TERRA_READY_WORKERS` has a live worker;
+    else 503 naming each reason."""
     tasks = {name: _joined(runtime, name, check) for name, check in _CHECKS.items()}
     await asyncio.wait(tasks.values(), timeout=READY_DEADLINE_S)
 
@@ -55,6 +56,8 @@ async def ready(runtime: Runtime) -> dict[str, object]:
             reasons += task.result()
     if workers is not None:
         reasons += [f"no live {domain} worker" for domain in required if not workers.get(domain)]
+    if not runtime.revocations.caught_up:  # tokens are checked against the bucket meanwhile
+        reasons.append("the revocation list is not caught up")
     workers = {**{domain: 0 for domain in required}, **(workers or {})}
     if reasons:
         raise Problem(503, "not-ready", "; ".join(reasons), reasons=reasons, workers=workers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -18,11 +18,13 @@ from contracts.prompt import (
     RecordPromptDecision,
     StylePreset,
 )
+from contracts.topology import rate_limit_key
 from contracts.training import ModelStatus
 from gateway.commands import job_id_for, send, wait_for_event
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
+from terra.ratelimit import RateLimitExceeded
 
 router = APIRouter(prefix="/api/prompt", tags=["prompt"])
 
@@ -69,6 +71,20 @@ def result_of(job_id: str, payload: dict) -> dict:
     return {"job_id": job_id, **{key: payload.get(key) for key in keep}}
 
 
+async def within_prompt_rate(caller: CurrentUser, runtime: Runtime) -> None:
+    """Each optimisation is an LLM call: a user gets `prompt_rate_limit` of them per
+    window, counted across every gateway (`terra.ratelimit`)."""
+    try:
+        await runtime.prompt_rate.admit(rate_limit_key("prompt", caller.user_id))
+    except RateLimitExceeded as exc:
+        window = runtime.prompt_rate.window
+        raise Problem(
+            429, "rate-limited",
+            f"At most {window.limit} prompt optimisations per {window.window_s:g} s; "
+            f"retry in {exc.retry_after_s} s.",
+            headers={"Retry-After": str(exc.retry_after_s)}) from exc
+
+
 @router.get("/styles", response_model=list[StylePreset])
 async def styles() -> tuple[StylePreset, ...]:
     return STYLE_PRESETS
@@ -77,7 +93,10 @@ async def styles() -> tuple[StylePreset, ...]:
 @router.post(
     "/optimize",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "The result, with ?wait=true when it came in time."}},
+    dependencies=[Depends(within_prompt_rate)],
+    responses={200: {"description": "The result, with ?wait=true when it came in time."},
+               429: {"description": "Too many optimisations by this user lately; the "
+                                    "`Retry-After` header says when to retry."}},
 )
 async def optimize(
     body: OptimizeBody,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Header, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.base import Id, new_id
-from contracts.jobs import CancelJob, JobKind, JobState
+from contracts.jobs import JobKind, JobState
 from contracts.topology import OBJECTS, TRAINING_COMMANDS, TRAINING_WORKERS
 from contracts.training import (
     MAX_LORA_RANK,
@@ -23,7 +23,13 @@ from contracts.training import (
 from gateway import photos
 from gateway.admission import _TRIGGER_LETTERS as TRIGGER_LETTERS
 from gateway.admission import new_trigger_word, valid_trigger_word
-from gateway.commands import announce_queued, deduplicated_if_sent_again, job_id_for, send
+from gateway.commands import (
+    announce_queued,
+    cancel_job,
+    deduplicated_if_sent_again,
+    job_id_for,
+    send,
+)
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
@@ -231,13 +237,5 @@ async def one_status(job_id: Id, caller: CurrentUser, runtime: Runtime) -> Train
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(job_id: Id, caller: CurrentUser, runtime: Runtime) -> dict[str, str]:
-    job = await runtime.job(job_id, caller.user_id)
-    if job is None or job.kind is not JobKind.TRAINING:
-        raise Problem(404, "not-found", f"No training {job_id}.")
-    if job.status.is_terminal:
-        raise Problem(409, "conflict", f"Training {job_id} has already {job.status.value}.")
-    await send(runtime.broker, CancelJob(job_id=job_id, user_id=caller.user_id,
-                                         kind=JobKind.TRAINING),
-               timeout_s=runtime.settings.nats_request_timeout_s)
-    return {"job_id": job_id, "status": "cancel_requested"}
+    return await cancel_job(runtime, caller.user_id, job_id, JobKind.TRAINING)
 

@@ -11,8 +11,8 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from auth_service.config import AuthSettings
 from auth_service.bootstrap import build_token_issuer
+from auth_service.config import AuthSettings
 from contracts.base import new_id
 from tests.e2e.client import PASSWORD, register, ws_url
 

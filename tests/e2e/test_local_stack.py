@@ -231,7 +231,7 @@ def test_the_embedded_nats_killed_comes_back_on_its_port(tmp_path):
 def test_a_service_that_keeps_crashing_stops_the_stack_with_the_reason(tmp_path):
     log_path = tmp_path / "terra-up.log"
     # Only prompt_service reads it, and refuses it at start: a deterministic crash loop.
-    proc = start_terra_up(tmp_path / "data", free_port(), log_path, TERRA_PROMPT_BATCH_SIZE="0")
+    proc = start_terra_up(tmp_path / "data", free_port(), log_path, TERRA_PROMPT_CONCURRENCY="0")
     try:
         assert proc.wait(100) == 1
     finally:
@@ -242,7 +242,7 @@ def test_a_service_that_keeps_crashing_stops_the_stack_with_the_reason(tmp_path)
     assert "!! service prompt exited with code 1; restarting in 8.0 s (restart 5)" in output
     assert "!! service prompt crashed 6 times in 60 s; stopping the stack" in output
     reason = output[output.index("crashed 6 times"):]
-    assert "prompt_batch_size" in reason  # its last output says why
+    assert "prompt_concurrency" in reason  # its last output says why
     assert "restart 6" not in output and "stopped" in output
     assert not re.search(r"!! service (auth|trainer|generator|gateway)", output)
 

@@ -10,9 +10,9 @@ import jwt
 import pytest
 from pydantic import TypeAdapter
 
+from auth_service.bootstrap import answer, build_handlers
 from auth_service.config import AuthSettings
 from auth_service.domain import UserRecord
-from auth_service.bootstrap import answer, build_handlers
 from auth_service.main import build_app
 from auth_service.repository import UserRepository
 from contracts.auth import (

@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 
+from auth_service.bootstrap import answer, build_handlers
 from auth_service.config import AuthSettings
 from auth_service.domain import RateLimited
-from auth_service.bootstrap import answer, build_handlers
 from auth_service.throttle import LoginThrottle, SignupThrottle, TooManySignups
 from contracts.auth import (
     AuthErrorCode,

@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from auth_service.config import AuthSettings, local_signing_key_pem
 from auth_service.bootstrap import build_token_issuer
+from auth_service.config import AuthSettings, local_signing_key_pem
 from auth_service.tokens import InvalidAccessToken, TokenIssuer, load_private_key, public_jwk
 
 

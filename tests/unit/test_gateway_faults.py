@@ -145,6 +145,7 @@ class _Runtime:
     storage: object
     nc: object = field(default_factory=lambda: SimpleNamespace(is_connected=True))
     hub: object = field(default_factory=lambda: SimpleNamespace(sockets=3))
+    revocations: object = field(default_factory=lambda: SimpleNamespace(caught_up=True))
     ready_checks: dict = field(default_factory=dict)
 
 

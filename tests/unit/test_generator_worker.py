@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import nats.errors
 import nats.js.errors
 
-import generator_service.worker
+import terra.worker
 from contracts.generation import GeneratedImage, GenerateImage, ImageGenerated
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobStatus
 from generator_service.jobs import GenerationEvents, ref_of
@@ -98,7 +98,7 @@ class Harness:
         self.handlers = FakeHandlers(**handler_options)
         self.subscription = FakePullSubscription(script, then=then, max_fetches=max_fetches)
         self.binder = FakeBinder(self.subscription)
-        monkeypatch.setattr(generator_service.worker, "bind", self.binder)
+        monkeypatch.setattr(terra.worker, "bind", self.binder)  # what Puller binds with
         self.worker = FairWorker(None, self.handlers, fetch_timeout_s=0.01)
         self.task: asyncio.Task | None = None
 

@@ -16,8 +16,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from contracts.generation import GeneratedImage, GenerationProgressed, ImageGenerated
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from terra.jobs import JobStore
-from terra.lifecycle import JobFailure, JobLifecycle, JobRef, fields_of, ref_from_raw
-from terra.worker import PermanentFailure
+from terra.lifecycle import (
+    JobFailure,
+    JobLifecycle,
+    JobRef,
+    erase_twice,
+    fields_of,
+    ref_from_raw,
+)
+from terra.worker import AgainLater, PermanentFailure
 from tests.fakes import FakeEventPublisher, FakeJobEvents, FakeKeyValue, wait_until
 
 KIND = JobKind.GENERATION
@@ -479,3 +486,16 @@ def test_fields_of_names_the_body_when_the_error_is_about_the_whole_of_it():
     with pytest.raises(ValidationError) as raised:
         TypeAdapter(int).validate_python("not a number")
     assert fields_of(raised.value) == "body"
+
+
+async def test_an_erasure_is_done_now_and_once_more_later():
+    passes = []
+
+    async def erase() -> None:
+        passes.append(len(passes) + 1)
+
+    with pytest.raises(AgainLater) as again:
+        await erase_twice(erase, delivery=1, second_pass_s=60)
+    assert again.value.delay_s == 60 and passes == [1]
+    await erase_twice(erase, delivery=2, second_pass_s=60)  # the second pass ends it
+    assert passes == [1, 2]

@@ -11,8 +11,10 @@ import nats.js.errors
 import pytest
 
 import terra.worker
+from contracts.jobs import CancelJob
 from contracts.topology import GENERATION_WORKERS
 from terra.worker import (
+    AgainLater,
     Backoff,
     BrokerUnavailable,
     ConsumerGone,
@@ -20,6 +22,7 @@ from terra.worker import (
     PullConsumer,
     bind,
     fetch,
+    handling,
     settle,
 )
 from tests.fakes import (
@@ -416,3 +419,28 @@ async def test_settle_survives_an_ack_that_cannot_reach_the_server(caplog):
     await settle(msg, work)  # no exception: the message is redelivered after ack_wait
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "could not settle a message; it will be redelivered"]
+
+
+async def test_work_to_be_done_again_later_is_handed_back_with_its_delay(caplog):
+    msg = FakeMsg()
+
+    async def erase() -> None:
+        raise AgainLater(60.0)
+
+    await settle(msg, erase)
+    assert msg.calls == [("nak", 60.0)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # not a failure
+
+
+async def test_handling_decodes_runs_and_settles():
+    seen = []
+
+    async def use_case(command: CancelJob) -> None:
+        seen.append(command.job_id)
+
+    good = FakeMsg(CancelJob(job_id="j1", user_id="u1", kind="training").model_dump_json())
+    await handling(CancelJob, use_case)(good)
+    assert seen == ["j1"] and good.calls == [("ack",)]
+    bad = FakeMsg(b'{"job_id": "a.b"}')  # undecodable: refused for good, never run
+    await handling(CancelJob, use_case)(bad)
+    assert seen == ["j1"] and bad.calls == [("ack",)]

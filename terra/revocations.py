@@ -1,0 +1,290 @@
+"""Revoked sessions: per user, the time up to which their access tokens are refused.
+
+Whoever ends sessions (auth_service: an account deleted, "sign out everywhere") writes
+`revocation_key(user_id)` -> an ISO time into `REVOCATIONS_KV` with `Revocations.revoke`;
+the latest time wins. An entry lives as long as the bucket's TTL, which must outlast any
+access token. A token issued at or before its user's time is refused (`is_revoked`); one
+issued later (the user signed in again) is not.
+
+`RevocationWatch` keeps the whole list in memory for a process that checks tokens on
+every request (the gateway): an ephemeral push consumer on the bucket's stream delivers
+the current entries, then every new one. Like the gateway's event fan-out it checks its
+idle heartbeats and consumer sequences; silence, a gap or a broker fault makes it start
+over after a pause, and it is not `caught_up` until the new consumer delivered what was
+pending. Until then `revoked_at` asks the bucket directly. Listeners hear of every time
+that moves a user's revocation later (to close that user's open sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from contracts.topology import REVOCATIONS_KV, revocation_key
+from terra.worker import BROKER_ERRORS
+
+log = logging.getLogger(__name__)
+
+_KEY_PREFIX = revocation_key("x")[:-1]  # "user."
+_MAX_WRITE_ATTEMPTS = 20
+
+Listener = Callable[[str, datetime], None]
+
+
+def is_revoked(issued_at: float, revoked_at: datetime | None) -> bool:
+    """A token issued (`iat`, in seconds) at or before its user's revocation is refused."""
+    return revoked_at is not None and issued_at <= revoked_at.timestamp()
+
+
+def _decode(value: bytes | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.decode())
+    except ValueError:
+        log.warning("unreadable revocation entry ignored", extra={"value": value[:64]})
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Revocations:
+    """The bucket: write a revocation, read one."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> Revocations:
+        return cls(await js.key_value(REVOCATIONS_KV.bucket))
+
+    async def revoke(self, user_id: str, at: datetime) -> datetime:
+        """Refuse the user's tokens issued up to `at` (or a later time already stored);
+        returns the time stored. Revision-checked, so a concurrent earlier time never
+        overwrites a later one."""
+        key = revocation_key(user_id)
+        for _ in range(_MAX_WRITE_ATTEMPTS):
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                entry = None
+            current = _decode(entry.value) if entry is not None else None
+            if current is not None and current >= at:
+                return current
+            value = at.astimezone(UTC).isoformat().encode()
+            try:
+                if entry is None:
+                    await self._kv.create(key, value)
+                else:
+                    await self._kv.update(key, value, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # written meanwhile: compare with that
+            return at
+        raise RuntimeError(f"revocation of {user_id} kept changing under us")
+
+    async def revoked_at(self, user_id: str) -> datetime | None:
+        try:
+            entry = await self._kv.get(revocation_key(user_id))
+        except KeyNotFoundError:  # also a deleted or expired entry
+            return None
+        return _decode(entry.value)
+
+
+class _Restart(Exception):
+    """The consumer lost entries or went quiet: start a new one."""
+
+
+class RevocationWatch:
+    """Every user's revocation time, in memory, kept current from the bucket. Run `run`
+    under a `terra.supervise.Supervisor`; it never returns and waits out broker faults."""
+
+    def __init__(self, nc: NatsClient, store: Revocations, *,
+                 js: JetStreamContext | None = None, heartbeat_s: float = 1.0,
+                 retry_pause_s: float = 1.0, keep_s: float = REVOCATIONS_KV.ttl_s or 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._nc = nc
+        self._js = js or nc.jetstream()
+        self.store = store
+        self.heartbeat_s = heartbeat_s
+        self.retry_pause_s = retry_pause_s
+        self._keep_s = keep_s  # entries older than this have left the bucket: forget them
+        self._clock = clock
+        self._revoked: dict[str, datetime] = {}
+        self._listeners: list[Listener] = []
+        self._seen_seq = 0  # the last stream sequence delivered
+        self._waiters: list[tuple[int, asyncio.Future]] = []  # `sync` calls: (target, done)
+        self._caught_up = False
+        self._caught_up_event = asyncio.Event()
+        self._pruned_at = clock()
+        self.restarts = 0
+
+    # --- what callers use -------------------------------------------------------------------
+
+    @property
+    def caught_up(self) -> bool:
+        """The list holds every revocation written up to a moment ago."""
+        return self._caught_up and self._nc.is_connected
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait (a while) for the first full list; False when it did not come in time."""
+        try:
+            await asyncio.wait_for(self._caught_up_event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def on_revoked(self, listener: Listener) -> None:
+        """`listener(user_id, revoked_at)` for each revocation that moves a time later."""
+        self._listeners.append(listener)
+
+    def known(self, user_id: str) -> datetime | None:
+        """What the list says now (without asking the bucket)."""
+        return self._revoked.get(user_id)
+
+    async def revoked_at(self, user_id: str) -> datetime | None:
+        """From memory once caught up; until then from the bucket itself."""
+        if self.caught_up:
+            return self._revoked.get(user_id)
+        found = await self.store.revoked_at(user_id)
+        if found is not None:
+            self._apply(user_id, found)
+        return self._revoked.get(user_id)
+
+    async def sync(self, timeout_s: float = 1.0) -> bool:
+        """Wait until the list holds every entry written before this call (after this
+        process asked for a revocation: it applies here before the request is answered,
+        not a moment later). False when that did not happen within `timeout_s`; while the
+        watch is not caught up there is nothing to wait for (tokens are checked against
+        the bucket)."""
+        if not self.caught_up:
+            return False
+        try:
+            info = await self._js.stream_info(f"KV_{REVOCATIONS_KV.bucket}")
+        except BROKER_ERRORS:
+            return False  # the watch catches up by itself; the caller's work is done
+        target = info.state.last_seq
+        if self._seen_seq >= target:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters = [(seq, w) for seq, w in self._waiters if w is not waiter]
+        return True
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._watch_once()
+            except (_Restart, *BROKER_ERRORS) as why:
+                self.restarts += 1
+                log.warning("revocation watch restarts", extra={
+                    "reason": f"{type(why).__name__}: {why}", "restarts": self.restarts})
+            finally:
+                self._set_caught_up(False)
+            await asyncio.sleep(self.retry_pause_s)
+
+    async def _watch_once(self) -> None:
+        """One consumer: the bucket's current entries, then each new one, until it fails."""
+        stream = f"KV_{REVOCATIONS_KV.bucket}"
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        name = None
+        try:
+            config = api.ConsumerConfig(
+                deliver_subject=inbox, filter_subject=f"$KV.{REVOCATIONS_KV.bucket}.>",
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=api.AckPolicy.NONE, max_deliver=1, flow_control=True,
+                idle_heartbeat=self.heartbeat_s, inactive_threshold=30.0,
+                num_replicas=1, mem_storage=True)
+            info = await self._js.add_consumer(stream, config)
+            name = info.name
+            if info.num_pending == 0:
+                self._set_caught_up(True)
+            await self._deliver(sub)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            if name is not None:
+                asyncio.create_task(self._forget_consumer(stream, name))
+
+    async def _deliver(self, sub) -> None:
+        expected = 1  # the consumer sequence of the next delivery
+        while True:
+            try:
+                msg: Msg = await sub.next_msg(timeout=3 * self.heartbeat_s)
+            except TimeoutError as exc:
+                raise _Restart("no delivery nor heartbeat") from exc
+            headers = msg.headers or {}
+            if headers.get(api.Header.STATUS) == api.StatusCode.CONTROL_MESSAGE:
+                if msg.reply:  # flow control: answer it or delivery stops
+                    await self._nc.publish(msg.reply)
+                last = headers.get(api.Header.LAST_CONSUMER)
+                if last is not None and int(last) != expected - 1:
+                    raise _Restart(f"heartbeat says {last} delivered, we have {expected - 1}")
+                self._prune()
+                continue
+            meta = msg.metadata
+            if meta.sequence.consumer != expected:
+                raise _Restart(f"delivery {meta.sequence.consumer}, expected {expected}")
+            expected += 1
+            self._seen_seq = max(self._seen_seq, meta.sequence.stream)
+            key = msg.subject.removeprefix(f"$KV.{REVOCATIONS_KV.bucket}.")
+            if key.startswith(_KEY_PREFIX):
+                user_id = key.removeprefix(_KEY_PREFIX)
+                if headers.get("KV-Operation") in ("DEL", "PURGE"):
+                    self._revoked.pop(user_id, None)  # an operator took it back
+                elif (moment := _decode(msg.data)) is not None:
+                    self._apply(user_id, moment)
+            if meta.num_pending == 0:
+                self._set_caught_up(True)
+            for target, waiter in self._waiters:
+                if target <= self._seen_seq and not waiter.done():
+                    waiter.set_result(None)
+
+    def _set_caught_up(self, value: bool) -> None:
+        self._caught_up = value
+        if value:
+            self._caught_up_event.set()
+        else:
+            self._caught_up_event.clear()
+
+    def _apply(self, user_id: str, moment: datetime) -> None:
+        known = self._revoked.get(user_id)
+        if known is not None and known >= moment:
+            return
+        self._revoked[user_id] = moment
+        for listener in self._listeners:
+            try:
+                listener(user_id, moment)
+            except Exception:  # one listener's bug must not stop the list
+                log.exception("revocation listener failed", extra={"user_id": user_id})
+
+    def _prune(self) -> None:
+        """Forget entries the bucket has let go (older than its TTL): tokens they refused
+        have all expired. At most once a minute."""
+        now = self._clock()
+        if now - self._pruned_at < 60 or not self._keep_s:
+            return
+        self._pruned_at = now
+        horizon = now - self._keep_s
+        self._revoked = {user: t for user, t in self._revoked.items()
+                         if t.timestamp() > horizon}
+
+    async def _forget_consumer(self, stream: str, name: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._js.delete_consumer(stream, name)
