@@ -40,6 +40,7 @@ from contracts.base import Message
 from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
 from terra import logs
 from terra.events import EventPublisher
+from terra.accounts import DeletedAccounts
 from terra.revocations import Revocations
 from terra.service import Responder, ServiceParts
 
@@ -109,6 +110,7 @@ async def build_handlers(
         events=EventPublisher(js),
         refresh_token_ttl_s=settings.refresh_token_ttl_s,
         revocations=await Revocations.open(js),
+        deleted_accounts=await DeletedAccounts.open(js),
     )
 
 

@@ -88,6 +88,10 @@ class UserRecord:
     display_name: str | None = None
     password_hash: str | None = None
     google_sub: str | None = None
+    # "Sign out everywhere": refresh tokens issued at or before this time are refused. On
+    # the account, not only in the revocation list (which forgets after a day), because a
+    # refresh token lives for weeks.
+    signed_out_at: datetime | None = None
 
     def public(self) -> User:
         return User(

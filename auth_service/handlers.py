@@ -52,6 +52,7 @@ from contracts.auth import (
 )
 from contracts.base import Event, utcnow
 from terra.events import EventPublisher
+from terra.accounts import DeletedAccounts
 from terra.revocations import Revocations, is_revoked
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class AuthHandlers:
     events: EventPublisher
     refresh_token_ttl_s: int
     revocations: Revocations
+    deleted_accounts: DeletedAccounts
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -155,13 +157,18 @@ class AuthHandlers:
             await self.users.release_google(user.google_sub, user.id)
         await self.users.release_email(user.email, user.id)
         # Before the announcement: once the services erase the user's data, no gateway
-        # accepts another request of theirs (every gateway refuses their tokens from now).
-        await self.revocations.revoke(user.id, utcnow())
+        # accepts another request of theirs (every gateway refuses their tokens from now),
+        # and no worker runs or records a job of theirs, however late its command comes.
+        now = utcnow()
+        await self.deleted_accounts.mark(user.id, now)
+        await self.revocations.revoke(user.id, now)
         await self.events.publish(
             AccountDeleted(user_id=user.id, correlation_id=request.correlation_id)
         )
         await self.users.delete_record(user.id)
-        # Refresh tokens die with the record: refreshing checks that the account exists.
+        # Refresh tokens die with the record (refreshing checks that the account exists),
+        # and their records go too: nothing of the account stays.
+        await self.refresh_tokens.erase_user(user.id)
         return Done(correlation_id=request.correlation_id)
 
     # --- tokens ---------------------------------------------------------------------------
@@ -182,14 +189,14 @@ class AuthHandlers:
             raise _invalid_refresh()
         if not await self.refresh_tokens.mark_used(token_hash, token, revision):
             raise await self._reused(token)  # lost a race with another use of the same token
-        if await self._signed_out_everywhere_since(token):
+        user = await self.users.get(token.user_id)
+        if user is None:
+            raise _invalid_refresh()
+        if self._signed_out_everywhere_since(token, user):
             await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
             raise _invalid_refresh()
         if not await self.refresh_tokens.touch_family(token.family_id, family, family_revision):
             raise _invalid_refresh()  # revoked while we were rotating
-        user = await self.users.get(token.user_id)
-        if user is None:
-            raise _invalid_refresh()
         return await self._issue_pair(user, token.family_id, request.correlation_id)
 
     async def logout(self, request: Logout) -> Done:
@@ -222,19 +229,23 @@ class AuthHandlers:
         family = await self.refresh_tokens.get_family(token.family_id)
         if family is None or family[0].revoked:
             raise _invalid_refresh()
+        user = await self.users.get_record(token.user_id)
+        if user is None:
+            raise _invalid_refresh()
         revoked_at = await self.revocations.revoke(token.user_id, utcnow())
+        if user.signed_out_at is None or user.signed_out_at < revoked_at:
+            user.signed_out_at = revoked_at
+            await self.users.save(user)
         # Access tokens carry whole seconds (`iat`); the rule refuses iat <= revoked_at.
         # Answering only once that second is over means a sign-in after this answer gets
         # a later `iat`, so its tokens work.
         await asyncio.sleep(max(0.0, math.floor(revoked_at.timestamp()) + 1 - time.time()))
 
-    async def _signed_out_everywhere_since(self, token: RefreshTokenEntry) -> bool:
+    def _signed_out_everywhere_since(self, token: RefreshTokenEntry, user: UserRecord) -> bool:
         """The refresh token was issued before its user signed out everywhere. Families
-        are not listed per user, so they end here, at their next use; a family unused for
-        longer than the revocation list keeps entries (a day) is not caught."""
-        revoked_at = await self.revocations.revoked_at(token.user_id)
+        are not listed per user, so they end here, at their next use, however long after."""
         issued_at = token.expires_at - self.refresh_token_ttl_s
-        return is_revoked(issued_at, revoked_at)
+        return is_revoked(issued_at, user.signed_out_at)
 
     async def _create_account(self, user: UserRecord) -> None:
         """Record first, then the email index: the index is the commit point."""

@@ -61,7 +61,7 @@ class UserRepository:
         return _USER_RECORD.validate_json(entry.value) if entry else None
 
     async def delete_record(self, user_id: str) -> None:
-        await self._users.delete(user_id)
+        await self._users.purge(user_id)  # purge: no earlier revision stays readable
 
     async def get(self, user_id: str) -> UserRecord | None:
         """A committed account: its email index points back at it."""
@@ -165,6 +165,23 @@ class RefreshTokenStore:
         except KeyWrongLastSequenceError:
             return False
         return True
+
+    async def erase_user(self, user_id: str) -> int:
+        """Every token and family of a deleted account (a scan: deletions are rare, and the
+        records are keyed by hash, not by user)."""
+        watcher = await self._kv.watchall(ignore_deletes=True)
+        keys = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of what exists now
+                    break
+                if entry.value and json.loads(entry.value).get("user_id") == user_id:
+                    keys.append(entry.key)
+        finally:
+            await watcher.stop()
+        for key in keys:
+            await self._kv.purge(key)
+        return len(keys)
 
     async def add_token(self, token_hash: str, entry: RefreshTokenEntry) -> None:
         await self._kv.put(f"rt.{token_hash}", json.dumps(asdict(entry)).encode())

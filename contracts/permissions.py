@@ -112,12 +112,13 @@ class Identity:
 
 def _worker(name: str, domain: str, work: ConsumerSpec, *others: ConsumerSpec,
             buckets: tuple[KvSpec, ...] = ()) -> Identity:
-    """A job service: its consumers, dead letters, events, jobs, heartbeat, revocations."""
+    """A job service: its consumers, dead letters, events, jobs, deleted accounts."""
     identity = Identity(name).uses(
         streams=(t.COMMAND_STREAMS[domain], t.EVENTS),
-        buckets=(t.JOBS_KV, t.REVOCATIONS_KV, *buckets),
+        buckets=(t.JOBS_KV, t.DELETED_ACCOUNTS_KV, *buckets),
         pulls=(work, *others))
-    identity.publish += [*dead_letters(work), *events_of(domain)]
+    # Its jobs: read, written, and a user's listed (to erase a deleted account's).
+    identity.publish += [*dead_letters(work), *events_of(domain), *kv_watch(t.JOBS_KV)]
     identity.subscribe.append(advisory(work, name))
     return identity.writes(t.JOBS_KV)
 
@@ -148,11 +149,11 @@ def identities() -> dict[str, Identity]:
         streams=(t.EVENTS,),
         buckets=tuple(kv for kv in t.KV_BUCKETS if t.AUTH in kv.owners))
     auth.writes(*(kv for kv in t.KV_BUCKETS if t.AUTH in kv.owners))
-    auth.publish += events_of("account")
+    auth.publish += [*events_of("account"), *kv_watch(t.REFRESH_TOKENS_KV)]
     # Only its queue group may receive requests (they carry passwords and tokens).
     auth.subscribe += [f"{rpc.value} {t.AUTH_QUEUE_GROUP}" for rpc in AuthRpc]
 
-    prompt = _worker(t.PROMPT, "prompt", t.PROMPT_WORKERS)
+    prompt = _worker(t.PROMPT, "prompt", t.PROMPT_WORKERS, t.account_cleanup_consumer("prompt"))
     trainer = _worker(t.TRAINER, "training", t.TRAINING_WORKERS, t.TRAINING_CONTROL,
                       t.TRAINING_RECORDS, t.account_cleanup_consumer("trainer"),
                       buckets=(t.MODELS_KV,))

@@ -6,6 +6,7 @@ Specs are plain data; `terra.provisioning` turns them into JetStream definitions
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -244,6 +245,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     GENERATION_CONTROL,
     GENERATION_RECORDS,
     GENERATOR_MODEL_DELETIONS,
+    account_cleanup_consumer("prompt"),
     account_cleanup_consumer("trainer"),
     account_cleanup_consumer("generator"),
 )
@@ -255,7 +257,8 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 JOBS_KV = KvSpec(
     bucket="terra_jobs",
-    description="Job state by job id, written by the owning service with revision checks.",
+    description="Job state under `<user_id>.<job_id>`, written by the owning service with "
+    "revision checks.",
     owners=JOB_SERVICES,  # each service its own kind of job (terra.lifecycle)
     exceptions=((GATEWAY, ("admission: the queued record of a job it accepts, so the job "
                            "is visible (and cancellable) before a worker takes it")),),
@@ -302,6 +305,12 @@ MODELS_KV = KvSpec(
 )
 
 
+def job_key(user_id: str, job_id: str) -> str:
+    """Keyed by owner first, like models and images: the key itself checks ownership, and
+    one filter (`<user_id>.*`) finds a user's jobs (to list or erase them)."""
+    return f"{checked_id(user_id, 'user id')}.{checked_id(job_id, 'job id')}"
+
+
 def model_key(user_id: str, model_id: str) -> str:
     """Keyed by owner first: one filter (`<user_id>.*`) lists a user's models."""
     return f"{checked_id(user_id, 'user id')}.{checked_id(model_id, 'model id')}"
@@ -336,7 +345,7 @@ REVOCATIONS_KV = KvSpec(
     bucket="terra_revocations",
     description="`user.<user_id>`: the time before which that user's access tokens are "
     "refused (account deleted, or signed out everywhere); kept longer than any access token "
-    "lives. Every gateway watches it; workers read it before running a job.",
+    "lives. Every gateway watches it.",
     owners=(AUTH,),
     ttl_s=DAY,
 )
@@ -346,18 +355,36 @@ def revocation_key(user_id: str) -> str:
     return f"user.{checked_id(user_id, 'user id')}"
 
 
+DELETED_ACCOUNTS_KV = KvSpec(
+    bucket="terra_deleted_accounts",
+    description="`<user_id>`: when that account was deleted. Written by auth_service before "
+    "it announces the deletion; workers read it so a command of a deleted account, however "
+    "late it comes, runs nothing and stores nothing. Kept longer than any command waits.",
+    owners=(AUTH,),
+    ttl_s=8 * DAY,
+)
+
+
+def deleted_account_key(user_id: str) -> str:
+    return checked_id(user_id, "user id")
+
+
 RATE_LIMITS_KV = KvSpec(
     bucket="terra_rate_limits",
     owners=(GATEWAY,),
     description="Recent requests per user for the gateway's rate limits (`terra.ratelimit` "
-    "sliding-window logs): `prompt.<user_id>` for prompt optimisations. The TTL bounds the "
+    "sliding-window logs): `prompt.<digest of the user id>` for prompt optimisations (see "
+    "`rate_limit_key`). The TTL bounds the "
     "longest window.",
     ttl_s=3600.0,
 )
 
 
 def rate_limit_key(what: str, user_id: str) -> str:
-    return f"{what}.{checked_id(user_id, 'user id')}"
+    """A counter's key names no one (a digest of the user id): counters outlive nothing
+    but they would otherwise outlive an account's erasure by up to their window."""
+    digest = hashlib.sha256(f"terra-rate-limit:{checked_id(user_id, 'user id')}".encode())
+    return f"{what}.{digest.hexdigest()[:32]}"
 
 
 KV_BUCKETS: tuple[KvSpec, ...] = (
@@ -372,6 +399,7 @@ KV_BUCKETS: tuple[KvSpec, ...] = (
     LOGIN_THROTTLE_KV,
     SIGNUP_THROTTLE_KV,
     REVOCATIONS_KV,
+    DELETED_ACCOUNTS_KV,
     RATE_LIMITS_KV,
 )
 

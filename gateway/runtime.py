@@ -47,6 +47,6 @@ class GatewayRuntime:
     ready_checks: dict[str, asyncio.Task] = field(default_factory=dict)
 
     async def job(self, job_id: str, user_id: str) -> JobState | None:
-        """The job if it belongs to `user_id`; others' jobs are indistinguishable from none."""
-        job = await self.jobs.get(job_id)
-        return job if job is not None and job.user_id == user_id else None
+        """The job if it belongs to `user_id`; others' jobs are indistinguishable from none
+        (jobs are keyed by their owner: another user's id finds nothing)."""
+        return await self.jobs.get(user_id, job_id)

@@ -27,6 +27,7 @@ from generator_service.pipelines import FluxGenerator
 from generator_service.worker import FairWorker
 from terra.events import EventPublisher
 from terra.images import ImageStore
+from terra.accounts import DeletedAccounts
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
 from terra.models import ModelStore
@@ -51,12 +52,14 @@ def load_generator(settings: GeneratorSettings) -> FluxGenerator:
 
 def build_handlers(settings: GeneratorSettings, generator: FluxGenerator, *, jobs: JobStore,
                    models: ModelStore, images: ImageStore, slots: QueueSlots,
-                   events: EventPublisher, storage: ObjectStorage) -> GeneratorHandlers:
+                   events: EventPublisher, storage: ObjectStorage,
+                   deleted_accounts: DeletedAccounts | None = None) -> GeneratorHandlers:
     handlers = GeneratorHandlers(settings=settings, generator=generator, lifecycle=None,
                                  models=models, images=images, slots=slots, events=events,
                                  storage=storage)
     handlers.lifecycle = JobLifecycle(JobKind.GENERATION, jobs, events, GenerationEvents(),
                                       on_end=handlers.job_ended,
+                                      deleted_accounts=deleted_accounts,
                                       progress_interval_s=settings.progress_interval_s)
     return handlers
 
@@ -68,7 +71,8 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     handlers = build_handlers(
         settings, generator, jobs=await JobStore.open(js), models=await ModelStore.open(js),
         images=await ImageStore.open(js), slots=await QueueSlots.open(js, "generation"),
-        events=EventPublisher(js), storage=storage)
+        events=EventPublisher(js), storage=storage,
+        deleted_accounts=await DeletedAccounts.open(js))
     worker = FairWorker(js, handlers, fetch_timeout_s=settings.fetch_timeout_s)
 
     log.info("pipelines loaded", extra={"profile": generator.profile.name,

@@ -26,7 +26,7 @@ from contracts.generation import (
     ImageGenerated,
     ImageRecord,
 )
-from contracts.jobs import CancelJob, FailureCode, JobState
+from contracts.jobs import CancelJob, FailureCode, JobKind, JobState
 from contracts.topology import OBJECTS
 from contracts.training import ModelDeleted
 from fluxkit.errors import OutOfGpuMemory
@@ -82,7 +82,7 @@ class GeneratorHandlers:
         loop = asyncio.get_running_loop()
         runs = [_Run(self, command, loop) for command in ready]
         watchers = [asyncio.create_task(self.lifecycle.watch_for_cancel(
-            run.command.job_id, run.cancel, self.settings.cancel_poll_s)) for run in runs]
+            ref_of(run.command), run.cancel, self.settings.cancel_poll_s)) for run in runs]
 
         def on_step(step: int, total: int) -> None:
             for run in runs:
@@ -136,6 +136,8 @@ class GeneratorHandlers:
         return LoraRef(record.model_id, fetch)
 
     async def _store(self, command: GenerateImage, outcome) -> None:
+        if await self.lifecycle.account_gone(ref_of(command)):
+            return  # deleted while the images were made: they are not kept
         expires = utcnow() + timedelta(days=self.settings.image_retention_days)
         stored = []
         for image in outcome:
@@ -205,15 +207,20 @@ class GeneratorHandlers:
 
     async def account_deleted(self, event: AccountDeleted, msg) -> None:
         await erase_twice(lambda: self.erase_account(event.user_id),
-                          msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
+                          event, msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
 
     async def erase_account(self, user_id: str) -> None:
+        """What generation holds of a deleted account: images (files and records), its
+        jobs and queue slots, its LoRAs in the adapter cache."""
         for record in await self.images.list(user_id):
             await self.images.delete(user_id, record.image_id)
         erased = await self.storage.delete_prefix(f"images/{user_id}/")
+        jobs = await self.lifecycle.jobs.erase(user_id, JobKind.GENERATION)
+        await self.slots.forget(user_id)
         for model in await self.models.list(user_id):
             await asyncio.to_thread(self.generator.forget_adapter, model.model_id)
-        log.info("account images erased", extra={"user_id": user_id, "objects": erased})
+        log.info("account images erased",
+                 extra={"user_id": user_id, "objects": erased, "jobs": jobs})
 
 
 class LoraFileMissing(Exception):

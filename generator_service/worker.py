@@ -148,7 +148,7 @@ class FairWorker:
         jobs = self.handlers.lifecycle.jobs
         for queued, position in self.window.position_changes():
             try:
-                job = await jobs.get(queued.job_id)
+                job = await jobs.get(queued.user_id, queued.job_id)
                 if job is None or job.status.is_terminal:
                     # Cancelled while it waited here: out of the window, no stale positions.
                     self.window.remove(queued.job_id)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NatsClient
 
+from contracts.auth import AccountDeleted
 from contracts.jobs import JobKind
-from contracts.topology import PROMPT_WORKERS
+from contracts.topology import PROMPT_WORKERS, account_cleanup_consumer
 from prompt_service.config import LlmBackendKind, PromptSettings
 from prompt_service.engine import OfflineEngine, Optimization, PromptRequest
 from prompt_service.handlers import AsyncOptimizer, PromptEvents, PromptHandlers
+from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
 from terra.service import Consumer, ServiceParts
-from terra.worker import settle
+from terra.worker import handling, settle
+
+ACCOUNT_CLEANUP = account_cleanup_consumer("prompt")
 
 
 class OfflineOnly:
@@ -45,10 +49,13 @@ def build_optimizer(settings: PromptSettings) -> AsyncOptimizer:
     return LlmOptimizer(backend, offline, settings.llm_timeout_s)
 
 
-def build_handlers(jobs: JobStore, events: EventPublisher,
-                   optimizer: AsyncOptimizer) -> PromptHandlers:
-    lifecycle = JobLifecycle(JobKind.PROMPT, jobs, events, PromptEvents())
-    return PromptHandlers(optimizer=optimizer, lifecycle=lifecycle, jobs=jobs, events=events)
+def build_handlers(jobs: JobStore, events: EventPublisher, optimizer: AsyncOptimizer, *,
+                   erasure_second_pass_s: float = 60.0,
+                   deleted_accounts: DeletedAccounts | None = None) -> PromptHandlers:
+    lifecycle = JobLifecycle(JobKind.PROMPT, jobs, events, PromptEvents(),
+                             deleted_accounts=deleted_accounts)
+    return PromptHandlers(optimizer=optimizer, lifecycle=lifecycle, jobs=jobs, events=events,
+                          erasure_second_pass_s=erasure_second_pass_s)
 
 
 async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
@@ -57,7 +64,9 @@ async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
     chosen = optimizer or build_optimizer(settings)
     if hasattr(chosen, "start"):
         await chosen.start()  # a local model loads now, not during the first request
-    handlers = build_handlers(await JobStore.open(js), EventPublisher(js), chosen)
+    handlers = build_handlers(await JobStore.open(js), EventPublisher(js), chosen,
+                              erasure_second_pass_s=settings.erasure_second_pass_s,
+                              deleted_accounts=await DeletedAccounts.open(js))
 
     async def on_command(msg) -> None:
         await settle(msg, lambda: handlers.handle(msg.data, msg.metadata.num_delivered))
@@ -68,6 +77,8 @@ async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
 
     return ServiceParts(
         domains=(JobKind.PROMPT.value,),
-        consumers=[Consumer(PROMPT_WORKERS, on_command, settings.prompt_concurrency)],
+        consumers=[Consumer(PROMPT_WORKERS, on_command, settings.prompt_concurrency),
+                   Consumer(ACCOUNT_CLEANUP, handling(AccountDeleted, handlers.account_deleted,
+                                                      with_message=True))],
         dead_letters={"commands": (PROMPT_WORKERS, handlers.dead_letter)},
         after_stop=close)

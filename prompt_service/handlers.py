@@ -14,6 +14,7 @@ from typing import Annotated, Protocol
 from opentelemetry import metrics
 from pydantic import Field, TypeAdapter, ValidationError
 
+from contracts.auth import AccountDeleted
 from contracts.base import Event
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.prompt import (
@@ -26,7 +27,14 @@ from prompt_service.decisions import decide
 from prompt_service.engine import Optimization, PromptRequest, UnknownStyle
 from terra.events import EventPublisher
 from terra.jobs import JobStore
-from terra.lifecycle import JobFailure, JobLifecycle, JobRef, fields_of, ref_from_raw
+from terra.lifecycle import (
+    JobFailure,
+    JobLifecycle,
+    JobRef,
+    erase_twice,
+    fields_of,
+    ref_from_raw,
+)
 from terra.worker import PermanentFailure
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,7 @@ class PromptHandlers:
     lifecycle: JobLifecycle
     jobs: JobStore
     events: EventPublisher
+    erasure_second_pass_s: float = 60.0
 
     def __post_init__(self) -> None:
         self._decisions = metrics.get_meter("terra.prompt").create_counter(
@@ -106,8 +115,8 @@ class PromptHandlers:
         await self.lifecycle.attempt(ref, work)
 
     async def record_decision(self, command: RecordPromptDecision) -> None:
-        job = await self.jobs.get(command.job_id)
-        if job is None or job.user_id != command.user_id or job.status is not JobStatus.SUCCEEDED:
+        job = await self.jobs.get(command.user_id, command.job_id)
+        if job is None or job.status is not JobStatus.SUCCEEDED:
             raise PermanentFailure(f"no finished prompt job {command.job_id} for this user")
         decision, final = decide(
             command.final_prompt,
@@ -117,7 +126,7 @@ class PromptHandlers:
         )
         # The record first: a client that hears the event finds it (a redelivery after a
         # crash in between writes the same values and publishes under the same id).
-        await self.jobs.update(command.job_id, lambda s: s.model_copy(update={
+        await self.jobs.update(command.user_id, command.job_id, lambda s: s.model_copy(update={
             "result": {**s.result, "decision": decision.value, "final_prompt": final}}))
         await self.events.publish(PromptDecisionRecorded(
             message_id=f"{command.message_id[:50]}-recorded",
@@ -128,6 +137,11 @@ class PromptHandlers:
             final_prompt=final,
         ))
         self._decisions.add(1, {"decision": decision.value})
+
+    async def account_deleted(self, event: AccountDeleted, msg) -> None:
+        """A deleted account's prompt jobs (its prompts with them), now and once more."""
+        await erase_twice(lambda: self.jobs.erase(event.user_id, JobKind.PROMPT),
+                          event, msg.metadata.num_delivered, self.erasure_second_pass_s)
 
     async def dead_letter(self, body: bytes) -> None:
         """Deliveries ran out: the job failed, and its owner hears why."""

@@ -1,4 +1,5 @@
-"""Job state in the jobs KV bucket, written by the service that owns the job.
+"""Job state in the jobs KV bucket under `<user_id>.<job_id>`, written by the service that
+owns the job.
 
 Every write is revision-checked (no lost updates) and every status change must follow
 `JOB_TRANSITIONS`, so a redelivered command or a stale worker can never move a finished
@@ -13,9 +14,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.base import utcnow
-from contracts.jobs import JOB_TRANSITIONS, JobState
-from contracts.topology import JOBS_KV
+from contracts.base import checked_id, utcnow
+from contracts.jobs import JOB_TRANSITIONS, JobKind, JobState
+from contracts.topology import JOBS_KV, job_key
 from terra.errors import TerraError
 
 _MAX_ATTEMPTS = 20
@@ -33,22 +34,26 @@ class JobStore:
     async def open(cls, js: JetStreamContext) -> JobStore:
         return cls(await js.key_value(JOBS_KV.bucket))
 
-    async def get(self, job_id: str) -> JobState | None:
-        found = await self._get(job_id)
+    async def get(self, user_id: str, job_id: str) -> JobState | None:
+        """The job if `user_id` owns it (another's job id finds nothing)."""
+        found = await self._get(job_key(user_id, job_id))
         return found[0] if found else None
 
     async def create(self, state: JobState) -> bool:
         """Record a new job; False when the job id already exists (a redelivery)."""
         try:
-            await self._kv.create(state.job_id, state.model_dump_json().encode())
+            await self._kv.create(job_key(state.user_id, state.job_id),
+                                  state.model_dump_json().encode())
         except KeyWrongLastSequenceError:
             return False
         return True
 
-    async def update(self, job_id: str, change: Callable[[JobState], JobState]) -> JobState:
+    async def update(self, user_id: str, job_id: str,
+                     change: Callable[[JobState], JobState]) -> JobState:
         """Apply `change` to the current state with a revision check, retrying on races."""
+        key = job_key(user_id, job_id)
         for _ in range(_MAX_ATTEMPTS):
-            found = await self._get(job_id)
+            found = await self._get(key)
             if found is None:
                 raise KeyError(job_id)
             current, revision = found
@@ -62,15 +67,39 @@ class JobStore:
                 )
             updated = updated.model_copy(update={"updated_at": utcnow()})
             try:
-                await self._kv.update(job_id, updated.model_dump_json().encode(), last=revision)
+                await self._kv.update(key, updated.model_dump_json().encode(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
             return updated
         raise TerraError(f"job {job_id} kept changing under us")
 
-    async def _get(self, job_id: str) -> tuple[JobState, int] | None:
+    async def of_user(self, user_id: str, kind: JobKind | None = None) -> list[JobState]:
+        """Every job of one user (of one kind), read with one server-side filter."""
+        watcher = await self._kv.watch(f"{checked_id(user_id, 'user id')}.*",
+                                       ignore_deletes=True)
+        jobs = []
         try:
-            entry = await self._kv.get(job_id)
+            async for entry in watcher:
+                if entry is None:  # the end of what exists now
+                    break
+                if entry.value:
+                    job = JobState.model_validate_json(entry.value)
+                    if kind is None or job.kind is kind:
+                        jobs.append(job)
+        finally:
+            await watcher.stop()
+        return jobs
+
+    async def erase(self, user_id: str, kind: JobKind) -> int:
+        """A deleted account's jobs of one kind (its service erases its own)."""
+        jobs = await self.of_user(user_id, kind)
+        for job in jobs:
+            await self._kv.purge(job_key(user_id, job.job_id))
+        return len(jobs)
+
+    async def _get(self, key: str) -> tuple[JobState, int] | None:
+        try:
+            entry = await self._kv.get(key)
         except KeyNotFoundError:
             return None
         if entry.value is None:

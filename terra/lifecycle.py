@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from datetime import datetime
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from contracts.jobs import (
     JobStatus,
 )
 from contracts.registry import EVENTS
+from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.jobs import InvalidTransition, JobStore
 from terra.worker import BROKER_ERRORS, AgainLater, PermanentFailure
@@ -93,8 +95,10 @@ OnEnd = Callable[[JobState], Awaitable[None]]
 class JobLifecycle:
     def __init__(self, kind: JobKind, jobs: JobStore, events: EventPublisher,
                  domain_events: JobEvents, *, on_end: OnEnd | None = None,
+                 deleted_accounts: DeletedAccounts | None = None,
                  progress_interval_s: float = 0.5, max_attempts: int = 3) -> None:
         self.kind = kind
+        self.deleted_accounts = deleted_accounts
         self.jobs = jobs
         self.events = events
         self.domain_events = domain_events
@@ -110,7 +114,8 @@ class JobLifecycle:
                       result: dict[str, Any] | None = None,
                       resumed_from_step: int | None = None) -> JobState | None:
         """The job's state as its command arrives, or None when there is nothing to do:
-        it finished (its ending is announced again), or the id is another user's.
+        it finished (its ending is announced again), the id is another user's, or the
+        account was deleted (nothing of it runs, nothing is recorded).
 
         A job published straight to NATS (an operator) has no record yet: it is created
         queued, unless `create` is False (a job of milliseconds is recorded once, when it
@@ -118,7 +123,10 @@ class JobLifecycle:
         A job still marked running on a redelivery lost its worker: it is queued again
         and says so.
         """
-        job = await self.jobs.get(ref.job_id)
+        if await self.account_gone(ref):
+            log.info("command of a deleted account dropped", extra={"job_id": ref.job_id})
+            return None
+        job = await self.jobs.get(ref.user_id, ref.job_id)
         if job is None:
             if not create:
                 return JobState(job_id=ref.job_id, user_id=ref.user_id, kind=self.kind,
@@ -145,7 +153,7 @@ class JobLifecycle:
                 "status": JobStatus.RUNNING, "attempts": state.attempts + 1,
                 "started_at": state.started_at or utcnow()})
 
-        current = await self.jobs.get(ref.job_id)
+        current = await self.jobs.get(ref.user_id, ref.job_id)
         if current is None or current.status.is_terminal or current.cancel_requested:
             if current is not None and current.cancel_requested:
                 await self.cancel(ref, "cancelled before it started")
@@ -159,7 +167,7 @@ class JobLifecycle:
             if started is not None:
                 await self.events.publish(_stamp(started, f"{ref.job_id}-started", ref))
         try:
-            return await self.jobs.update(ref.job_id, start)
+            return await self.jobs.update(ref.user_id, ref.job_id, start)
         except (_AlreadyEnded, InvalidTransition):
             return None
 
@@ -176,35 +184,45 @@ class JobLifecycle:
             return
         self._progress_written[ref.job_id] = now
         fraction = min(max(fraction, 0.0), 0.99)
-        await self.jobs.update(ref.job_id, lambda s: s if s.status is not JobStatus.RUNNING
+        await self.jobs.update(ref.user_id, ref.job_id, lambda s: s if s.status is not JobStatus.RUNNING
                                else s.model_copy(update={"progress": fraction}))
 
     async def request_cancel(self, command: CancelJob) -> None:
         """A queued job is cancelled now; a running one is flagged for its worker, which
         checks the flag (`watch_for_cancel`) and stops within a step."""
-        job = await self.jobs.get(command.job_id)
+        job = await self.jobs.get(command.user_id, command.job_id)
         if job is None or job.user_id != command.user_id or job.status.is_terminal:
             return
         ref = JobRef(job.job_id, job.user_id, self.kind, command.correlation_id)
         if job.status is JobStatus.QUEUED:
             await self.cancel(ref, "cancelled while queued")
             return
-        await self.jobs.update(command.job_id, lambda s: s if s.status.is_terminal
+        await self.jobs.update(command.user_id, command.job_id, lambda s: s if s.status.is_terminal
                                else s.model_copy(update={"cancel_requested": True}))
 
-    async def watch_for_cancel(self, job_id: str, cancel: threading.Event,
+    async def watch_for_cancel(self, ref: JobRef, cancel: threading.Event,
                                poll_s: float) -> None:
-        """Set `cancel` once the job is flagged (runs beside the work; cancel the task
-        when the work ends). A broker fault only delays the next look."""
+        """Set `cancel` once the job is flagged, or erased with its deleted account (runs
+        beside the work; cancel the task when the work ends). A broker fault only delays
+        the next look."""
         while not cancel.is_set():
             await asyncio.sleep(poll_s)
             try:
-                job = await self.jobs.get(job_id)
+                job = await self.jobs.get(ref.user_id, ref.job_id)
+                stop = (job.cancel_requested or job.status.is_terminal if job is not None
+                        else await self.account_gone(ref))
             except BROKER_ERRORS as exc:  # a missed look is retried at the next poll
-                log.warning("cancel check failed", extra={"job_id": job_id, "error": str(exc)})
+                log.warning("cancel check failed", extra={"job_id": ref.job_id,
+                                                          "error": str(exc)})
                 continue
-            if job is not None and (job.cancel_requested or job.status.is_terminal):
+            if stop:
                 cancel.set()
+
+    async def account_gone(self, ref: JobRef) -> bool:
+        """The job's account was deleted: store nothing more for it. A broker fault here
+        propagates (the command is retried), it never lets a result through unchecked."""
+        return (self.deleted_accounts is not None
+                and await self.deleted_accounts.is_deleted(ref.user_id))
 
     # --- endings ---------------------------------------------------------------------------
 
@@ -223,7 +241,7 @@ class JobLifecycle:
                                {"error": JobError(code=code, reason=reason), "detail": reason})
 
     async def cancel(self, ref: JobRef, detail: str) -> bool:
-        job = await self.jobs.get(ref.job_id)
+        job = await self.jobs.get(ref.user_id, ref.job_id)
         if job is None or job.status.is_terminal:
             return False
         event = _stamp(self.domain_events.cancelled(job), f"{ref.job_id}-cancelled", ref)
@@ -232,7 +250,7 @@ class JobLifecycle:
     async def requeue(self, ref: JobRef, reason: str, *,
                       resumed_from_step: int | None = None) -> JobState | None:
         """A started job waits for another attempt: back to queued, and said once."""
-        job = await self.jobs.get(ref.job_id)
+        job = await self.jobs.get(ref.user_id, ref.job_id)
         if job is None or job.status is not JobStatus.RUNNING:
             return job
         attempt = max(job.attempts, 1)
@@ -241,11 +259,11 @@ class JobLifecycle:
             job_id=ref.job_id, kind=self.kind, reason=reason, attempt=attempt,
             resumed_from_step=resumed_from_step, correlation_id=ref.correlation_id))
         try:
-            return await self.jobs.update(ref.job_id, lambda s: s.model_copy(update={
+            return await self.jobs.update(ref.user_id, ref.job_id, lambda s: s.model_copy(update={
                 "status": JobStatus.QUEUED, "detail": reason}) if s.status is JobStatus.RUNNING
                 else s)
         except InvalidTransition:
-            return await self.jobs.get(ref.job_id)
+            return await self.jobs.get(ref.user_id, ref.job_id)
 
     async def attempt(self, ref: JobRef, work: Callable[[], Awaitable[None]]) -> None:
         """Run one attempt of a job's work. A `JobFailure` fails the job for good (and its
@@ -275,10 +293,13 @@ class JobLifecycle:
             queued = self.domain_events.queued(state)
             if queued is not None:
                 await self.events.publish(_stamp(queued, f"{ref.job_id}-queued", ref))
-        return await self.jobs.get(ref.job_id) or state
+        return await self.jobs.get(ref.user_id, ref.job_id) or state
 
     async def _end(self, ref: JobRef, status: JobStatus, event: Event,
                    update: dict[str, Any]) -> bool:
+        if await self.account_gone(ref):
+            return False  # erased with its account: no record, no clean-up, no event
+
         def end(state: JobState) -> JobState:
             if state.status.is_terminal or state.user_id != ref.user_id:
                 raise _AlreadyEnded  # ended before, or not this user's job to end
@@ -287,7 +308,7 @@ class JobLifecycle:
                 "ending": event.model_dump(mode="json"), **update})
 
         try:
-            job = await self.jobs.update(ref.job_id, end)
+            job = await self.jobs.update(ref.user_id, ref.job_id, end)
         except (_AlreadyEnded, InvalidTransition):
             return False  # it ended another way first: not an error
         except KeyError:  # never recorded (a job of milliseconds): recorded ended
@@ -315,14 +336,20 @@ class JobLifecycle:
                 await self.events.publish(model.model_validate(job.ending))
 
 
-async def erase_twice(erase: Callable[[], Awaitable[None]], delivery: int,
-                      second_pass_s: float) -> None:
-    """Erase a deleted account's data now, and once more `second_pass_s` later (the
-    account-deleted event comes back): a job already running when the account went may
-    store its result after the first pass, never after the second."""
+async def erase_twice(erase: Callable[[], Awaitable[None]], event: Event, delivery: int,
+                      second_pass_s: float, *,
+                      now: Callable[[], datetime] = utcnow) -> None:
+    """Erase a deleted account's data now, and once more when the deletion is
+    `second_pass_s` old (the account-deleted event comes back): a job already running when
+    the account went may store its result after the first pass, never after the second.
+
+    Timed from the deletion, not from this delivery: a first pass that failed and is
+    retried still gets its later pass, and the last pass is the first one made that late
+    (a clock ahead of auth_service's still waits once)."""
     await erase()
-    if delivery == 1:
-        raise AgainLater(second_pass_s)
+    age = (now() - event.occurred_at).total_seconds()
+    if delivery == 1 or age < second_pass_s:
+        raise AgainLater(min(second_pass_s, max(1.0, second_pass_s - age)))
 
 
 def ref_from_raw(body: bytes, kind: JobKind) -> JobRef | None:

@@ -93,7 +93,8 @@ class OwnedRecords(Generic[RecordT]):
         raise TerraError(f"record {key} kept changing under us")
 
     async def delete(self, user_id: str, record_id: str) -> None:
-        await self._kv.delete(self._key(user_id, record_id))
+        # A purge: with history kept, a plain delete would leave earlier revisions readable.
+        await self._kv.purge(self._key(user_id, record_id))
 
     async def _get(self, key: str) -> tuple[RecordT, int] | None:
         try:

@@ -52,6 +52,10 @@ class QueueSlots:
                 return
         raise TerraError(f"queue slots of {user_id} kept changing")
 
+    async def forget(self, user_id: str) -> None:
+        """A deleted account's slots: gone, history included."""
+        await self._kv.purge(self._key(user_id))
+
     async def held(self, user_id: str) -> list[str]:
         return (await self._read(user_id))[0]
 

@@ -80,6 +80,11 @@ class FakeKeyValue:
     def writes(self, key: str) -> int:
         return sum(1 for op, k in self.ops if k == key and op not in _KV_READS)
 
+    def key_ending(self, suffix: str) -> str | None:
+        """The live key `<anything>.<suffix>` (a test that knows a job id, not its owner)."""
+        found = [key for key in self.live_keys() if key.endswith(f".{suffix}")]
+        return found[0] if found else None
+
     def live_keys(self) -> list[str]:
         """The live keys, in the order they were last written (a test's view, no op)."""
         return [key for key, _ in sorted(self._entries.items(), key=lambda i: i[1].revision)
@@ -135,6 +140,12 @@ class FakeKeyValue:
             if (current.revision if current else 0) != last:
                 raise KeyWrongLastSequenceError(description="wrong last sequence")
         self._store(key, None, operation="DEL")
+        return True
+
+    async def purge(self, key: str) -> bool:
+        """A delete that also drops the key's history (what nats-py's purge does)."""
+        self._enter("purge", key)
+        self._store(key, None, operation="PURGE")
         return True
 
     async def watch(self, keys: str, *, ignore_deletes: bool = False,

@@ -15,6 +15,7 @@ from contracts.topology import (
     account_cleanup_consumer,
 )
 from contracts.training import DeleteModel, StartTraining
+from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
@@ -31,11 +32,13 @@ ACCOUNT_CLEANUP = account_cleanup_consumer("trainer")
 
 
 def build_handlers(settings: TrainerSettings, *, jobs: JobStore, models: ModelStore,
-                   events: EventPublisher, store: TrainingStore) -> TrainerHandlers:
+                   events: EventPublisher, store: TrainingStore,
+                   deleted_accounts: DeletedAccounts | None = None) -> TrainerHandlers:
     handlers = TrainerHandlers(settings=settings, lifecycle=None, models=models,
                                events=events, store=store)
     handlers.lifecycle = JobLifecycle(JobKind.TRAINING, jobs, events, TrainingEvents(),
-                                      on_end=handlers.job_ended)
+                                      on_end=handlers.job_ended,
+                                      deleted_accounts=deleted_accounts)
     return handlers
 
 
@@ -44,7 +47,8 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     js = connection.jetstream()
     handlers = build_handlers(settings, jobs=await JobStore.open(js),
                               models=await ModelStore.open(js), events=EventPublisher(js),
-                              store=TrainingStore(storage))
+                              store=TrainingStore(storage),
+                              deleted_accounts=await DeletedAccounts.open(js))
 
     def on_start(command: StartTraining, msg) -> Awaitable[None]:
         return handlers.start(command, msg.metadata.num_delivered, msg.in_progress)

@@ -105,7 +105,7 @@ class TrainerHandlers:
             return  # cancelled or ended meanwhile
         run = _Run(self, command, asyncio.get_running_loop())
         watchers = [asyncio.create_task(self.lifecycle.watch_for_cancel(
-            command.job_id, run.cancel, self.settings.cancel_poll_s))]
+            ref, run.cancel, self.settings.cancel_poll_s))]
         if heartbeat is not None:
             watchers.append(asyncio.create_task(keep_alive(heartbeat, self.settings.heartbeat_s)))
         try:
@@ -130,6 +130,8 @@ class TrainerHandlers:
 
     async def _complete(self, ref: JobRef, command: StartTraining, result: TrainingResult,
                         resolution: int) -> None:
+        if await self.lifecycle.account_gone(ref):
+            return  # deleted while it trained: the LoRA is not kept
         try:
             samples = await asyncio.to_thread(self._samples, command, result, resolution)
         except torch.OutOfMemoryError:
@@ -212,13 +214,21 @@ class TrainerHandlers:
 
     async def account_deleted(self, event: AccountDeleted, msg) -> None:
         await erase_twice(lambda: self.erase_account(event.user_id),
-                          msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
+                          event, msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
 
     async def erase_account(self, user_id: str) -> None:
+        """What training holds of a deleted account: photos, models (files and records;
+        generators are told to drop each LoRA), its jobs and its training slot."""
         erased = await self.store.erase_user(user_id)
         for record in await self.models.list(user_id):
             await self.models.delete(user_id, record.model_id)
-        log.info("account erased", extra={"user_id": user_id, "objects": erased})
+            await self.events.publish(ModelDeleted(
+                message_id=f"{record.model_id}-deleted", user_id=user_id,
+                model_id=record.model_id))
+        for job in await self.lifecycle.jobs.of_user(user_id, JobKind.TRAINING):
+            await self.models.release_active(user_id, job.job_id)
+        jobs = await self.lifecycle.jobs.erase(user_id, JobKind.TRAINING)
+        log.info("account erased", extra={"user_id": user_id, "objects": erased, "jobs": jobs})
 
     @property
     def device(self) -> torch.device:

@@ -126,7 +126,7 @@ async def optimize(
         payload = None
         if not fresh:  # a retried request: the job may be finished already
             runtime.hub.unsubscribe(sub)
-            payload = await _finished_result(runtime, job_id)
+            payload = await _finished_result(runtime, caller.user_id, job_id)
         else:
             payload = await wait_for_event(runtime.hub, caller.user_id, "prompt", job_id,
                                            RESULT_TYPES, runtime.settings.wait_timeout_s, sub)
@@ -173,8 +173,9 @@ async def _trigger_word(runtime: GatewayRuntime, user_id: str, model_id: str | N
     return model.trigger_word
 
 
-async def _finished_result(runtime: GatewayRuntime, job_id: str) -> dict | None:
-    job = await runtime.jobs.get(job_id)
+async def _finished_result(runtime: GatewayRuntime, user_id: str,
+                           job_id: str) -> dict | None:
+    job = await runtime.jobs.get(user_id, job_id)
     if job is None or not job.status.is_terminal:
         return None
     if job.status is JobStatus.SUCCEEDED:

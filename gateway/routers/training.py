@@ -168,7 +168,7 @@ async def start(
         raise Problem(404, "not-found", f"No dataset {body.dataset_id}.")
 
     async def still_live(holder: str) -> bool:
-        job = await runtime.jobs.get(holder)
+        job = await runtime.jobs.get(user_id, holder)
         return job is None or not job.status.is_terminal  # no record yet: being started
 
     # One running training per user: the claim is a create-if-absent, so two concurrent

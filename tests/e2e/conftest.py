@@ -29,6 +29,8 @@ def stack_env(nats_endpoint, s3, google_keys) -> dict[str, str]:
         # which all comes from 127.0.0.1 (tests/e2e/test_throttles.py uses other addresses).
         TERRA_LOGIN_MAX_FAILURES_PER_ADDRESS="10000",
         TERRA_REGISTRATION_MAX_PER_ADDRESS="10000",
+        # A deleted account is erased twice; the second pass this soon after the first.
+        TERRA_ERASURE_SECOND_PASS_S="3",
     )
 
 

@@ -22,8 +22,12 @@ BAD_IDS = ["*", ">", "a.b", "", "x" * 200]
 
 @pytest.fixture(scope="module")
 def workers(stack):
-    stack.start_service("prompt", "prompt_service")
-    stack.start_service("generator", "generator_service")
+    """Workers for this module only, stopped when it ends: other modules count on theirs."""
+    started = [stack.start_service("prompt", "prompt_service"),
+               stack.start_service("generator", "generator_service")]
+    yield started
+    for process in started:
+        process.stop()
 
 
 async def waiting(nc, consumer: topology.ConsumerSpec) -> int:

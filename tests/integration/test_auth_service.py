@@ -277,6 +277,29 @@ async def test_logout_ends_the_session(auth_app, nc):
     assert reply.code is AuthErrorCode.INVALID_REFRESH_TOKEN
 
 
+async def test_signing_out_everywhere_outlives_the_revocation_list(auth_app, nc):
+    """A refresh token lives for weeks; the revocation list forgets after a day. A phone's
+    token left unused past that day must still be refused after "sign out everywhere"."""
+    from contracts.topology import REVOCATIONS_KV, revocation_key
+
+    email = fresh_email()
+    laptop = await register(nc, email)
+    phone = await login(nc, email)
+    assert isinstance(phone, TokenPair)
+    done = await call(nc, AuthRpc.LOGOUT,
+                      Logout(refresh_token=laptop.refresh_token, everywhere=True), DoneReply)
+    assert isinstance(done, Done)
+    revocations = await nc.jetstream().key_value(REVOCATIONS_KV.bucket)
+    await revocations.purge(revocation_key(laptop.user.id))  # the list's TTL went by
+
+    stale = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=phone.refresh_token))
+    assert stale.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+    later = await login(nc, email)  # a sign-in after it works, and refreshes
+    assert isinstance(later, TokenPair)
+    renewed = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=later.refresh_token))
+    assert isinstance(renewed, TokenPair), renewed
+
+
 # --- users ----------------------------------------------------------------------------------
 
 

@@ -266,7 +266,7 @@ async def test_a_retry_after_a_fault_mid_start_completes_the_same_training_once(
     assert command["model_id"] == model_id
     assert command["trigger_word"] == retried.json()["trigger_word"]
     assert len(await queued_events(js, "training", user_id)) == 1
-    job = await runtime.jobs.get(job_id)
+    job = await runtime.jobs.get(user_id, job_id)
     assert job.status is JobStatus.QUEUED and job.result["model_id"] == model_id
     model = await runtime.models.get(user_id, model_id)
     assert model.job_id == job_id and model.trigger_word == retried.json()["trigger_word"]
@@ -375,7 +375,7 @@ async def test_a_generation_retried_after_it_ended_is_202_not_429(http, runtime,
     answers = [await generate(f"g{i}") for i in range(settings.max_generations_per_user)]
     assert all(a.status_code == 202 for a in answers)
     ended = answers[-1].json()["job_id"]
-    await runtime.jobs.update(ended, lambda s: s.model_copy(update={
+    await runtime.jobs.update(user_id, ended, lambda s: s.model_copy(update={
         "status": JobStatus.SUCCEEDED, "progress": 1.0}))
     await runtime.generation_slots.release(user_id, ended)
     assert (await generate("another")).status_code == 202  # the cap is full again

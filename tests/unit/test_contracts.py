@@ -243,3 +243,10 @@ def _matches(subject: str, pattern: str) -> bool:
         if i >= len(tokens) or (want != "*" and want != tokens[i]):
             return False
     return len(tokens) == len(wanted)
+
+
+def test_a_deleted_account_is_remembered_longer_than_any_command_waits():
+    """Workers drop a deleted account's commands by this mark: a command older than the
+    mark could otherwise run after both erasure passes."""
+    longest_wait = max(stream.max_age_s for stream in topology.COMMAND_STREAMS.values())
+    assert topology.DELETED_ACCOUNTS_KV.ttl_s > longest_wait

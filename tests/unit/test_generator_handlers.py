@@ -67,7 +67,8 @@ class Generator:
             assert await self.handlers.take(command, 1)
 
     async def status(self, job_id: str) -> JobStatus:
-        return (await self.jobs.get(job_id)).status
+        owner = self.jobs._kv.key_ending(job_id).split(".")[0]
+        return (await self.jobs.get(owner, job_id)).status
 
     async def cancel(self, command: GenerateImage) -> None:
         await self.handlers.cancel(CancelJob(job_id=command.job_id, user_id=command.user_id,
@@ -237,9 +238,9 @@ async def test_in_a_running_batch_a_cancelled_job_ends_cancelled_and_the_others_
 
     watch, seen = gen.handlers.lifecycle.watch_for_cancel, []
 
-    async def watching(job_id, cancel, poll_s) -> None:
-        await watch(job_id, cancel, poll_s)  # returns once it has set `cancel`
-        seen.append(job_id)
+    async def watching(ref, cancel, poll_s) -> None:
+        await watch(ref, cancel, poll_s)  # returns once it has set `cancel`
+        seen.append(ref.job_id)
 
     gen.handlers.lifecycle.watch_for_cancel = watching
     run = asyncio.create_task(gen.handlers.generate([a1, b1]))
@@ -313,7 +314,7 @@ async def test_deleting_an_image_removes_the_object_then_the_record_then_says_so
     [deleted] = gen.events.attempts
     assert deleted.type == "generation.image_deleted.v1" and deleted.image_id == "i1"
     assert deleted.message_id == "i1-deleted" and deleted.correlation_id == "req-del"
-    assert gen.journal == [("s3.delete", gone.key), ("kv.delete", "images/alice.i1"),
+    assert gen.journal == [("s3.delete", gone.key), ("kv.purge", "images/alice.i1"),
                            ("publish", "generation.image_deleted.v1")]
 
 

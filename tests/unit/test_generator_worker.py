@@ -79,7 +79,8 @@ class FakeHandlers:
         return [(e.job_id, e.position) for e in self.events.attempts if e.type == POSITION]
 
     async def status(self, job_id: str) -> JobStatus:
-        return (await self.lifecycle.jobs.get(job_id)).status
+        owner = self.lifecycle.jobs._kv.key_ending(job_id).split(".")[0]
+        return (await self.lifecycle.jobs.get(owner, job_id)).status
 
 
 def command(job_id: str, user_id: str, **fields) -> GenerateImage:

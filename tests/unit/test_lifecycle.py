@@ -7,14 +7,19 @@ import asyncio
 import json
 import logging
 import threading
+from datetime import timedelta
 
 import nats.errors
 import pytest
 from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from contracts.auth import AccountDeleted
+from contracts.base import utcnow
 from contracts.generation import GeneratedImage, GenerationProgressed, ImageGenerated
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
+from contracts.topology import job_key
+from terra.accounts import DeletedAccounts
 from terra.jobs import JobStore
 from terra.lifecycle import (
     JobFailure,
@@ -29,6 +34,7 @@ from tests.fakes import FakeEventPublisher, FakeJobEvents, FakeKeyValue, wait_un
 
 KIND = JobKind.GENERATION
 REF = JobRef("job-1", "alice", KIND, "req-1")
+KEY = job_key(REF.user_id, REF.job_id)
 MALLORY = JobRef("job-1", "mallory", KIND, "req-2")
 
 QUEUED = "generation.queued.v1"
@@ -49,9 +55,10 @@ class Jobs:
         self.store = JobStore(self.kv)
         self.events = FakeEventPublisher(self.journal)
         self.ended: list[JobState] = []
+        self.deleted = DeletedAccounts(FakeKeyValue("deleted"))
         self.lifecycle = JobLifecycle(
             KIND, self.store, self.events, FakeJobEvents(),
-            on_end=self._on_end if on_end else None,
+            on_end=self._on_end if on_end else None, deleted_accounts=self.deleted,
             progress_interval_s=progress_interval_s, max_attempts=max_attempts)
 
     async def _on_end(self, job: JobState) -> None:
@@ -59,7 +66,7 @@ class Jobs:
         self.journal.append(("on_end", job.status))
 
     async def state(self, job_id: str = REF.job_id) -> JobState | None:
-        return await self.store.get(job_id)
+        return await self.store.get(REF.user_id, job_id)
 
     async def running(self, ref: JobRef = REF) -> JobState:
         await self.lifecycle.receive(ref, 1)
@@ -114,13 +121,14 @@ async def test_a_job_of_milliseconds_is_not_recorded_on_arrival(jobs):
     assert jobs.events.published == []
 
 
-async def test_a_command_naming_another_users_job_is_skipped(jobs):
+async def test_a_command_naming_another_users_job_never_touches_it(jobs):
+    """Jobs are keyed by their owner: the same id under another user is another job."""
     await jobs.lifecycle.receive(REF, 1)
     before = await jobs.state()
 
-    assert await jobs.lifecycle.receive(MALLORY, 1) is None
+    theirs = await jobs.lifecycle.receive(MALLORY, 1)
+    assert theirs.user_id == MALLORY.user_id
     assert await jobs.state() == before
-    assert jobs.events.sent() == [QUEUED]
 
 
 async def test_a_finished_job_announces_its_stored_ending_again_under_the_same_id(jobs):
@@ -189,7 +197,7 @@ async def test_begin_fails_the_job_once_max_attempts_have_started():
 
 async def test_begin_cancels_a_job_whose_cancel_was_requested_and_skips_the_work(jobs):
     await jobs.lifecycle.receive(REF, 1)
-    await jobs.store.update(REF.job_id,
+    await jobs.store.update(REF.user_id, REF.job_id,
                             lambda s: s.model_copy(update={"cancel_requested": True}))
 
     assert await jobs.lifecycle.begin(REF) is None
@@ -214,14 +222,14 @@ async def test_begin_does_nothing_for_an_ended_or_unknown_job(jobs):
 async def test_progress_publishes_every_event_but_writes_the_job_at_most_every_interval():
     jobs = Jobs(progress_interval_s=3600.0)
     await jobs.running()
-    writes = jobs.kv.writes(REF.job_id)
+    writes = jobs.kv.writes(KEY)
 
     await jobs.lifecycle.progress(REF, progressed(1), 0.25)
     await jobs.lifecycle.progress(REF, progressed(2), 0.5)
     await jobs.lifecycle.progress(REF, progressed(3), 0.75)
 
     assert [e.step for e in jobs.events.of_type("generation.progressed.v1")] == [1, 2, 3]
-    assert jobs.kv.writes(REF.job_id) == writes + 1
+    assert jobs.kv.writes(KEY) == writes + 1
     assert (await jobs.state()).progress == 0.25
 
 
@@ -238,13 +246,13 @@ async def test_progress_after_the_ending_leaves_the_ended_job_alone():
     jobs = Jobs(progress_interval_s=0.0)
     await jobs.running()
     await jobs.lifecycle.succeed(REF, completed(), result={})
-    writes = jobs.kv.writes(REF.job_id)
+    writes = jobs.kv.writes(KEY)
 
     published = len(jobs.events.attempts)
     await jobs.lifecycle.progress(REF, progressed(3), 0.75)
     job = await jobs.state()
     assert job.status is JobStatus.SUCCEEDED and job.progress == 1.0
-    assert jobs.kv.writes(REF.job_id) == writes
+    assert jobs.kv.writes(KEY) == writes
     # No progress frame after the ending: the story is over.
     assert len(jobs.events.attempts) == published
 
@@ -288,9 +296,10 @@ async def test_nobody_ends_another_users_job(jobs, ending):
     else:
         ended = await jobs.lifecycle.cancel(MALLORY, "no")
 
-    assert ended is False
+    # Whatever it does to a job of its own, alice's is untouched.
     assert (await jobs.state()).status is JobStatus.QUEUED
-    assert jobs.events.sent() == [QUEUED] and jobs.ended == []
+    assert not [job for job in jobs.ended if job.user_id == REF.user_id]
+    assert ended is (ending != "cancel")  # no record of its own to cancel
 
 
 @pytest.mark.parametrize("ending", ["succeed", "fail", "cancel"])
@@ -363,12 +372,12 @@ async def test_watching_for_a_cancel_keeps_polling_through_store_errors(jobs, ca
     await jobs.running()
     await jobs.lifecycle.request_cancel(cancel_command())
     jobs.kv.fail_next("get", nats.errors.TimeoutError(), nats.errors.NoRespondersError())
-    looks_before = jobs.kv.ops.count(("get", REF.job_id))
+    looks_before = jobs.kv.ops.count(("get", KEY))
     cancel = threading.Event()
 
-    await asyncio.wait_for(jobs.lifecycle.watch_for_cancel(REF.job_id, cancel, 0.001), 5)
+    await asyncio.wait_for(jobs.lifecycle.watch_for_cancel(REF, cancel, 0.001), 5)
     assert cancel.is_set()
-    assert jobs.kv.ops.count(("get", REF.job_id)) - looks_before == 3  # 2 failed, 1 saw it
+    assert jobs.kv.ops.count(("get", KEY)) - looks_before == 3  # 2 failed, 1 saw it
     warnings = [r for r in caplog.records if r.getMessage() == "cancel check failed"]
     assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in warnings)
 
@@ -376,12 +385,58 @@ async def test_watching_for_a_cancel_keeps_polling_through_store_errors(jobs, ca
 async def test_watching_for_a_cancel_also_stops_the_work_of_a_job_that_ended(jobs):
     await jobs.running()
     cancel = threading.Event()
-    watcher = asyncio.create_task(jobs.lifecycle.watch_for_cancel(REF.job_id, cancel, 0.001))
-    await wait_until(lambda: jobs.kv.ops.count(("get", REF.job_id)) >= 4)
+    watcher = asyncio.create_task(jobs.lifecycle.watch_for_cancel(REF, cancel, 0.001))
+    await wait_until(lambda: jobs.kv.ops.count(("get", KEY)) >= 4)
     assert not cancel.is_set()  # running, no cancel asked: the work goes on
     await jobs.lifecycle.fail(REF, FailureCode.INTERNAL, "ended elsewhere")
     await asyncio.wait_for(watcher, 5)
     assert cancel.is_set()
+
+
+# --- deleted accounts ---------------------------------------------------------------------------
+
+
+async def test_a_command_of_a_deleted_account_runs_nothing_and_records_nothing(jobs):
+    await jobs.deleted.mark(REF.user_id, utcnow())
+
+    assert await jobs.lifecycle.receive(REF, 1) is None
+    assert await jobs.state() is None
+    assert jobs.journal == []
+
+
+async def test_a_job_whose_account_went_while_it_ran_ends_silently(jobs):
+    await jobs.running()
+    await jobs.deleted.mark(REF.user_id, utcnow())
+
+    assert not await jobs.lifecycle.succeed(REF, completed(), {"images": []})
+    assert not await jobs.lifecycle.fail(REF, FailureCode.INTERNAL, "late")
+    assert jobs.events.sent() == [QUEUED, STARTED]  # no ending said to no one
+    assert jobs.ended == []  # nor its clean-up (the erasure does it)
+    assert (await jobs.state()).status is JobStatus.RUNNING  # the erasure removes it
+
+
+async def test_the_work_of_a_job_erased_with_its_account_stops(jobs):
+    await jobs.running()
+    cancel = threading.Event()
+    watcher = asyncio.create_task(jobs.lifecycle.watch_for_cancel(REF, cancel, 0.001))
+    await jobs.kv.purge(KEY)  # no record: not reason enough while the account lives
+    await wait_until(lambda: jobs.kv.ops.count(("get", KEY)) >= 4)
+    assert not cancel.is_set()
+
+    await jobs.deleted.mark(REF.user_id, utcnow())
+    await asyncio.wait_for(watcher, 5)
+    assert cancel.is_set()
+
+
+async def test_an_account_is_asked_about_until_it_is_deleted_then_remembered():
+    kv = FakeKeyValue("deleted")
+    accounts = DeletedAccounts(kv)
+    assert not await accounts.is_deleted("alice")
+    await accounts.mark("alice", utcnow())
+    assert await accounts.is_deleted("alice")
+    await kv.purge("alice")  # the mark expired: the answer stays (a deletion is final)
+    assert await accounts.is_deleted("alice")
+    assert [op for op in kv.ops if op[0] == "get"] == [("get", "alice")] * 2
 
 
 # --- attempts -----------------------------------------------------------------------------------
@@ -488,14 +543,45 @@ def test_fields_of_names_the_body_when_the_error_is_about_the_whole_of_it():
     assert fields_of(raised.value) == "body"
 
 
-async def test_an_erasure_is_done_now_and_once_more_later():
+async def test_an_erasure_is_done_now_and_once_more_when_the_deletion_is_old_enough():
     passes = []
 
     async def erase() -> None:
         passes.append(len(passes) + 1)
 
+    deleted = AccountDeleted(user_id="alice")
+    at = deleted.occurred_at
     with pytest.raises(AgainLater) as again:
-        await erase_twice(erase, delivery=1, second_pass_s=60)
-    assert again.value.delay_s == 60 and passes == [1]
-    await erase_twice(erase, delivery=2, second_pass_s=60)  # the second pass ends it
-    assert passes == [1, 2]
+        await erase_twice(erase, deleted, 1, 60, now=lambda: at + timedelta(seconds=1))
+    assert again.value.delay_s == 59 and passes == [1]
+    await erase_twice(erase, deleted, 2, 60, now=lambda: at + timedelta(seconds=60))
+    assert passes == [1, 2]  # the second pass ends it
+
+
+async def test_a_first_pass_that_failed_still_gets_its_later_pass():
+    async def erase() -> None:
+        pass
+
+    deleted = AccountDeleted(user_id="alice")
+    at = deleted.occurred_at
+    # The first delivery's erasure raised; the redelivery 5 s on erases, and waits the rest.
+    with pytest.raises(AgainLater) as again:
+        await erase_twice(erase, deleted, 2, 60, now=lambda: at + timedelta(seconds=5))
+    assert again.value.delay_s == 55
+
+
+async def test_a_late_or_skewed_first_delivery_still_waits_once():
+    async def erase() -> None:
+        pass
+
+    deleted = AccountDeleted(user_id="alice")
+    # Delivered 10 minutes late (the worker was down), or our clock is ahead.
+    with pytest.raises(AgainLater) as again:
+        await erase_twice(erase, deleted, 1, 60,
+                          now=lambda: deleted.occurred_at + timedelta(minutes=10))
+    assert again.value.delay_s == 1.0
+    # A clock behind auth_service's never waits longer than the pass itself.
+    with pytest.raises(AgainLater) as behind:
+        await erase_twice(erase, deleted, 1, 60,
+                          now=lambda: deleted.occurred_at - timedelta(minutes=10))
+    assert behind.value.delay_s == 60

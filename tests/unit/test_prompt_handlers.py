@@ -53,7 +53,8 @@ class Prompts:
         return msg
 
     async def state(self, job_id: str = "p1"):
-        return await self.handlers.jobs.get(job_id)
+        key = self.kv.key_ending(job_id)
+        return None if key is None else await self.handlers.jobs.get(key.split(".")[0], job_id)
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ async def test_a_result_is_published_once_and_recorded_once(prompts):
     [event] = prompts.events.attempts
     assert event.type == OPTIMIZED and event.job_id == "p1" and "fox" in event.optimized
     assert event.message_id == "p1-completed" and event.correlation_id == "req-p1"
-    assert prompts.kv.writes("p1") == 1  # no queued or running write: recorded as it ends
+    assert prompts.kv.writes(prompts.kv.key_ending("p1")) == 1  # no queued or running write: recorded as it ends
     job = await prompts.state()
     assert job.status is JobStatus.SUCCEEDED
     assert job.result["optimized"] == event.optimized and job.ending["type"] == OPTIMIZED
@@ -99,7 +100,7 @@ async def test_a_redelivery_of_a_finished_job_sends_the_same_ending_and_does_not
     assert again == first  # the same event under the same message id: the stream drops it
     assert prompts.events.types() == [OPTIMIZED]
     assert len(prompts.optimizer.requests) == 1  # not optimised again
-    assert prompts.kv.writes("p1") == 1 and await prompts.state() == stored
+    assert prompts.kv.writes(prompts.kv.key_ending("p1")) == 1 and await prompts.state() == stored
 
 
 async def test_an_unknown_style_fails_the_job_once_with_invalid_input_and_is_acked(prompts):
@@ -169,7 +170,8 @@ async def test_a_decision_is_stored_before_it_is_published(prompts):
     msg = await prompts.send(decision("a red fox in the snow"))
 
     assert msg.calls == [("ack",)]
-    assert prompts.journal == [("kv.update", "jobs/p1"), ("publish", DECIDED)]
+    assert prompts.journal == [("kv.update", f"jobs/{prompts.kv.key_ending('p1')}"),
+                               ("publish", DECIDED)]
     [event] = prompts.events.of_type(DECIDED)
     assert event.decision is PromptDecision.REJECTED  # the original, sent back
     result = (await prompts.state()).result

@@ -134,7 +134,7 @@ class Trainer:
         return await self.models.get(USER, model_id)
 
     async def job(self) -> JobState:
-        return await self.jobs.get(JOB)
+        return await self.jobs.get(USER, JOB)
 
     def slot_taken(self) -> bool:
         return active_training_key(USER) in self.models_kv.live_keys()
@@ -349,7 +349,7 @@ async def test_deleting_a_model_removes_its_files_then_its_record_then_says_so(t
     assert deleted.type == "training.model_deleted.v1" and deleted.model_id == "m2"
     assert deleted.message_id == "m2-deleted" and deleted.correlation_id == "req-del"
     assert trainer.journal == [("s3.delete_prefix", f"models/{USER}/m2/"),
-                               ("kv.delete", f"models/{USER}.m2"),
+                               ("kv.purge", f"models/{USER}.m2"),
                                ("publish", "training.model_deleted.v1")]
 
 
