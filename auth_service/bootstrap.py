@@ -39,8 +39,8 @@ from contracts.auth import (
 from contracts.base import Message
 from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
 from terra import logs
-from terra.events import EventPublisher
 from terra.accounts import DeletedAccounts
+from terra.events import EventPublisher
 from terra.revocations import Revocations
 from terra.service import Responder, ServiceParts
 

@@ -51,8 +51,8 @@ from contracts.auth import (
     UserReply,
 )
 from contracts.base import Event, utcnow
-from terra.events import EventPublisher
 from terra.accounts import DeletedAccounts
+from terra.events import EventPublisher
 from terra.revocations import Revocations, is_revoked
 
 log = logging.getLogger(__name__)

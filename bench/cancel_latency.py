@@ -1,7 +1,7 @@
 """Cancel latency of the largest allowed generation on the tiny random FLUX (CPU).
 
     python -m bench.cancel_latency [--side 2048] [--steps 100] [--images 4] [--model dev]
-                                   [--with-decode]
+                                   [--images-per-loop 1] [--with-decode]
 
 The job the API allows at most: 2048×2048, 100 steps, 4 images. Measured from the moment
 `should_stop()` turns true to `generate` / `generate_batch` returning:
@@ -13,9 +13,12 @@ The job the API allows at most: 2048×2048, 100 steps, 4 images. Measured from t
 - just after a step starts: the same 10 ms after step 1 reports (the worst case: nearly
   the whole step in progress is waited for).
 
-One path: `generate` is a batch of one, so a job's images share one denoising loop (a cancel
-waits for at most the step in progress, whatever the number of images); `generate_batch`
-runs two compatible requests of images/2 each in one loop, the same path. Per-step times:
+One path: `generate` is a batch of one; `generate_batch` runs two compatible requests of
+images/2 each, the same path. A loop carries at most `--images-per-loop` images (the
+service's `TERRA_BATCH_MAX_IMAGES`: unset, 1 on a CPU and 4 on CUDA, so the default here is
+what the service does on this machine); a cancel waits for at most the step in progress of
+the loop running, so a loop of fewer images answers sooner. `--images-per-loop 4` measures
+one loop of all four. Per-step times:
 the median interval between the boundary run's `on_step` reports (the first step, which
 includes the set-up, left out). Other work on the machine slows the
 steps a lot (torch's threads contend): the 1-minute load average is printed.
@@ -90,11 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--model", default="dev", choices=("schnell", "dev"))
+    parser.add_argument("--images-per-loop", type=int, default=1,
+                        help="images one denoising loop carries (the service: 1 on a CPU)")
     parser.add_argument("--with-decode", action="store_true",
                         help="also time the decode a cancel no longer waits for")
     args = parser.parse_args(argv)
 
-    generator = FluxGenerator.load(None, device="cpu", dtype=torch.float32, profile="gpu")
+    generator = FluxGenerator.load(None, device="cpu", dtype=torch.float32, profile="gpu",
+                                   images_per_loop=args.images_per_loop)
     size = {"width": args.side, "height": args.side}
     one = GenerationRequest(PROMPT, model=args.model, steps=args.steps, seed=1,
                             num_images=args.images, **size)
@@ -110,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
 
     generator.generate(dataclasses.replace(one, steps=1, num_images=1, width=64, height=64))
     print(f"tiny FLUX {args.model}, {args.side}×{args.side}, {args.steps} steps, "
-          f"{args.images} images, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.images} images, {args.images_per_loop} per loop, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    for name, job, shape in (("generate", generate, f"1 loop of {args.images} images"),
+    loops = -(-args.images // args.images_per_loop)
+    for name, job, shape in (("generate", generate, f"{loops} loop(s), {args.images} images"),
                              ("generate_batch", generate_batch,
-                              f"1 loop of {args.images} images ({half} + {args.images - half})")):
+                              (f"{loops} loop(s), {args.images} images "
+                               f"({half} + {args.images - half})"))):
         boundary = cancelled_run(job)
         step = boundary.per_step or 1.0
         middle = cancelled_run(job, mid_step=step / 2)

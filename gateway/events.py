@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 
 from contracts import topology
+from terra.push import CheckedPush, Restart
 from terra.supervise import Supervisor
 from terra.worker import TRANSIENT_ERRORS
 
@@ -90,10 +91,6 @@ class Subscription:
         """Drop what is buffered: its socket is closing and sends none of it."""
         while not self.queue.empty():
             self.queue.get_nowait()
-
-
-class _Restart(Exception):
-    """The consumer lost events or went quiet: start a new one after the last event."""
 
 
 class EventHub:
@@ -164,66 +161,40 @@ class EventHub:
         """Forever: a consumer from just after the last event, its deliveries dispatched,
         a new one whenever it falls silent or skips."""
         while True:
-            inbox = self._nc.new_inbox()
-            sub = await self._nc.subscribe(inbox, pending_msgs_limit=-1,
-                                           pending_bytes_limit=-1)
-            name = None
+            push = CheckedPush(self._nc, self._js, topology.EVENTS.name,
+                               heartbeat_s=self.heartbeat_s)
             try:
-                name = await self._create_consumer(inbox)
-                await self._deliver(sub)
-            except _Restart as why:
+                await self._open(push)
+                async for msg in push.messages():
+                    self.last_heard = time.monotonic()
+                    if msg is not None:
+                        self._take(msg)
+            except Restart as why:
                 self.restarts += 1
                 log.warning("event consumer restarted", extra={
                     "reason": str(why), "after_seq": self.last_seq, "restarts": self.restarts})
             finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-                if name is not None:
-                    asyncio.create_task(self._forget_consumer(name))
+                await push.close()
 
-    async def _create_consumer(self, inbox: str) -> str:
+    async def _open(self, push: CheckedPush) -> None:
         """An ephemeral push consumer from just after the last dispatched event (at the
         first start: after the stream's last one, so no event falls between two
         consumers). Broker faults are waited out: a stream without a leader gets one
         within seconds."""
         if self.last_seq is None:
             self.last_seq = await _patiently(self.last_sequence)
-        config = api.ConsumerConfig(
-            deliver_subject=inbox, filter_subject=f"{topology.PREFIX}.evt.>",
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.last_seq + 1,
-            ack_policy=api.AckPolicy.NONE, max_deliver=1, flow_control=True,
-            idle_heartbeat=self.heartbeat_s, inactive_threshold=30.0,
-            num_replicas=1, mem_storage=True)
-        info = await _patiently(lambda: self._js.add_consumer(topology.EVENTS.name, config))
+        await _patiently(lambda: push.open(
+            f"{topology.PREFIX}.evt.>", api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.last_seq + 1))
         self.last_heard = time.monotonic()
         self._consuming.set()
-        return info.name
 
-    async def _deliver(self, sub) -> None:
-        expected = 1  # the consumer sequence of the next delivery
-        while True:
-            try:
-                msg: Msg = await sub.next_msg(timeout=3 * self.heartbeat_s)
-            except TimeoutError as exc:
-                raise _Restart("no delivery nor heartbeat") from exc
-            self.last_heard = time.monotonic()
-            headers = msg.headers or {}
-            if headers.get(api.Header.STATUS) == api.StatusCode.CONTROL_MESSAGE:
-                if msg.reply:  # a flow control request: answer it or delivery stops
-                    await self._nc.publish(msg.reply)
-                last = headers.get(api.Header.LAST_CONSUMER)
-                if last is not None and int(last) != expected - 1:
-                    raise _Restart(f"heartbeat says {last} delivered, we have {expected - 1}")
-                continue
-            meta = msg.metadata
-            if meta.sequence.consumer != expected:
-                raise _Restart(f"delivery {meta.sequence.consumer}, expected {expected}")
-            expected += 1
-            if meta.sequence.stream <= self.last_seq:
-                continue  # dispatched before the restart
-            self.last_seq = meta.sequence.stream
-            self._dispatch(Delivered(meta.sequence.stream, msg.subject, msg.data,
-                                     dict(headers)))
+    def _take(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= self.last_seq:
+            return  # dispatched before the restart
+        self.last_seq = seq
+        self._dispatch(Delivered(seq, msg.subject, msg.data, dict(msg.headers or {})))
 
     def _dispatch(self, event: Delivered) -> None:
         subs = self._by_user.get(topology.event_owner(event.subject))
@@ -232,11 +203,6 @@ class EventHub:
         for subscription in subs:
             if subscription.wants(event.subject):
                 subscription.offer(event)
-
-    async def _forget_consumer(self, name: str) -> None:
-        """Best effort: an ephemeral consumer also goes by itself once inactive."""
-        with contextlib.suppress(Exception):
-            await self._js.delete_consumer(topology.EVENTS.name, name)
 
     # --- replay ------------------------------------------------------------------------------
 

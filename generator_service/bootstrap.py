@@ -25,9 +25,9 @@ from generator_service.handlers import GeneratorHandlers
 from generator_service.jobs import GenerationEvents
 from generator_service.pipelines import FluxGenerator
 from generator_service.worker import FairWorker
+from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.images import ImageStore
-from terra.accounts import DeletedAccounts
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle
 from terra.models import ModelStore

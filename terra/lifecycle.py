@@ -22,10 +22,10 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError

@@ -27,7 +27,7 @@ class Restart(Exception):
 
 
 class CheckedPush:
-    """One consumer's life: `open` it, read `messages`, `close` it (use `async with`)."""
+    """One consumer's life: `open` it, read `messages`, `close` it (in a `finally`)."""
 
     def __init__(self, nc: NatsClient, js: JetStreamContext, stream: str, *,
                  heartbeat_s: float) -> None:
@@ -95,9 +95,3 @@ class CheckedPush:
     async def _forget(self, name: str) -> None:
         with contextlib.suppress(Exception):
             await self._js.delete_consumer(self.stream, name)
-
-    async def __aenter__(self) -> CheckedPush:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

@@ -18,7 +18,6 @@ that moves a user's revocation later (to close that user's open sockets).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.topology import REVOCATIONS_KV, revocation_key
+from terra.push import CheckedPush, Restart
 from terra.worker import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,6 @@ class Revocations:
         except KeyNotFoundError:  # also a deleted or expired entry
             return None
         return _decode(entry.value)
-
-
-class _Restart(Exception):
-    """The consumer lost entries or went quiet: start a new one."""
 
 
 class RevocationWatch:
@@ -190,7 +186,7 @@ class RevocationWatch:
         while True:
             try:
                 await self._watch_once()
-            except (_Restart, *BROKER_ERRORS) as why:
+            except (Restart, *BROKER_ERRORS) as why:
                 self.restarts += 1
                 log.warning("revocation watch restarts", extra={
                     "reason": f"{type(why).__name__}: {why}", "restarts": self.restarts})
@@ -200,61 +196,36 @@ class RevocationWatch:
 
     async def _watch_once(self) -> None:
         """One consumer: the bucket's current entries, then each new one, until it fails."""
-        stream = f"KV_{REVOCATIONS_KV.bucket}"
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox, pending_msgs_limit=-1, pending_bytes_limit=-1)
-        name = None
+        push = CheckedPush(self._nc, self._js, f"KV_{REVOCATIONS_KV.bucket}",
+                           heartbeat_s=self.heartbeat_s)
         try:
-            config = api.ConsumerConfig(
-                deliver_subject=inbox, filter_subject=f"$KV.{REVOCATIONS_KV.bucket}.>",
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                ack_policy=api.AckPolicy.NONE, max_deliver=1, flow_control=True,
-                idle_heartbeat=self.heartbeat_s, inactive_threshold=30.0,
-                num_replicas=1, mem_storage=True)
-            info = await self._js.add_consumer(stream, config)
-            name = info.name
+            info = await push.open(f"$KV.{REVOCATIONS_KV.bucket}.>",
+                                   api.DeliverPolicy.LAST_PER_SUBJECT)
             if info.num_pending == 0:
                 self._set_caught_up(True)
-            await self._deliver(sub)
+            async for msg in push.messages():
+                if msg is None:
+                    self._prune()
+                else:
+                    self._take(msg)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            if name is not None:
-                asyncio.create_task(self._forget_consumer(stream, name))
+            await push.close()
 
-    async def _deliver(self, sub) -> None:
-        expected = 1  # the consumer sequence of the next delivery
-        while True:
-            try:
-                msg: Msg = await sub.next_msg(timeout=3 * self.heartbeat_s)
-            except TimeoutError as exc:
-                raise _Restart("no delivery nor heartbeat") from exc
-            headers = msg.headers or {}
-            if headers.get(api.Header.STATUS) == api.StatusCode.CONTROL_MESSAGE:
-                if msg.reply:  # flow control: answer it or delivery stops
-                    await self._nc.publish(msg.reply)
-                last = headers.get(api.Header.LAST_CONSUMER)
-                if last is not None and int(last) != expected - 1:
-                    raise _Restart(f"heartbeat says {last} delivered, we have {expected - 1}")
-                self._prune()
-                continue
-            meta = msg.metadata
-            if meta.sequence.consumer != expected:
-                raise _Restart(f"delivery {meta.sequence.consumer}, expected {expected}")
-            expected += 1
-            self._seen_seq = max(self._seen_seq, meta.sequence.stream)
-            key = msg.subject.removeprefix(f"$KV.{REVOCATIONS_KV.bucket}.")
-            if key.startswith(_KEY_PREFIX):
-                user_id = key.removeprefix(_KEY_PREFIX)
-                if headers.get("KV-Operation") in ("DEL", "PURGE"):
-                    self._revoked.pop(user_id, None)  # an operator took it back
-                elif (moment := _decode(msg.data)) is not None:
-                    self._apply(user_id, moment)
-            if meta.num_pending == 0:
-                self._set_caught_up(True)
-            for target, waiter in self._waiters:
-                if target <= self._seen_seq and not waiter.done():
-                    waiter.set_result(None)
+    def _take(self, msg: Msg) -> None:
+        meta = msg.metadata
+        self._seen_seq = max(self._seen_seq, meta.sequence.stream)
+        key = msg.subject.removeprefix(f"$KV.{REVOCATIONS_KV.bucket}.")
+        if key.startswith(_KEY_PREFIX):
+            user_id = key.removeprefix(_KEY_PREFIX)
+            if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                self._revoked.pop(user_id, None)  # an operator took it back
+            elif (moment := _decode(msg.data)) is not None:
+                self._apply(user_id, moment)
+        if meta.num_pending == 0:
+            self._set_caught_up(True)
+        for target, waiter in self._waiters:
+            if target <= self._seen_seq and not waiter.done():
+                waiter.set_result(None)
 
     def _set_caught_up(self, value: bool) -> None:
         self._caught_up = value
@@ -284,7 +255,3 @@ class RevocationWatch:
         horizon = now - self._keep_s
         self._revoked = {user: t for user, t in self._revoked.items()
                          if t.timestamp() > horizon}
-
-    async def _forget_consumer(self, stream: str, name: str) -> None:
-        with contextlib.suppress(Exception):
-            await self._js.delete_consumer(stream, name)
