@@ -92,3 +92,13 @@ def google_keys():
     keys = GoogleKeys().serve()
     yield keys
     keys.close()
+
+
+@pytest.fixture(scope="module")
+def google():
+    """A fake Google sign-in for one module (its keys served over HTTP; it signs tokens)."""
+    from tests.unit.test_auth_google import FakeGoogle
+
+    fake = FakeGoogle()
+    yield fake
+    fake.close()

@@ -37,8 +37,6 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.base import Event
-from contracts.generation import GenerationCancelled, GenerationQueued, GenerationStarted
-from contracts.jobs import JobState
 from terra.errors import StorageError
 
 
@@ -237,19 +235,6 @@ class FakeEventPublisher:
     def sent(self) -> list[str]:
         """Types of every publish that got through, duplicates included."""
         return [e.type for e in self.attempts]
-
-
-class FakeJobEvents:
-    """A domain's own job events (`terra.lifecycle.JobEvents`), generation-shaped."""
-
-    def queued(self, job: JobState) -> Event | None:
-        return GenerationQueued(user_id=job.user_id, job_id=job.job_id, position=0)
-
-    def started(self, job: JobState) -> Event | None:
-        return GenerationStarted(user_id=job.user_id, job_id=job.job_id)
-
-    def cancelled(self, job: JobState) -> Event:
-        return GenerationCancelled(user_id=job.user_id, job_id=job.job_id)
 
 
 # --- messages and pull subscriptions ----------------------------------------------------------

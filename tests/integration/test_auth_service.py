@@ -42,7 +42,7 @@ from contracts.base import Message, utcnow
 from contracts.topology import EVENTS, AuthRpc
 from tests.conftest import provision_all
 from tests.infra import nats_server
-from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT, FakeGoogle
+from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +57,6 @@ def nats_endpoint(tmp_path_factory):
     with nats_server(tmp_path_factory.mktemp("auth-nats")) as endpoint:
         asyncio.run(provision_all(endpoint))
         yield endpoint
-
-
-@pytest.fixture(scope="module")
-def google():
-    fake = FakeGoogle()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture(scope="module")

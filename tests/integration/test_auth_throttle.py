@@ -30,7 +30,7 @@ from contracts.auth import (
 )
 from contracts.base import Message
 from contracts.topology import AUTH, LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
-from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT, FakeGoogle
+from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +42,6 @@ SLOWDOWN_AFTER = 10
 FIRST_DELAY_S = 0.05
 MAX_DELAY_S = 0.4
 SIGNUPS_PER_ADDRESS = 10
-
-
-@pytest.fixture(scope="module")
-def google():
-    fake = FakeGoogle()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture(scope="module")

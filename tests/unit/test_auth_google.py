@@ -112,13 +112,6 @@ class FakeGoogle:
         )
 
 
-@pytest.fixture(scope="module")
-def google():
-    fake = FakeGoogle()
-    yield fake
-    fake.close()
-
-
 @pytest.fixture
 def verifier(google) -> GoogleVerifier:
     return GoogleVerifier([WEB_CLIENT, IOS_CLIENT], certs_url=google.certs_url)

@@ -19,6 +19,7 @@ from contracts.base import utcnow
 from contracts.generation import GeneratedImage, GenerationProgressed, ImageGenerated
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.topology import job_key
+from generator_service.jobs import GenerationEvents
 from terra.accounts import DeletedAccounts
 from terra.jobs import JobStore
 from terra.lifecycle import (
@@ -30,7 +31,7 @@ from terra.lifecycle import (
     ref_from_raw,
 )
 from terra.worker import AgainLater, PermanentFailure
-from tests.fakes import FakeEventPublisher, FakeJobEvents, FakeKeyValue, wait_until
+from tests.fakes import FakeEventPublisher, FakeKeyValue, wait_until
 
 KIND = JobKind.GENERATION
 REF = JobRef("job-1", "alice", KIND, "req-1")
@@ -57,7 +58,7 @@ class Jobs:
         self.ended: list[JobState] = []
         self.deleted = DeletedAccounts(FakeKeyValue("deleted"))
         self.lifecycle = JobLifecycle(
-            KIND, self.store, self.events, FakeJobEvents(),
+            KIND, self.store, self.events, GenerationEvents(),
             on_end=self._on_end if on_end else None, deleted_accounts=self.deleted,
             progress_interval_s=progress_interval_s, max_attempts=max_attempts)
 
