@@ -165,12 +165,7 @@ class GeneratorHandlers:
         await self.lifecycle.request_cancel(command)
 
     async def dead_letter(self, body: bytes) -> None:
-        try:
-            command = GenerateImage.model_validate_json(body)
-        except ValueError:
-            log.error("undecodable generation command dropped")
-            return
-        await self.lifecycle.dead_letter(ref_of(command))
+        await self.lifecycle.dead_letter_raw(body)
 
     async def delete_image(self, command: DeleteImage) -> None:
         """The file, then the record, then the word (idempotent: a repeat says it again)."""

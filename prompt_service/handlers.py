@@ -145,10 +145,7 @@ class PromptHandlers:
 
     async def dead_letter(self, body: bytes) -> None:
         """Deliveries ran out: the job failed, and its owner hears why."""
-        if (ref := ref_from_raw(body, JobKind.PROMPT)) is None:
-            log.error("unattributable prompt command dropped after its deliveries ran out")
-            return
-        await self.lifecycle.dead_letter(ref)
+        await self.lifecycle.dead_letter_raw(body)
 
     async def _refuse(self, body: bytes, reason: str) -> None:
         if (ref := ref_from_raw(body, JobKind.PROMPT)) is None:

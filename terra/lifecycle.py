@@ -285,6 +285,16 @@ class JobLifecycle:
         await self.fail(ref, FailureCode.DELIVERY_EXHAUSTED,
                         f"The {self.kind.value} failed several times; it has been stopped.")
 
+    async def dead_letter_raw(self, body: bytes) -> None:
+        """A command's deliveries ran out (the dead-letter watch hands over its body): its
+        job fails, when the body names a valid job and user, even if it decodes no
+        further."""
+        if (ref := ref_from_raw(body, self.kind)) is None:
+            log.error("unattributable command dropped after its deliveries ran out",
+                      extra={"kind": self.kind.value})
+            return
+        await self.dead_letter(ref)
+
     # --- internals ---------------------------------------------------------------------------
 
     async def _create(self, ref: JobRef, result: dict[str, Any]) -> JobState:

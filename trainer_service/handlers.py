@@ -192,12 +192,7 @@ class TrainerHandlers:
         await self.lifecycle.request_cancel(command)
 
     async def dead_letter(self, body: bytes) -> None:
-        try:
-            command = StartTraining.model_validate_json(body)
-        except ValueError:
-            log.error("undecodable training command dropped")
-            return
-        await self.lifecycle.dead_letter(JobRef.of(command, JobKind.TRAINING))
+        await self.lifecycle.dead_letter_raw(body)
 
     async def delete_model(self, command: DeleteModel) -> None:
         """Its files, then its record, then the word that makes generators drop it
