@@ -6,7 +6,7 @@ Nothing here does I/O; adapters and handlers wrap it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -102,10 +102,12 @@ class UserRecord:
             created_at=self.created_at,
         )
 
-    def link_google(self, sub: str) -> None:
-        self.google_sub = sub
-        if Provider.GOOGLE not in self.providers:
-            self.providers.append(Provider.GOOGLE)
+    def linked_to_google(self, sub: str) -> UserRecord:
+        """A copy of the record that signs in with this Google account too."""
+        providers = list(self.providers)
+        if Provider.GOOGLE not in providers:
+            providers.append(Provider.GOOGLE)
+        return replace(self, google_sub=sub, providers=providers)
 
 
 # --- login throttling: a sliding window of recent failures ----------------------------------

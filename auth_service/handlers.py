@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from auth_service.domain import (
     AuthError,
@@ -118,8 +118,9 @@ class AuthHandlers:
             raise InvalidCredentials()
         await self.throttle.succeeded(attempt)
         if self.hasher.needs_rehash(user.password_hash):
-            user.password_hash = await self.hasher.hash(request.password)
-            await self.users.save(user)
+            old_hash, new_hash = user.password_hash, await self.hasher.hash(request.password)
+            await self.users.update(user.id, lambda u: replace(u, password_hash=new_hash)
+                                    if u.password_hash == old_hash else None)
         return await self._start_session(user, request.correlation_id)
 
     async def login_google(self, request: LoginWithGoogle) -> TokenPair:
@@ -192,7 +193,7 @@ class AuthHandlers:
         user = await self.users.get(token.user_id)
         if user is None:
             raise _invalid_refresh()
-        if self._signed_out_everywhere_since(token, user):
+        if await self._signed_out_everywhere_since(token, user):
             await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
             raise _invalid_refresh()
         if not await self.refresh_tokens.touch_family(token.family_id, family, family_revision):
@@ -229,23 +230,28 @@ class AuthHandlers:
         family = await self.refresh_tokens.get_family(token.family_id)
         if family is None or family[0].revoked:
             raise _invalid_refresh()
-        user = await self.users.get_record(token.user_id)
-        if user is None:
+        if await self.users.get(token.user_id) is None:
             raise _invalid_refresh()
         revoked_at = await self.revocations.revoke(token.user_id, utcnow())
-        if user.signed_out_at is None or user.signed_out_at < revoked_at:
-            user.signed_out_at = revoked_at
-            await self.users.save(user)
+        # Revision-checked: never writes back a record deleted meanwhile, and a concurrent
+        # write (a rehash, a Google link) cannot drop the time.
+        await self.users.update(token.user_id, lambda u: replace(u, signed_out_at=revoked_at)
+                                if u.signed_out_at is None or u.signed_out_at < revoked_at
+                                else None)
         # Access tokens carry whole seconds (`iat`); the rule refuses iat <= revoked_at.
         # Answering only once that second is over means a sign-in after this answer gets
         # a later `iat`, so its tokens work.
         await asyncio.sleep(max(0.0, math.floor(revoked_at.timestamp()) + 1 - time.time()))
 
-    def _signed_out_everywhere_since(self, token: RefreshTokenEntry, user: UserRecord) -> bool:
+    async def _signed_out_everywhere_since(self, token: RefreshTokenEntry,
+                                           user: UserRecord) -> bool:
         """The refresh token was issued before its user signed out everywhere. Families
-        are not listed per user, so they end here, at their next use, however long after."""
+        are not listed per user, so they end here, at their next use, however long after
+        (the time on the account; the revocation list too, which also holds sign-outs
+        recorded before the account kept its own)."""
         issued_at = token.expires_at - self.refresh_token_ttl_s
-        return is_revoked(issued_at, user.signed_out_at)
+        listed = await self.revocations.revoked_at(token.user_id)
+        return is_revoked(issued_at, user.signed_out_at) or is_revoked(issued_at, listed)
 
     async def _create_account(self, user: UserRecord) -> None:
         """Record first, then the email index: the index is the commit point."""
@@ -261,10 +267,12 @@ class AuthHandlers:
         for _ in range(3):  # a concurrent sign-up may take the email between our steps
             existing = await self.users.find_by_email(email)
             if existing is not None:
-                existing.link_google(identity.sub)
-                await self.users.save(existing)
+                linked = await self.users.update(existing.id,
+                                                 lambda u: u.linked_to_google(identity.sub))
+                if linked is None:
+                    continue  # deleted meanwhile: the email may be free again
                 await self.users.claim_google(identity.sub, existing.id)
-                return existing, False
+                return linked, False
             user = UserRecord(
                 id=uuid.uuid4().hex,
                 email=email,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from nats.js import JetStreamContext
@@ -22,6 +23,7 @@ from contracts.topology import CREDENTIALS_KV, REFRESH_TOKENS_KV, USERS_KV
 log = logging.getLogger(__name__)
 
 _USER_RECORD = TypeAdapter(UserRecord)
+_MAX_UPDATE_ATTEMPTS = 20
 
 
 def email_key(email: str) -> str:
@@ -59,6 +61,28 @@ class UserRepository:
         """The stored record, committed or not (account deletion cleans up both)."""
         entry = await _get(self._users, user_id)
         return _USER_RECORD.validate_json(entry.value) if entry else None
+
+    async def update(self, user_id: str,
+                     change: Callable[[UserRecord], UserRecord | None]) -> UserRecord | None:
+        """Rewrite the stored record with `change(record)` (None: leave it), revision-
+        checked and retried, so a concurrent write is never overwritten by a stale copy and
+        a purged record is never written back. Returns what is stored, None when the
+        record is gone."""
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            entry = await _get(self._users, user_id)
+            if entry is None:
+                return None
+            current = _USER_RECORD.validate_json(entry.value)
+            changed = change(current)
+            if changed is None:
+                return current
+            try:
+                await self._users.update(user_id, _USER_RECORD.dump_json(changed),
+                                         last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return changed
+        raise RuntimeError(f"the record of {user_id} kept changing under us")
 
     async def delete_record(self, user_id: str) -> None:
         await self._users.purge(user_id)  # purge: no earlier revision stays readable

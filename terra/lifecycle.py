@@ -145,7 +145,10 @@ class JobLifecycle:
 
     async def begin(self, ref: JobRef) -> JobState | None:
         """Queued -> running; `started` the first time only. None when it ended or a
-        cancel came in meanwhile (the caller skips the work)."""
+        cancel came in meanwhile, or the account was deleted (the caller skips the work)."""
+        if await self.account_gone(ref):
+            return None
+
         def start(state: JobState) -> JobState:
             if state.status.is_terminal:
                 raise _AlreadyEnded
@@ -202,15 +205,15 @@ class JobLifecycle:
 
     async def watch_for_cancel(self, ref: JobRef, cancel: threading.Event,
                                poll_s: float) -> None:
-        """Set `cancel` once the job is flagged, or erased with its deleted account (runs
-        beside the work; cancel the task when the work ends). A broker fault only delays
-        the next look."""
+        """Set `cancel` once the job is flagged, or its account deleted (runs beside the
+        work; cancel the task when the work ends). A broker fault only delays the next
+        look."""
         while not cancel.is_set():
             await asyncio.sleep(poll_s)
             try:
                 job = await self.jobs.get(ref.user_id, ref.job_id)
-                stop = (job.cancel_requested or job.status.is_terminal if job is not None
-                        else await self.account_gone(ref))
+                stop = (job is not None and (job.cancel_requested or job.status.is_terminal)
+                        or await self.account_gone(ref))
             except BROKER_ERRORS as exc:  # a missed look is retried at the next poll
                 log.warning("cancel check failed", extra={"job_id": ref.job_id,
                                                           "error": str(exc)})
@@ -249,7 +252,10 @@ class JobLifecycle:
 
     async def requeue(self, ref: JobRef, reason: str, *,
                       resumed_from_step: int | None = None) -> JobState | None:
-        """A started job waits for another attempt: back to queued, and said once."""
+        """A started job waits for another attempt: back to queued, and said once (not
+        for a deleted account: its job waits for nothing)."""
+        if await self.account_gone(ref):
+            return None
         job = await self.jobs.get(ref.user_id, ref.job_id)
         if job is None or job.status is not JobStatus.RUNNING:
             return job
@@ -355,11 +361,12 @@ async def erase_twice(erase: Callable[[], Awaitable[None]], event: Event, delive
 
     Timed from the deletion, not from this delivery: a first pass that failed and is
     retried still gets its later pass, and the last pass is the first one made that late
-    (a clock ahead of auth_service's still waits once)."""
+    (a clock ahead of auth_service's still waits once). The passes are at least a quarter
+    of `second_pass_s` apart, time for a store already under way to finish."""
     await erase()
     age = (now() - event.occurred_at).total_seconds()
     if delivery == 1 or age < second_pass_s:
-        raise AgainLater(min(second_pass_s, max(1.0, second_pass_s - age)))
+        raise AgainLater(min(second_pass_s, max(second_pass_s / 4, second_pass_s - age)))
 
 
 def ref_from_raw(body: bytes, kind: JobKind) -> JobRef | None:

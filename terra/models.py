@@ -69,6 +69,11 @@ class ModelStore(OwnedRecords[ModelRecord]):
                 continue
         raise TerraError(f"the training slot of {user_id} kept changing")
 
+    async def forget_active(self, user_id: str) -> None:
+        """A deleted account's slot, whoever holds it (a job whose record never got
+        written included), and its history."""
+        await self._kv.purge(active_training_key(user_id))
+
     async def release_active(self, user_id: str, job_id: str) -> None:
         """Free the slot if this job still holds it."""
         key = active_training_key(user_id)

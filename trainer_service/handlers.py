@@ -220,8 +220,7 @@ class TrainerHandlers:
             await self.events.publish(ModelDeleted(
                 message_id=f"{record.model_id}-deleted", user_id=user_id,
                 model_id=record.model_id))
-        for job in await self.lifecycle.jobs.of_user(user_id, JobKind.TRAINING):
-            await self.models.release_active(user_id, job.job_id)
+        await self.models.forget_active(user_id)
         jobs = await self.lifecycle.jobs.erase(user_id, JobKind.TRAINING)
         log.info("account erased", extra={"user_id": user_id, "objects": erased, "jobs": jobs})
 
@@ -296,9 +295,15 @@ class _Run:
 
     def on_checkpoint(self, step: int, data: bytes) -> None:
         # Waits for the upload: a checkpoint counts once it is stored.
-        asyncio.run_coroutine_threadsafe(
-            self.handlers.store.save_checkpoint(self.command.user_id, self.command.model_id,
-                                                step, data), self.loop).result(timeout=300)
+        asyncio.run_coroutine_threadsafe(self._keep_checkpoint(step, data),
+                                         self.loop).result(timeout=300)
+
+    async def _keep_checkpoint(self, step: int, data: bytes) -> None:
+        command = self.command
+        if await self.handlers.lifecycle.account_gone(JobRef.of(command, JobKind.TRAINING)):
+            return  # deleted meanwhile: the watcher stops the run at its next look
+        await self.handlers.store.save_checkpoint(command.user_id, command.model_id, step,
+                                                  data)
 
     async def progress(self, step: int, total: int, loss: float, eta: float | None) -> None:
         command = self.command

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from contracts.base import utcnow
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.topology import OBJECTS, active_training_key
 from contracts.training import (
@@ -28,6 +29,7 @@ from contracts.training import (
     StartTraining,
 )
 from fluxkit.errors import OutOfGpuMemory
+from terra.accounts import DeletedAccounts
 from terra.jobs import JobStore
 from terra.lifecycle import JobRef
 from terra.models import ModelStore
@@ -103,8 +105,10 @@ class Trainer:
                             self.training.samples(command, result, resolution))
         self.settings = TrainerSettings(cancel_poll_s=0.005, progress_interval_s=0.001,
                                         samples=1)
+        self.deleted = DeletedAccounts(FakeKeyValue("deleted"))
         self.handlers = build_handlers(self.settings, jobs=self.jobs, models=self.models,
-                                       events=self.events, store=TrainingStore(self.storage))
+                                       events=self.events, store=TrainingStore(self.storage),
+                                       deleted_accounts=self.deleted)
 
     async def upload(self, dataset_id: str = DATASET, user_id: str = USER) -> None:
         """A photo set as the gateway stores it: photos, then the manifest."""
@@ -360,3 +364,48 @@ async def test_deleting_a_model_again_says_so_again_under_the_same_id(trainer):
     assert [e.message_id for e in trainer.events.attempts] == ["m2-deleted"] * 2
     assert len(trainer.events.published) == 1
 
+
+# --- a deleted account ------------------------------------------------------------------------
+
+
+async def test_erasing_an_account_leaves_nothing_even_a_slot_whose_job_was_never_recorded(
+        trainer):
+    await trainer.upload()
+    await model_with_files(trainer, "m2", ModelStatus.READY)
+    # The gateway claimed the slot, then died before it wrote the job record.
+    assert await trainer.models.claim_active(USER, "t-lost")
+
+    await trainer.handlers.erase_account(USER)
+
+    assert trainer.storage.under(f"uploads/{USER}/") == []
+    assert trainer.storage.under(f"models/{USER}/") == []
+    assert trainer.models_kv.live_keys() == [] and not trainer.slot_taken()
+    assert trainer.jobs_kv.live_keys() == []
+    assert [e.message_id for e in trainer.events.published] == ["m2-deleted"]
+
+
+async def test_a_training_whose_account_goes_stops_and_stores_nothing_more(trainer):
+    await trainer.upload()
+    command = start_command()
+    await trainer.admit(command)
+    trainer.training.gate.clear()
+    run = asyncio.create_task(trainer.handlers.start(command))
+    await wait_until(trainer.training.running.is_set)
+    await trainer.deleted.mark(USER, utcnow())  # auth marks, then announces
+    await trainer.handlers.erase_account(USER)
+
+    await asyncio.wait_for(run, 5)  # the watcher stopped it
+    assert trainer.storage.under(f"models/{USER}/") == []
+    assert trainer.models_kv.live_keys() == [] and trainer.jobs_kv.live_keys() == []
+    told = trainer.events.types()
+    assert COMPLETED not in told and CANCELLED not in told and FAILED not in told
+
+
+async def test_a_late_command_of_a_deleted_account_trains_nothing(trainer):
+    await trainer.upload()
+    await trainer.deleted.mark(USER, utcnow())
+
+    await trainer.handlers.start(start_command())
+
+    assert trainer.training.runs == [] and trainer.events.attempts == []
+    assert trainer.jobs_kv.live_keys() == []
