@@ -134,6 +134,13 @@ class Trainer:
                                         kind=JobKind.TRAINING,
                                         result={"model_id": command.model_id}))
 
+    async def run_held(self, command: StartTraining) -> asyncio.Task:
+        """The command's run, held mid-training until `training.gate` is set."""
+        self.training.gate.clear()
+        run = asyncio.create_task(self.handlers.start(command))
+        await wait_until(self.training.running.is_set)
+        return run
+
     async def model(self, model_id: str = MODEL) -> ModelRecord | None:
         return await self.models.get(USER, model_id)
 
@@ -234,10 +241,7 @@ async def test_a_run_cancelled_while_running_leaves_the_model_cancelled(trainer)
     await trainer.upload()
     command = start_command()
     await trainer.admit(command)
-    trainer.training.gate.clear()
-
-    run = asyncio.create_task(trainer.handlers.start(command))
-    await wait_until(trainer.training.running.is_set)
+    run = await trainer.run_held(command)
     assert (await trainer.job()).status is JobStatus.RUNNING
     await trainer.handlers.cancel(CancelJob(job_id=JOB, user_id=USER, kind=JobKind.TRAINING))
     await asyncio.wait_for(run, 5)
@@ -388,9 +392,7 @@ async def test_a_training_whose_account_goes_stops_and_stores_nothing_more(train
     await trainer.upload()
     command = start_command()
     await trainer.admit(command)
-    trainer.training.gate.clear()
-    run = asyncio.create_task(trainer.handlers.start(command))
-    await wait_until(trainer.training.running.is_set)
+    run = await trainer.run_held(command)
     await trainer.deleted.mark(USER, utcnow())  # auth marks, then announces
     await trainer.handlers.erase_account(USER)
 
