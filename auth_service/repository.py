@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from auth_service.domain import UserRecord, email_digest
 from contracts.topology import CREDENTIALS_KV, REFRESH_TOKENS_KV, USERS_KV
+from terra.kvscan import live_entries
 
 log = logging.getLogger(__name__)
 
@@ -193,16 +194,8 @@ class RefreshTokenStore:
     async def erase_user(self, user_id: str) -> int:
         """Every token and family of a deleted account (a scan: deletions are rare, and the
         records are keyed by hash, not by user)."""
-        watcher = await self._kv.watchall(ignore_deletes=True)
-        keys = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what exists now
-                    break
-                if entry.value and json.loads(entry.value).get("user_id") == user_id:
-                    keys.append(entry.key)
-        finally:
-            await watcher.stop()
+        keys = [key for key, entry in (await live_entries(self._kv)).items()
+                if entry.value and json.loads(entry.value).get("user_id") == user_id]
         for key in keys:
             await self._kv.purge(key)
         return len(keys)

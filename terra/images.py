@@ -21,14 +21,4 @@ class ImageStore(OwnedRecords[ImageRecord]):
 
     async def expired(self, now: datetime) -> list[ImageRecord]:
         """Every user's images past their retention (a sweep reads the whole bucket)."""
-        watcher = await self._kv.watchall(ignore_deletes=True)
-        found = []
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                record = ImageRecord.model_validate_json(entry.value)
-                if record.expires_at <= now:
-                    found.append(record)
-        await watcher.stop()
-        return found
+        return [record for record in await self.all() if record.expires_at <= now]

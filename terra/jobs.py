@@ -18,6 +18,7 @@ from contracts.base import checked_id, utcnow
 from contracts.jobs import JOB_TRANSITIONS, JobKind, JobState
 from contracts.topology import JOBS_KV, job_key
 from terra.errors import TerraError
+from terra.kvscan import live_entries
 
 _MAX_ATTEMPTS = 20
 
@@ -75,20 +76,10 @@ class JobStore:
 
     async def of_user(self, user_id: str, kind: JobKind | None = None) -> list[JobState]:
         """Every job of one user (of one kind), read with one server-side filter."""
-        watcher = await self._kv.watch(f"{checked_id(user_id, 'user id')}.*",
-                                       ignore_deletes=True)
-        jobs = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what exists now
-                    break
-                if entry.value:
-                    job = JobState.model_validate_json(entry.value)
-                    if kind is None or job.kind is kind:
-                        jobs.append(job)
-        finally:
-            await watcher.stop()
-        return jobs
+        entries = await live_entries(self._kv, f"{checked_id(user_id, 'user id')}.*")
+        jobs = [JobState.model_validate_json(entry.value) for entry in entries.values()
+                if entry.value]
+        return [job for job in jobs if kind is None or job.kind is kind]
 
     async def erase(self, user_id: str, kind: JobKind) -> int:
         """A deleted account's jobs of one kind (its service erases its own)."""

@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 from contracts.base import new_id, utcnow
 from contracts.topology import WORKERS_KV
 from contracts.workers import WorkerHeartbeat
+from terra.kvscan import live_entries
 from terra.worker import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,11 @@ class Heartbeat:
 async def live_workers(js: JetStreamContext) -> list[WorkerHeartbeat]:
     """Every worker whose heartbeat has not expired."""
     kv = await js.key_value(WORKERS_KV.bucket)
-    watcher = await kv.watchall(ignore_deletes=True)
     found: list[WorkerHeartbeat] = []
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of what exists now
-                break
-            if entry.value:
-                with contextlib.suppress(ValueError):
-                    found.append(WorkerHeartbeat.model_validate_json(entry.value))
-    finally:
-        await watcher.stop()
+    for entry in (await live_entries(kv)).values():
+        if entry.value:
+            with contextlib.suppress(ValueError):
+                found.append(WorkerHeartbeat.model_validate_json(entry.value))
     return found
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.base import checked_id
 from terra.errors import TerraError
+from terra.kvscan import live_entries
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
@@ -39,35 +40,25 @@ class OwnedRecords(Generic[RecordT]):
         """The user's records, newest first."""
         # A server-side filter on the user's keys (nats-py's `keys(filters=…)` would read
         # every key of the bucket and match substrings).
-        watcher = await self._kv.watch(self._key(user_id, "*"), ignore_deletes=True,
-                                       meta_only=True)
-        keys: dict[str, None] = {}  # a key written while we list can come twice
-        async for entry in watcher:
-            if entry is None:  # the end of what exists now
-                break
-            keys[entry.key] = None
-        await watcher.stop()
-        records = [found[0] for key in keys if (found := await self._get(key))]
+        entries = await live_entries(self._kv, self._key(user_id, "*"))
+        records = [record for entry in entries.values() if (record := self._record(entry))]
         return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     async def all(self) -> list[RecordT]:
         """Every user's records (a sweep reads the whole bucket). Other keys sharing the
         bucket (the models bucket's `active.<user_id>` slots) are not records: skipped."""
-        watcher = await self._kv.watchall(ignore_deletes=True)
-        records: dict[str, RecordT] = {}  # a key written while we read can come twice
-        async for entry in watcher:
-            if entry is None:  # the end of what exists now
-                break
-            if not entry.value:
-                continue
-            try:
-                record = self.record_type.model_validate_json(entry.value)
-            except ValidationError:
-                continue
-            if self._key_of(record) == entry.key:
-                records[entry.key] = record
-        await watcher.stop()
-        return list(records.values())
+        entries = await live_entries(self._kv)
+        return [record for entry in entries.values() if (record := self._record(entry))]
+
+    def _record(self, entry: KeyValue.Entry) -> RecordT | None:
+        """The record an entry holds; None for anything else under the bucket."""
+        if not entry.value:
+            return None
+        try:
+            record = self.record_type.model_validate_json(entry.value)
+        except ValidationError:
+            return None
+        return record if self._key_of(record) == entry.key else None
 
     async def create(self, record: RecordT) -> bool:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import json
 import threading
 import time
 from collections import deque
@@ -70,6 +71,9 @@ class FakeKeyValue:
         # Writes as ("kv.<operation>", "<bucket>/<key>"), when shared with other fakes.
         self.journal = journal
         self._failures: dict[str, deque[BaseException]] = {}
+        # A watch ends after this many entries, as nats-py's can in a cluster under writes.
+        self.watch_ends_early_after: int | None = None
+        self.subjects_page_size = 100_000  # nats-server's page of STREAM.INFO subjects
 
     def fail_next(self, operation: str, *errors: BaseException) -> None:
         """The next calls of `operation` ("get", "update", ...) raise these, in order."""
@@ -159,13 +163,41 @@ class FakeKeyValue:
             entries.append(KeyValue.Entry(
                 bucket=entry.bucket, key=entry.key, value=b"" if meta_only else entry.value,
                 revision=entry.revision, delta=0, created=None, operation=entry.operation))
-        return FakeKeyWatcher(entries)
+        return FakeKeyWatcher(entries[:self.watch_ends_early_after])
+
+    # What terra.kvscan reaches through nats-py's private handles: the bucket's stream,
+    # answering STREAM.INFO with the subjects it holds a message for, paged.
+    @property
+    def _js(self) -> FakeKeyValue:
+        return self
+
+    _prefix, _timeout = "$JS.API", 5.0
+
+    @property
+    def _stream(self) -> str:
+        return f"KV_{self.bucket}"
+
+    @property
+    def _pre(self) -> str:
+        return f"$KV.{self.bucket}."
+
+    async def _api_request(self, subject: str, payload: bytes, timeout: float) -> dict:
+        assert subject == f"{self._prefix}.STREAM.INFO.{self._stream}", subject
+        request = json.loads(payload)
+        self._enter("stream_info", request["subjects_filter"])
+        keys = request["subjects_filter"].removeprefix(self._pre)
+        subjects = [f"{self._pre}{key}" for key, _ in sorted(
+            self._entries.items(), key=lambda i: i[1].revision) if _subject_matches(keys, key)]
+        offset = request.get("offset", 0)
+        page = subjects[offset:offset + self.subjects_page_size]
+        return {"state": {"subjects": dict.fromkeys(page, 1)}, "total": len(subjects),
+                "offset": offset, "limit": self.subjects_page_size}
 
     async def watchall(self, **kwargs: Any) -> FakeKeyWatcher:
         return await self.watch(">", **kwargs)
 
 
-_KV_READS = ("get", "watch")
+_KV_READS = ("get", "watch", "stream_info")
 
 
 def _subject_matches(pattern: str, subject: str) -> bool:

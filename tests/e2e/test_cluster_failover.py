@@ -250,28 +250,18 @@ async def user_event_seqs(nc, user_id: str) -> set[int]:
     return {raw.seq for raw in await stored(nc, topology.user_events_filter(user_id))}
 
 
-async def image_records(nc, generations: dict[str, str], timeout_s: float = 30.0) -> Counter:
-    """Generation job id -> how many image records it has (`<user>.<job>-<index>`), read
-    by key. Read again for a while until each has one: a KV read may be answered by a
-    replica still catching up after the restart (and a listing by watch came back empty
-    once here, in a full-suite run), which is not a lost record."""
-    from nats.js.errors import KeyNotFoundError
+async def image_records(nc, generations: dict[str, str]) -> Counter:
+    """Generation job id -> how many image records its user's gallery lists, read the way
+    the gateway lists them (`ImageStore.list`, complete even when nats-py's watch ends
+    early: a bare watch came back empty here once, in a full-suite run)."""
+    from terra.images import ImageStore
 
-    kv = await nc.jetstream().key_value(topology.IMAGES_KV.bucket)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        counts: Counter = Counter()
-        for job, user_id in generations.items():
-            for index in range(4):  # the most images a job may ask for
-                try:
-                    await kv.get(f"{user_id}.{job}-{index}")
-                except KeyNotFoundError:
-                    continue
-                counts[job] += 1
-        counts = Counter({job: counts.get(job, 0) for job in generations})
-        if all(counts.values()) or time.monotonic() > deadline:
-            return counts
-        await asyncio.sleep(0.5)
+    images = await ImageStore.open(nc.jetstream())
+    counts: Counter = Counter(dict.fromkeys(generations, 0))
+    for user_id in set(generations.values()):
+        for record in await images.list(user_id):
+            counts[record.job_id] += 1
+    return counts
 
 
 async def stored(nc, subject: str) -> list:
