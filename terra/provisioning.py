@@ -7,14 +7,17 @@ retention or a consumer's filter under running services loses or duplicates work
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from contracts import topology
 from contracts.topology import ConsumerSpec, KvSpec, StreamSpec
@@ -153,6 +156,39 @@ async def ensure_kv(js, spec: KvSpec, replicas: int, report: ProvisioningReport)
         raise ProvisioningConflict("\n".join(diffs))
     report.unchanged.append(f"kv {spec.bucket}")
 
+# A cluster that has just formed may not place replicas yet: its meta leader has not heard
+# every peer's stats ("no suitable peers for placement, peer offline"). A leader change
+# answers 503, a timeout or no responders. All pass; a wrong request does not.
+_NO_SUITABLE_PEERS = 10005
+_TRANSIENT = (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+              nats.errors.ConnectionReconnectingError, TimeoutError)
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, _TRANSIENT):
+        return True
+    return isinstance(error, APIError) and error.err_code == _NO_SUITABLE_PEERS
+
+
+async def patiently(step: Callable[[], Awaitable[None]], wait_s: float,
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Run one ensure step again while the cluster answers with a transient fault, up to
+    `wait_s`. Each step reads before it writes, so a create whose answer was lost is
+    found, and verified, on the next try."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            return await step()
+        except Exception as error:
+            if not is_transient(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("provisioning waits for the cluster",
+                        extra={"error": f"{type(error).__name__}: {error}"})
+        await sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 async def provision(
     nc: NatsClient,
     *,
@@ -160,16 +196,18 @@ async def provision(
     streams: Iterable[StreamSpec] = topology.STREAMS,
     consumers: Iterable[ConsumerSpec] = (),
     kv_buckets: Iterable[KvSpec] = topology.KV_BUCKETS,
+    wait_s: float = 30.0,
 ) -> ProvisioningReport:
-    """Create what is missing; verify what exists. Streams come before their consumers."""
+    """Create what is missing; verify what exists. Streams come before their consumers.
+    A transient cluster fault is waited out, step by step, for up to `wait_s`."""
     js = nc.jetstream()
     report = ProvisioningReport()
     for stream in streams:
-        await ensure_stream(js, stream, replicas, report)
+        await patiently(lambda s=stream: ensure_stream(js, s, replicas, report), wait_s)
     for bucket in kv_buckets:
-        await ensure_kv(js, bucket, replicas, report)
+        await patiently(lambda b=bucket: ensure_kv(js, b, replicas, report), wait_s)
     for consumer in consumers:
-        await ensure_consumer(js, consumer, report)
+        await patiently(lambda c=consumer: ensure_consumer(js, c, report), wait_s)
     if report.created or report.updated:
         log.info("provisioned", extra={"provisioned": report.created, "updated": report.updated})
     return report
