@@ -198,7 +198,8 @@ class AuthHandlers:
             raise _invalid_refresh()
         if not await self.refresh_tokens.touch_family(token.family_id, family, family_revision):
             raise _invalid_refresh()  # revoked while we were rotating
-        return await self._issue_pair(user, token.family_id, request.correlation_id)
+        return await self._issue_pair(user, token.family_id, request.correlation_id,
+                                      refused=_invalid_refresh())
 
     async def logout(self, request: Logout) -> Done:
         found = await self.refresh_tokens.get_token(hash_refresh_token(request.refresh_token))
@@ -297,20 +298,29 @@ class AuthHandlers:
     ) -> TokenPair:
         family_id = uuid.uuid4().hex
         await self.refresh_tokens.add_family(family_id, TokenFamily(user_id=user.id))
-        return await self._issue_pair(user, family_id, correlation_id, created=created)
+        return await self._issue_pair(user, family_id, correlation_id, created=created,
+                                      refused=InvalidCredentials())
 
     async def _issue_pair(
-        self, user: UserRecord, family_id: str, correlation_id: str, *, created: bool = False
+        self, user: UserRecord, family_id: str, correlation_id: str, *, refused: AuthError,
+        created: bool = False,
     ) -> TokenPair:
         refresh_token = secrets.token_urlsafe(32)
+        token_hash = hash_refresh_token(refresh_token)
         await self.refresh_tokens.add_token(
-            hash_refresh_token(refresh_token),
+            token_hash,
             RefreshTokenEntry(
                 user_id=user.id,
                 family_id=family_id,
                 expires_at=time.time() + self.refresh_token_ttl_s,
             ),
         )
+        # The account may have been deleted since it was read, and its tokens scanned
+        # before these writes landed. A deletion marks the account before that scan, so
+        # a mark seen now means ours may have escaped it: take them back.
+        if await self.deleted_accounts.is_deleted(user.id):
+            await self.refresh_tokens.forget(family_id, token_hash)
+            raise refused
         access = self.issuer.issue(user_id=user.id, email=user.email)
         return TokenPair(
             user=user.public(),

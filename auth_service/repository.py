@@ -179,7 +179,24 @@ class RefreshTokenStore:
         return (TokenFamily(**json.loads(entry.value)), entry.revision) if entry else None
 
     async def revoke_family(self, family_id: str, user_id: str) -> None:
-        await self.add_family(family_id, TokenFamily(user_id=user_id, revoked=True))
+        """Mark the family revoked, revision-checked: a family already gone (erased with
+        its account) stays gone, which refuses its tokens just the same."""
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            found = await self.get_family(family_id)
+            if found is None or found[0].revoked:
+                return
+            try:
+                await self._kv.update(f"family.{family_id}", json.dumps(asdict(
+                    TokenFamily(user_id=user_id, revoked=True))).encode(), last=found[1])
+            except KeyWrongLastSequenceError:
+                continue
+            return
+        raise RuntimeError(f"token family {family_id} kept changing under us")
+
+    async def forget(self, family_id: str, token_hash: str) -> None:
+        """A family and token written for an account deleted meanwhile."""
+        await self._kv.purge(f"rt.{token_hash}")
+        await self._kv.purge(f"family.{family_id}")
 
     async def touch_family(self, family_id: str, family: TokenFamily, revision: int) -> bool:
         """Rewrite the family (restarting its TTL) unless it changed meanwhile."""

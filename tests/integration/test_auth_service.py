@@ -293,6 +293,44 @@ async def test_signing_out_everywhere_outlives_the_revocation_list(auth_app, nc)
     assert isinstance(renewed, TokenPair), renewed
 
 
+async def tokens_of(nc, user_id: str) -> list[str]:
+    """The refresh-token bucket's keys (tokens and families) naming the user."""
+    from contracts.topology import REFRESH_TOKENS_KV
+    from terra.kvscan import live_entries
+
+    kv = await nc.jetstream().key_value(REFRESH_TOKENS_KV.bucket)
+    return [key for key, entry in (await live_entries(kv)).items()
+            if entry.value and json.loads(entry.value).get("user_id") == user_id]
+
+
+@pytest.mark.parametrize("path", ["login", "refresh"])
+async def test_a_session_racing_the_deletion_leaves_no_token(auth_app, settings, nc, path):
+    """The account is deleted (tokens scanned and purged) after the sign-in or refresh
+    read it and before its new token is written: the answer is a refusal, and nothing of
+    the account stays in the bucket."""
+    from auth_service.domain import AuthError
+
+    email = fresh_email()
+    pair = await register(nc, email)
+    handlers = await build_handlers(nc.jetstream(), settings)
+    write_token = handlers.refresh_tokens.add_token
+
+    async def deleted_first(token_hash, entry):
+        await handlers.delete_account(DeleteAccount(user_id=pair.user.id))
+        await write_token(token_hash, entry)
+
+    handlers.refresh_tokens.add_token = deleted_first
+    with pytest.raises(AuthError) as refused:
+        if path == "login":
+            await handlers.login_password(LoginWithPassword(email=email, password=PASSWORD,
+                                                            client=client()))
+        else:
+            await handlers.refresh(RefreshTokens(refresh_token=pair.refresh_token))
+    assert refused.value.code is {"login": AuthErrorCode.INVALID_CREDENTIALS,
+                                  "refresh": AuthErrorCode.INVALID_REFRESH_TOKEN}[path]
+    assert await tokens_of(nc, pair.user.id) == []
+
+
 # --- users ----------------------------------------------------------------------------------
 
 

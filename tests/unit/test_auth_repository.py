@@ -10,7 +10,7 @@ from datetime import timedelta
 from nats.js.errors import KeyNotFoundError
 
 from auth_service.domain import UserRecord
-from auth_service.repository import _USER_RECORD, UserRepository
+from auth_service.repository import _USER_RECORD, RefreshTokenStore, TokenFamily, UserRepository
 from contracts.auth import Provider
 from contracts.base import utcnow
 from tests.fakes import FakeKeyValue
@@ -83,3 +83,16 @@ def test_linking_google_returns_a_copy_with_the_provider_once():
     assert linked.google_sub == "1234" and USER.google_sub is None
     assert again.providers == [Provider.PASSWORD, Provider.GOOGLE]
     assert USER.providers == [Provider.PASSWORD]
+
+
+async def test_revoking_an_erased_family_writes_nothing_back():
+    kv = FakeKeyValue("refresh_tokens")
+    tokens = RefreshTokenStore(kv)
+    await tokens.add_family("f1", TokenFamily(user_id=USER.id))
+    await tokens.revoke_family("f1", USER.id)
+    assert (await tokens.get_family("f1"))[0].revoked
+
+    await tokens.erase_user(USER.id)
+    await tokens.revoke_family("f1", USER.id)  # a reuse detected after the erasure
+    assert await tokens.get_family("f1") is None
+    assert kv.live_keys() == []
