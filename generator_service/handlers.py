@@ -207,8 +207,7 @@ class GeneratorHandlers:
     async def erase_account(self, user_id: str) -> None:
         """What generation holds of a deleted account: images (files and records), its
         jobs and queue slots, its LoRAs in the adapter cache."""
-        for record in await self.images.list(user_id):
-            await self.images.delete(user_id, record.image_id)
+        await self.images.erase(user_id)
         erased = await self.storage.delete_prefix(f"images/{user_id}/")
         jobs = await self.lifecycle.jobs.erase(user_id, JobKind.GENERATION)
         await self.slots.forget(user_id)

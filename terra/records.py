@@ -87,6 +87,14 @@ class OwnedRecords(Generic[RecordT]):
         # A purge: with history kept, a plain delete would leave earlier revisions readable.
         await self._kv.purge(self._key(user_id, record_id))
 
+    async def erase(self, user_id: str) -> list[str]:
+        """Purge every record of a deleted account, by key: one that no longer parses (an
+        older schema wrote it) goes too. The ids erased."""
+        keys = await live_entries(self._kv, self._key(user_id, "*"))
+        for key in keys:
+            await self._kv.purge(key)
+        return [key.split(".", 1)[1] for key in keys]
+
     async def _get(self, key: str) -> tuple[RecordT, int] | None:
         try:
             entry = await self._kv.get(key)

@@ -74,6 +74,7 @@ class FakeKeyValue:
         # A watch ends after this many entries, as nats-py's can in a cluster under writes.
         self.watch_ends_early_after: int | None = None
         self.subjects_page_size = 100_000  # nats-server's page of STREAM.INFO subjects
+        self.after_stream_info: Callable[[], None] | None = None  # e.g. keys expiring
 
     def fail_next(self, operation: str, *errors: BaseException) -> None:
         """The next calls of `operation` ("get", "update", ...) raise these, in order."""
@@ -186,12 +187,20 @@ class FakeKeyValue:
         request = json.loads(payload)
         self._enter("stream_info", request["subjects_filter"])
         keys = request["subjects_filter"].removeprefix(self._pre)
-        subjects = [f"{self._pre}{key}" for key, _ in sorted(
-            self._entries.items(), key=lambda i: i[1].revision) if _subject_matches(keys, key)]
+        # As nats-server pages them: sorted by name, the list made afresh at each call.
+        subjects = sorted(f"{self._pre}{key}" for key in self._entries
+                          if _subject_matches(keys, key))
         offset = request.get("offset", 0)
         page = subjects[offset:offset + self.subjects_page_size]
-        return {"state": {"subjects": dict.fromkeys(page, 1)}, "total": len(subjects),
-                "offset": offset, "limit": self.subjects_page_size}
+        answer = {"state": {"subjects": dict.fromkeys(page, 1)}, "total": len(subjects),
+                  "offset": offset, "limit": self.subjects_page_size}
+        if self.after_stream_info is not None:
+            self.after_stream_info()
+        return answer
+
+    def expire(self, key: str) -> None:
+        """The key's last message goes, as a bucket's TTL removes it: no marker left."""
+        self._entries.pop(key, None)
 
     async def watchall(self, **kwargs: Any) -> FakeKeyWatcher:
         return await self.watch(">", **kwargs)

@@ -215,11 +215,9 @@ class TrainerHandlers:
         """What training holds of a deleted account: photos, models (files and records;
         generators are told to drop each LoRA), its jobs and its training slot."""
         erased = await self.store.erase_user(user_id)
-        for record in await self.models.list(user_id):
-            await self.models.delete(user_id, record.model_id)
+        for model_id in await self.models.erase(user_id):
             await self.events.publish(ModelDeleted(
-                message_id=f"{record.model_id}-deleted", user_id=user_id,
-                model_id=record.model_id))
+                message_id=f"{model_id}-deleted", user_id=user_id, model_id=model_id))
         await self.models.forget_active(user_id)
         jobs = await self.lifecycle.jobs.erase(user_id, JobKind.TRAINING)
         log.info("account erased", extra={"user_id": user_id, "objects": erased, "jobs": jobs})

@@ -1,10 +1,14 @@
-"""terra.kvscan: a listing is complete even when the watch behind it ends early."""
+"""terra.kvscan: a listing is complete even when the watch behind it ends early; an
+account's records are erased by key."""
 
 from __future__ import annotations
 
 import pytest
 
+from contracts.base import new_id
+from contracts.training import ModelRecord
 from terra.kvscan import held_keys, live_entries
+from terra.models import ModelStore
 from tests.fakes import FakeKeyValue
 
 
@@ -31,19 +35,43 @@ async def test_every_live_key_is_listed_however_early_the_watch_ends(ends_after)
     assert sorted(everything) == ["active.u1", "u1.k0", "u1.k1", "u1.k4", "u1.k5", "u2.k0"]
 
 
-async def test_a_complete_watch_costs_no_read_by_key():
-    kv = await bucket_of(["u1.a", "u1.b"])
-    await live_entries(kv, "u1.*")
+async def test_a_complete_watch_costs_no_read_by_key_deleted_keys_included():
+    kv = await bucket_of(["u1.a", "u1.b", "u1.c", "u1.d"])
+    await kv.delete("u1.c")
+    await kv.purge("u1.d")
+    assert sorted(await live_entries(kv, "u1.*")) == ["u1.a", "u1.b"]
     assert [op for op, _ in kv.ops if op == "get"] == []
 
 
+async def test_a_key_the_watch_saw_deleted_is_not_listed():
+    kv = await bucket_of(["u1.a", "u1.b"])
+    await kv.delete("u1.b")
+    kv.watch_ends_early_after = 1  # only u1.a came: u1.b is read by key, and is gone
+    assert sorted(await live_entries(kv, "u1.*")) == ["u1.a"]
+
+
 async def test_the_streams_subjects_are_read_page_by_page():
-    kv = await bucket_of([f"k{i}" for i in range(10)])
-    await kv.delete("k9")
+    kv = await bucket_of([f"k{i:02}" for i in range(10)])
+    await kv.delete("k09")
     kv.subjects_page_size = 3
 
-    assert await held_keys(kv) == {f"k{i}" for i in range(10)}  # the marker's key too
-    assert [op for op, _ in kv.ops if op == "stream_info"] == ["stream_info"] * 4
+    assert await held_keys(kv) == {f"k{i:02}" for i in range(10)}  # the marker's key too
+    # Pages overlap by one subject: 0-2, 2-4, 4-6, 6-8, 8-9.
+    assert [op for op, _ in kv.ops if op == "stream_info"] == ["stream_info"] * 5
+
+
+async def test_keys_expiring_between_pages_shift_nothing_past_the_listing():
+    kv = await bucket_of([f"k{i:02}" for i in range(20)])
+    kv.subjects_page_size = 4
+    expiring = iter([["k00", "k01", "k02"], [], ["k04", "k05", "k06", "k07"], []])
+
+    def some_expire() -> None:  # the oldest keys' TTL runs out between two pages
+        for key in next(expiring, []):
+            kv.expire(key)
+
+    kv.after_stream_info = some_expire
+    held = await held_keys(kv)
+    assert {f"k{i:02}" for i in range(8, 20)} <= held  # every key that outlived the listing
 
 
 async def test_an_empty_filter_lists_nothing():
@@ -51,3 +79,16 @@ async def test_an_empty_filter_lists_nothing():
     kv.watch_ends_early_after = 0
     assert await live_entries(kv, "u1.*") == {}
     assert await held_keys(kv, "u1.*") == set()
+
+
+async def test_erasing_an_account_purges_its_records_even_unreadable_ones():
+    kv = FakeKeyValue("models")
+    models = ModelStore(kv)
+    kept = ModelRecord(model_id=new_id(), user_id="u2", trigger_word="zqx")
+    mine = ModelRecord(model_id=new_id(), user_id="u1", trigger_word="vbn")
+    await models.create(kept)
+    await models.create(mine)
+    await kv.put("u1.m0", b'{"written by": "an older schema"}')
+
+    assert sorted(await models.erase("u1")) == sorted([mine.model_id, "m0"])
+    assert kv.live_keys() == [f"u2.{kept.model_id}"]
