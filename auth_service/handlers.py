@@ -166,10 +166,11 @@ class AuthHandlers:
         await self.events.publish(
             AccountDeleted(user_id=user.id, correlation_id=request.correlation_id)
         )
-        await self.users.delete_record(user.id)
-        # Refresh tokens die with the record (refreshing checks that the account exists),
-        # and their records go too: nothing of the account stays.
+        # Refresh tokens die with the account (refreshing checks that it exists), and their
+        # records go too, before the record: a failure here leaves the record for a
+        # retried call to find, and erase again.
         await self.refresh_tokens.erase_user(user.id)
+        await self.users.delete_record(user.id)
         return Done(correlation_id=request.correlation_id)
 
     # --- tokens ---------------------------------------------------------------------------
@@ -189,6 +190,8 @@ class AuthHandlers:
         if token.expires_at <= time.time():
             raise _invalid_refresh()
         if not await self.refresh_tokens.mark_used(token_hash, token, revision):
+            if await self.refresh_tokens.get_token(token_hash) is None:
+                raise _invalid_refresh()  # erased meanwhile (its account deleted): no theft
             raise await self._reused(token)  # lost a race with another use of the same token
         user = await self.users.get(token.user_id)
         if user is None:

@@ -303,23 +303,25 @@ async def tokens_of(nc, user_id: str) -> list[str]:
             if entry.value and json.loads(entry.value).get("user_id") == user_id]
 
 
-@pytest.mark.parametrize("path", ["login", "refresh"])
-async def test_a_session_racing_the_deletion_leaves_no_token(auth_app, settings, nc, path):
+@pytest.mark.parametrize(("path", "step"), [
+    ("login", "add_token"), ("refresh", "add_token"), ("refresh", "mark_used")])
+async def test_a_session_racing_the_deletion_leaves_no_token(auth_app, settings, nc, path,
+                                                             step):
     """The account is deleted (tokens scanned and purged) after the sign-in or refresh
-    read it and before its new token is written: the answer is a refusal, and nothing of
-    the account stays in the bucket."""
+    read it and before its next write (the new token; spending the old one): the answer
+    is a plain refusal, not a theft alarm, and nothing of the account stays."""
     from auth_service.domain import AuthError
 
     email = fresh_email()
     pair = await register(nc, email)
     handlers = await build_handlers(nc.jetstream(), settings)
-    write_token = handlers.refresh_tokens.add_token
+    write = getattr(handlers.refresh_tokens, step)
 
-    async def deleted_first(token_hash, entry):
+    async def deleted_first(*args):
         await handlers.delete_account(DeleteAccount(user_id=pair.user.id))
-        await write_token(token_hash, entry)
+        return await write(*args)
 
-    handlers.refresh_tokens.add_token = deleted_first
+    setattr(handlers.refresh_tokens, step, deleted_first)
     with pytest.raises(AuthError) as refused:
         if path == "login":
             await handlers.login_password(LoginWithPassword(email=email, password=PASSWORD,
