@@ -41,6 +41,7 @@ from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
 from terra import logs
 from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
+from terra.lifecycle import fields_of
 from terra.revocations import Revocations
 from terra.service import Responder, ServiceParts
 
@@ -121,8 +122,8 @@ async def answer(
     try:
         request = model.model_validate_json(body)
     except ValidationError as exc:
-        fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
-        return AuthFailure(code=AuthErrorCode.INVALID_REQUEST, detail=f"Invalid fields: {fields}")
+        return AuthFailure(code=AuthErrorCode.INVALID_REQUEST,
+                           detail=f"Invalid fields: {fields_of(exc)}")
     token = logs.correlation_id.set(request.correlation_id)
     try:
         return await use_case(request)

@@ -1,4 +1,5 @@
-"""Pure rules of accounts: emails, password policy, the user record, login windows.
+"""Pure rules of accounts: emails, password policy, the user record (login windows are
+`terra.ratelimit`'s).
 
 Nothing here does I/O; adapters and handlers wrap it.
 """
@@ -108,26 +109,3 @@ class UserRecord:
         if Provider.GOOGLE not in providers:
             providers.append(Provider.GOOGLE)
         return replace(self, google_sub=sub, providers=providers)
-
-
-# --- login throttling: a sliding window of recent failures ----------------------------------
-
-
-def recent_failures(failures: list[float], now: float, window_s: float) -> list[float]:
-    """The failure times still inside the window, oldest first."""
-    return sorted(t for t in failures if now - window_s < t <= now)
-
-
-def retry_after(failures: list[float], now: float, window_s: float, limit: int) -> int | None:
-    """Seconds until another attempt is allowed, or None when one is allowed now."""
-    recent = recent_failures(failures, now, window_s)
-    if len(recent) < limit:
-        return None
-    # Allowed again once enough of the oldest failures have left the window.
-    frees_at = recent[len(recent) - limit] + window_s
-    return max(1, int(frees_at - now + 0.999))
-
-
-def with_failure(failures: list[float], now: float, window_s: float, limit: int) -> list[float]:
-    """The window after one more failure, trimmed to what matters for the limit."""
-    return recent_failures([*failures, now], now, window_s)[-limit:]

@@ -109,8 +109,11 @@ class UserRepository:
         return entry.value.decode() if entry else None
 
     async def find_by_email(self, email: str) -> UserRecord | None:
+        """The committed account of a (normalised) email: the index, then the record that
+        names the same email (what `get` checks, without reading the index twice)."""
         user_id = await self.user_id_for_email(email)
-        return await self.get(user_id) if user_id else None
+        user = await self.get_record(user_id) if user_id else None
+        return user if user is not None and user.email == email else None
 
     async def find_by_google(self, sub: str) -> UserRecord | None:
         """The committed account linked to this Google subject; stale links are removed."""

@@ -109,18 +109,17 @@ class Slowdown:
         doublings = math.ceil(math.log2(self.max_delay_s / self.first_delay_s))
         return self.after + doublings + 1
 
-    def recent(self, times: Sequence[float], now: float) -> list[float]:
-        return sorted(t for t in times if t > now - self.window_s)
+    @property
+    def log_window(self) -> Window:
+        """The email's log: its `memory` latest attempts within the window."""
+        return Window(self.memory, self.window_s)
 
     def delay_for(self, times: Sequence[float], now: float) -> float:
-        return self.delay_s(len(self.recent(times, now)))
+        return self.delay_s(len(self.log_window.recent(times, now)))
 
     def admit(self, times: Sequence[float], now: float) -> list[float] | None:
         """The log with an attempt at `now` added, or None when it is full (leave it)."""
-        recent = self.recent(times, now)
-        if len(recent) >= self.memory:
-            return None
-        return [*recent, now]
+        return self.log_window.admit(times, now)
 
 
 def without(times: Sequence[float], at: float) -> list[float] | None:

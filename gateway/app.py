@@ -21,12 +21,12 @@ from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from gateway.server import redact_span
 from terra.broker import build_broker
-from terra.errors import ConfigurationError, StorageError
+from terra.errors import StorageError
 from terra.events import EventPublisher
 from terra.images import ImageStore
 from terra.jobs import JobStore
 from terra.models import ModelStore
-from terra.provisioning import verify_identity
+from terra.provisioning import require_provisioned
 from terra.ratelimit import SlidingWindowLimit, Window
 from terra.revocations import Revocations, RevocationWatch
 from terra.slots import QueueSlots
@@ -48,11 +48,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # Creating streams, consumers and buckets is `terra provision`'s (the operator's):
         # the gateway's credential may only read their configuration. It provisions every
         # consumer, so a command accepted before its worker first starts waits in one.
-        missing = await verify_identity(nc, topology.GATEWAY)
-        if missing:
-            raise ConfigurationError(
-                f"gateway: not provisioned: {', '.join(missing)}; run `terra provision` "
-                "with the operator's credential")
+        await require_provisioned(nc, topology.GATEWAY)
         storage = ObjectStorage.from_settings(settings)
         try:
             await storage.ensure_buckets()
@@ -83,11 +79,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             storage=storage,
             jobs=await JobStore.open(js),
             models=await ModelStore.open(js, list_timeout_s=2 * settings.nats_request_timeout_s),
-            images=await ImageStore.open(js),
+            images=await ImageStore.open(js, list_timeout_s=2 * settings.nats_request_timeout_s),
             generation_slots=await QueueSlots.open(js, "generation"),
             events=EventPublisher(js, retry_for_s=settings.nats_request_timeout_s,
                                   ack_timeout_s=settings.nats_request_timeout_s),
-            supervisor=supervisor,
             revocations=revocations,
             prompt_rate=await SlidingWindowLimit.open(
                 js, topology.RATE_LIMITS_KV.bucket,
@@ -98,7 +93,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             for check in runtime.ready_checks.values():
                 check.cancel()
-            await hub.stop()
             await supervisor.stop()
             await broker.stop()
             flush_spans()

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -30,9 +29,10 @@ from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 
 from contracts import topology
+from terra.events import is_broker_fault
 from terra.push import CheckedPush, Restart
+from terra.retry import retry_while
 from terra.supervise import Supervisor
-from terra.worker import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("terra.gateway.events")
@@ -58,10 +58,6 @@ class Delivered:
                 "payload": payload,
             }
         )
-
-
-class Overflow(Exception):
-    """The socket's buffer is full: the client is too slow."""
 
 
 @dataclass(eq=False)
@@ -105,7 +101,6 @@ class EventHub:
         self._supervisor = supervisor or Supervisor()
         self._owns_supervisor = supervisor is None
         self.last_seq: int | None = None  # the last event dispatched (or seen at start)
-        self.last_heard = float("-inf")  # monotonic time of the last delivery or heartbeat
         self.restarts = 0
         self._consuming = asyncio.Event()  # set once the first consumer exists
 
@@ -119,11 +114,6 @@ class EventHub:
     async def stop(self) -> None:
         if self._owns_supervisor:
             await self._supervisor.stop()
-
-    @property
-    def live(self) -> bool:
-        """Deliveries or heartbeats arrived within the last few heartbeats."""
-        return time.monotonic() - self.last_heard < 4 * self.heartbeat_s
 
     @property
     def sockets(self) -> int:
@@ -166,7 +156,6 @@ class EventHub:
             try:
                 await self._open(push)
                 async for msg in push.messages():
-                    self.last_heard = time.monotonic()
                     if msg is not None:
                         self._take(msg)
             except Restart as why:
@@ -186,7 +175,6 @@ class EventHub:
         await _patiently(lambda: push.open(
             f"{topology.PREFIX}.evt.>", api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.last_seq + 1))
-        self.last_heard = time.monotonic()
         self._consuming.set()
 
     def _take(self, msg: Msg) -> None:
@@ -233,15 +221,8 @@ class EventHub:
 
 async def _patiently(call):
     """`call()` until the broker answers: leader elections and reconnects pass."""
-    pause = 0.05
-    while True:
-        try:
-            return await call()
-        except (TimeoutError, *TRANSIENT_ERRORS) as exc:
-            log.info("JetStream not answering yet; retrying",
-                     extra={"error": f"{type(exc).__name__}: {exc}"})
-            await asyncio.sleep(pause)
-            pause = min(0.5, pause * 2)
+    return await retry_while(call, is_broker_fault, wait_s=None, first_pause_s=0.05,
+                             max_pause_s=0.5, what="JetStream not answering yet")
 
 
 def continue_trace(event: Delivered):

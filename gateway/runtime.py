@@ -9,7 +9,6 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from contracts.jobs import JobState
 from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
@@ -22,7 +21,6 @@ from terra.ratelimit import SlidingWindowLimit
 from terra.revocations import RevocationWatch
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
-from terra.supervise import Supervisor
 
 
 @dataclass
@@ -35,18 +33,12 @@ class GatewayRuntime:
     tokens: TokenVerifier
     hub: EventHub
     storage: ObjectStorage
-    jobs: JobStore
+    jobs: JobStore  # read under the caller's id: another user's job finds nothing
     models: ModelStore
     images: ImageStore
     generation_slots: QueueSlots
     events: EventPublisher  # a request's events: retried briefly through a broker fault
-    supervisor: Supervisor  # the process's long-lived loops: event fan-out, revocations
     revocations: RevocationWatch  # every user's last revocation, kept current
     prompt_rate: SlidingWindowLimit  # prompt optimisations per user, across gateways
     # `/ready`'s checks still running, by name: a slow one is joined, not started again.
     ready_checks: dict[str, asyncio.Task] = field(default_factory=dict)
-
-    async def job(self, job_id: str, user_id: str) -> JobState | None:
-        """The job if it belongs to `user_id`; others' jobs are indistinguishable from none
-        (jobs are keyed by their owner: another user's id finds nothing)."""
-        return await self.jobs.get(user_id, job_id)

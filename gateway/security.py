@@ -20,16 +20,14 @@ from typing import Protocol
 
 import jwt
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
-from pydantic import TypeAdapter, ValidationError
 
 from contracts.auth import GetSigningKeys, SigningKeys
-from contracts.base import Id
+from contracts.base import InvalidId, checked_id
 from contracts.topology import AuthRpc
 from gateway.auth_client import AuthClient
 from terra.revocations import is_revoked
 
 VERIFIED_CACHE_SIZE = 50_000  # tokens; about 10 MB at most
-_USER_ID = TypeAdapter(Id)
 
 
 class InvalidToken(Exception):
@@ -130,8 +128,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken("the access token is not valid") from exc
         try:
-            user_id = _USER_ID.validate_python(claims["sub"])
-        except ValidationError as exc:
+            user_id = checked_id(claims["sub"], "user id")
+        except InvalidId as exc:
             raise InvalidToken("the access token names no valid user") from exc
         caller = Caller(user_id=user_id, email=claims.get("email"), token_id=claims.get("jti"),
                         issued_at=float(claims["iat"]))

@@ -8,7 +8,6 @@ import logging
 import torch
 from nats.aio.client import Client as NatsClient
 
-from contracts.auth import AccountDeleted
 from contracts.generation import DeleteImage
 from contracts.jobs import CancelJob, JobKind
 from contracts.topology import (
@@ -29,7 +28,7 @@ from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.images import ImageStore
 from terra.jobs import JobStore
-from terra.lifecycle import JobLifecycle
+from terra.lifecycle import JobLifecycle, erasing
 from terra.models import ModelStore
 from terra.service import Consumer, ServiceParts
 from terra.slots import QueueSlots
@@ -83,8 +82,8 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
                    Consumer(GENERATION_RECORDS, handling(DeleteImage, handlers.delete_image)),
                    Consumer(GENERATOR_MODEL_DELETIONS,
                             handling(ModelDeleted, handlers.forget_model)),
-                   Consumer(ACCOUNT_CLEANUP, handling(AccountDeleted, handlers.account_deleted,
-                                                      with_message=True))],
+                   Consumer(ACCOUNT_CLEANUP, erasing(handlers.erase_account,
+                                                     settings.erasure_second_pass_s))],
         loops={"fair-worker": worker.run, "held-heartbeats": worker.keep_alive,
                "retention-sweep": handlers.sweep_forever},
         dead_letters={"generations": (GENERATION_WORKERS, handlers.dead_letter)},

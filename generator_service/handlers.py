@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from contracts.auth import AccountDeleted
 from contracts.base import utcnow
 from contracts.generation import (
     DeleteImage,
@@ -34,10 +33,10 @@ from generator_service import pipelines
 from generator_service.adapters import AdapterError, LoraRef
 from generator_service.config import GeneratorSettings
 from generator_service.jobs import ref_of
-from terra.errors import StorageError
+from terra.errors import ObjectMissing
 from terra.events import EventPublisher
 from terra.images import ImageStore
-from terra.lifecycle import JobFailure, JobLifecycle, erase_twice
+from terra.lifecycle import JobFailure, JobLifecycle
 from terra.models import ModelStore
 from terra.slots import QueueSlots
 from terra.storage import ObjectStorage
@@ -128,10 +127,8 @@ class GeneratorHandlers:
             try:
                 return asyncio.run_coroutine_threadsafe(
                     self.storage.get_bytes(record.lora_key), loop).result(timeout=120)
-            except StorageError as exc:
-                if str(exc).startswith("NoSuchKey"):
-                    raise LoraFileMissing(record.lora_key) from exc
-                raise  # storage unreachable: worth another attempt
+            except ObjectMissing as exc:  # anything else (unreachable): another attempt
+                raise LoraFileMissing(record.lora_key) from exc
 
         return LoraRef(record.model_id, fetch)
 
@@ -199,10 +196,6 @@ class GeneratorHandlers:
             except Exception:
                 log.exception("retention sweep failed; next one in a while")
             await asyncio.sleep(self.settings.retention_sweep_s)
-
-    async def account_deleted(self, event: AccountDeleted, msg) -> None:
-        await erase_twice(lambda: self.erase_account(event.user_id),
-                          event, msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
 
     async def erase_account(self, user_id: str) -> None:
         """What generation holds of a deleted account: images (files and records), its

@@ -39,7 +39,7 @@ from diffusers import FluxPipeline
 from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
-from contracts.generation import MODEL_DEFAULTS, BaseModelName
+from contracts.generation import MODEL_DEFAULTS, SIDE_MULTIPLE, BaseModelName
 from fluxkit.errors import out_of_memory_as
 from fluxkit.loading import MAX_SEQUENCE_LENGTH, base_model_name, load_flux_pipelines
 from fluxkit.lora import MAX_RANK, TARGET_MODULES
@@ -49,7 +49,6 @@ from generator_service.adapters import AdapterCache, AdapterSlot, LoraRef, Resid
 from generator_service.render import png_bytes
 
 MODELS = tuple(model.value for model in BaseModelName)
-SIZE_MULTIPLE = 16  # FLUX: 8× VAE downscale, then 2×2 latent packing
 
 
 def default_steps(model: str) -> int:
@@ -80,8 +79,8 @@ class GenerationRequest:
             raise ValueError(f"unknown model {self.model!r}: one of {', '.join(MODELS)}")
         for name in ("width", "height"):
             value = getattr(self, name)
-            if value <= 0 or value % SIZE_MULTIPLE:
-                raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, "
+            if value <= 0 or value % SIDE_MULTIPLE:
+                raise ValueError(f"{name} must be a positive multiple of {SIDE_MULTIPLE}, "
                                  f"got {value}")
         if not self.prompt:
             raise ValueError("the prompt is empty")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NatsClient
 
-from contracts.auth import AccountDeleted
 from contracts.jobs import JobKind
 from contracts.topology import PROMPT_WORKERS, account_cleanup_consumer
 from prompt_service.config import LlmBackendKind, PromptSettings
@@ -13,9 +12,9 @@ from prompt_service.handlers import AsyncOptimizer, PromptEvents, PromptHandlers
 from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.jobs import JobStore
-from terra.lifecycle import JobLifecycle
+from terra.lifecycle import JobLifecycle, erasing
 from terra.service import Consumer, ServiceParts
-from terra.worker import handling, settle
+from terra.worker import settle
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("prompt")
 
@@ -50,12 +49,10 @@ def build_optimizer(settings: PromptSettings) -> AsyncOptimizer:
 
 
 def build_handlers(jobs: JobStore, events: EventPublisher, optimizer: AsyncOptimizer, *,
-                   erasure_second_pass_s: float = 60.0,
                    deleted_accounts: DeletedAccounts | None = None) -> PromptHandlers:
     lifecycle = JobLifecycle(JobKind.PROMPT, jobs, events, PromptEvents(),
                              deleted_accounts=deleted_accounts)
-    return PromptHandlers(optimizer=optimizer, lifecycle=lifecycle, jobs=jobs, events=events,
-                          erasure_second_pass_s=erasure_second_pass_s)
+    return PromptHandlers(optimizer=optimizer, lifecycle=lifecycle, jobs=jobs, events=events)
 
 
 async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
@@ -65,7 +62,6 @@ async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
     if hasattr(chosen, "start"):
         await chosen.start()  # a local model loads now, not during the first request
     handlers = build_handlers(await JobStore.open(js), EventPublisher(js), chosen,
-                              erasure_second_pass_s=settings.erasure_second_pass_s,
                               deleted_accounts=await DeletedAccounts.open(js))
 
     async def on_command(msg) -> None:
@@ -78,7 +74,7 @@ async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
     return ServiceParts(
         domains=(JobKind.PROMPT.value,),
         consumers=[Consumer(PROMPT_WORKERS, on_command, settings.prompt_concurrency),
-                   Consumer(ACCOUNT_CLEANUP, handling(AccountDeleted, handlers.account_deleted,
-                                                      with_message=True))],
+                   Consumer(ACCOUNT_CLEANUP, erasing(handlers.erase_account,
+                                                     settings.erasure_second_pass_s))],
         dead_letters={"commands": (PROMPT_WORKERS, handlers.dead_letter)},
         after_stop=close)

@@ -14,7 +14,6 @@ from typing import Annotated, Protocol
 from opentelemetry import metrics
 from pydantic import Field, TypeAdapter, ValidationError
 
-from contracts.auth import AccountDeleted
 from contracts.base import Event
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.prompt import (
@@ -31,7 +30,6 @@ from terra.lifecycle import (
     JobFailure,
     JobLifecycle,
     JobRef,
-    erase_twice,
     fields_of,
     ref_from_raw,
 )
@@ -68,7 +66,6 @@ class PromptHandlers:
     lifecycle: JobLifecycle
     jobs: JobStore
     events: EventPublisher
-    erasure_second_pass_s: float = 60.0
 
     def __post_init__(self) -> None:
         self._decisions = metrics.get_meter("terra.prompt").create_counter(
@@ -138,10 +135,9 @@ class PromptHandlers:
         ))
         self._decisions.add(1, {"decision": decision.value})
 
-    async def account_deleted(self, event: AccountDeleted, msg) -> None:
-        """A deleted account's prompt jobs (its prompts with them), now and once more."""
-        await erase_twice(lambda: self.jobs.erase(event.user_id, JobKind.PROMPT),
-                          event, msg.metadata.num_delivered, self.erasure_second_pass_s)
+    async def erase_account(self, user_id: str) -> None:
+        """A deleted account's prompt jobs (its prompts with them)."""
+        await self.jobs.erase(user_id, JobKind.PROMPT)
 
     async def dead_letter(self, body: bytes) -> None:
         """Deliveries ran out: the job failed, and its owner hears why."""

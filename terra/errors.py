@@ -12,3 +12,7 @@ class ProvisioningConflict(TerraError):
 
 class StorageError(TerraError):
     """Object storage failed or refused an operation."""
+
+
+class ObjectMissing(StorageError):
+    """The object does not exist (deleted, swept, never written): an answer, not a fault."""

@@ -9,15 +9,14 @@ leader.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from opentelemetry import propagate
 
 from contracts.base import Event
+from terra.retry import retry_while
 from terra.worker import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -48,17 +47,13 @@ async def publish_with_retry(js: JetStreamContext, subject: str, data: bytes,
                              ack_timeout_s: float, stream: str | None = None) -> PubAck:
     """`js.publish`, retried on broker faults until `retry_for_s` has passed. Callers must
     set `Nats-Msg-Id`, or a retry after a lost ack could store the message twice."""
-    deadline = time.monotonic() + retry_for_s
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await js.publish(subject, data, timeout=ack_timeout_s, stream=stream,
-                                    headers=headers)
-        except RETRYABLE_PUBLISH_ERRORS as exc:
-            pause = min(1.0, 0.05 * 2 ** attempt)
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("publish failed; retrying", extra={
-                "subject": subject, "attempt": attempt, "error": f"{type(exc).__name__}: {exc}"})
-            await asyncio.sleep(pause)
+    return await retry_while(
+        lambda: js.publish(subject, data, timeout=ack_timeout_s, stream=stream,
+                           headers=headers),
+        is_broker_fault, wait_s=retry_for_s, first_pause_s=0.1, max_pause_s=1.0,
+        what="publish failed", extra={"subject": subject})
+
+
+def is_broker_fault(error: BaseException) -> bool:
+    """A fault that passes: a timeout, a leader election, a reconnect."""
+    return isinstance(error, RETRYABLE_PUBLISH_ERRORS)

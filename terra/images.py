@@ -16,8 +16,9 @@ class ImageStore(OwnedRecords[ImageRecord]):
     id_field = "image_id"
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> ImageStore:
-        return cls(await js.key_value(IMAGES_KV.bucket))
+    async def open(cls, js: JetStreamContext, *,
+                   list_timeout_s: float | None = None) -> ImageStore:
+        return cls(await js.key_value(IMAGES_KV.bucket), list_timeout_s=list_timeout_s)
 
     async def expired(self, now: datetime) -> list[ImageRecord]:
         """Every user's images past their retention (a sweep reads the whole bucket)."""

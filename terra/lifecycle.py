@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from nats.aio.msg import Msg
 from pydantic import TypeAdapter, ValidationError
 
+from contracts.auth import AccountDeleted
 from contracts.base import Event, Id, utcnow
 from contracts.jobs import (
     CancelJob,
@@ -45,7 +47,7 @@ from contracts.registry import EVENTS
 from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.jobs import InvalidTransition, JobStore
-from terra.worker import BROKER_ERRORS, AgainLater, PermanentFailure
+from terra.worker import BROKER_ERRORS, AgainLater, Handle, PermanentFailure, handling
 
 log = logging.getLogger(__name__)
 _ID = TypeAdapter(Id)
@@ -114,8 +116,8 @@ class JobLifecycle:
                       result: dict[str, Any] | None = None,
                       resumed_from_step: int | None = None) -> JobState | None:
         """The job's state as its command arrives, or None when there is nothing to do:
-        it finished (its ending is announced again), the id is another user's, or the
-        account was deleted (nothing of it runs, nothing is recorded).
+        it finished (its ending is announced again), or the account was deleted (nothing
+        of it runs, nothing is recorded).
 
         A job published straight to NATS (an operator) has no record yet: it is created
         queued, unless `create` is False (a job of milliseconds is recorded once, when it
@@ -132,9 +134,6 @@ class JobLifecycle:
                 return JobState(job_id=ref.job_id, user_id=ref.user_id, kind=self.kind,
                                 result=result or {})
             job = await self._create(ref, result or {})
-        if job.user_id != ref.user_id:
-            log.warning("command names another user's job; ignored", extra={"job_id": ref.job_id})
-            return None
         if job.status.is_terminal:
             await self._announce_ending_again(job)
             return None
@@ -194,7 +193,7 @@ class JobLifecycle:
         """A queued job is cancelled now; a running one is flagged for its worker, which
         checks the flag (`watch_for_cancel`) and stops within a step."""
         job = await self.jobs.get(command.user_id, command.job_id)
-        if job is None or job.user_id != command.user_id or job.status.is_terminal:
+        if job is None or job.status.is_terminal:  # read under its owner's key: theirs
             return
         ref = JobRef(job.job_id, job.user_id, self.kind, command.correlation_id)
         if job.status is JobStatus.QUEUED:
@@ -317,8 +316,8 @@ class JobLifecycle:
             return False  # erased with its account: no record, no clean-up, no event
 
         def end(state: JobState) -> JobState:
-            if state.status.is_terminal or state.user_id != ref.user_id:
-                raise _AlreadyEnded  # ended before, or not this user's job to end
+            if state.status.is_terminal:
+                raise _AlreadyEnded
             return state.model_copy(update={
                 "status": status, "cancel_requested": False,
                 "ending": event.model_dump(mode="json"), **update})
@@ -367,6 +366,16 @@ async def erase_twice(erase: Callable[[], Awaitable[None]], event: Event, delive
     age = (now() - event.occurred_at).total_seconds()
     if delivery == 1 or age < second_pass_s:
         raise AgainLater(min(second_pass_s, max(second_pass_s / 4, second_pass_s - age)))
+
+
+def erasing(erase: Callable[[str], Awaitable[Any]], second_pass_s: float) -> Handle:
+    """The account-cleanup consumer's handler: `erase(user_id)` of each deleted account,
+    now and once more (`erase_twice`)."""
+    async def erase_both(event: AccountDeleted, msg: Msg) -> None:
+        await erase_twice(lambda: erase(event.user_id), event, msg.metadata.num_delivered,
+                          second_pass_s)
+
+    return handling(AccountDeleted, erase_both, with_message=True)
 
 
 def ref_from_raw(body: bytes, kind: JobKind) -> JobRef | None:

@@ -24,6 +24,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Self
 
@@ -212,9 +213,10 @@ class EmbeddedNats(_SupervisedServer):
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.port}"
 
-    @property
+    @cached_property
     def credentials(self) -> Credentials | None:
-        """The seeds of every identity (kept across restarts of the same data dir)."""
+        """The seeds of every identity (kept across restarts of the same data dir): made
+        or read once per server object."""
         return Credentials.ensure(self.data_dir / "nats-auth") if self.auth else None
 
     def _launch_and_wait(self, timeout_s: float) -> None:

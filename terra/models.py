@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from contracts.topology import MODELS_KV, active_training_key
 from contracts.training import ModelRecord
@@ -22,21 +20,10 @@ class ModelStore(OwnedRecords[ModelRecord]):
     record_type = ModelRecord
     id_field = "model_id"
 
-    def __init__(self, kv: KeyValue, *, list_timeout_s: float | None = None) -> None:
-        super().__init__(kv)
-        # A listing is a watch: a stream that stops delivering mid-way (its leader lost)
-        # would leave it waiting for ever. Bounded, it raises TimeoutError instead.
-        self.list_timeout_s = list_timeout_s
-
     @classmethod
     async def open(cls, js: JetStreamContext, *,
                    list_timeout_s: float | None = None) -> ModelStore:
         return cls(await js.key_value(MODELS_KV.bucket), list_timeout_s=list_timeout_s)
-
-    async def list(self, user_id: str) -> list[ModelRecord]:
-        if self.list_timeout_s is None:
-            return await super().list(user_id)
-        return await asyncio.wait_for(super().list(user_id), self.list_timeout_s)
 
     async def claim_active(
         self, user_id: str, job_id: str,

@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError
 
 from contracts import topology
 from contracts.topology import ConsumerSpec, KvSpec, StreamSpec
-from terra.errors import ProvisioningConflict
+from terra.errors import ConfigurationError, ProvisioningConflict
+from terra.events import is_broker_fault
+from terra.retry import retry_while
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,11 @@ async def ensure_kv(js, spec: KvSpec, replicas: int, report: ProvisioningReport)
 # every peer's stats ("no suitable peers for placement, peer offline"). A leader change
 # answers 503, a timeout or no responders. All pass; a wrong request does not.
 _NO_SUITABLE_PEERS = 10005
-_TRANSIENT = (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
-              nats.errors.ConnectionReconnectingError, TimeoutError)
 
 
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, _TRANSIENT):
-        return True
-    return isinstance(error, APIError) and error.err_code == _NO_SUITABLE_PEERS
+    return is_broker_fault(error) or (isinstance(error, APIError)
+                                      and error.err_code == _NO_SUITABLE_PEERS)
 
 
 async def patiently(step: Callable[[], Awaitable[None]], wait_s: float,
@@ -175,18 +172,8 @@ async def patiently(step: Callable[[], Awaitable[None]], wait_s: float,
     """Run one ensure step again while the cluster answers with a transient fault, up to
     `wait_s`. Each step reads before it writes, so a create whose answer was lost is
     found, and verified, on the next try."""
-    deadline = time.monotonic() + wait_s
-    delay = 0.1
-    while True:
-        try:
-            return await step()
-        except Exception as error:
-            if not is_transient(error) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("provisioning waits for the cluster",
-                        extra={"error": f"{type(error).__name__}: {error}"})
-        await sleep(delay)
-        delay = min(delay * 2, 2.0)
+    await retry_while(step, is_transient, wait_s=wait_s, first_pause_s=0.1, max_pause_s=2.0,
+                      what="provisioning waits for the cluster", sleep=sleep)
 
 
 async def provision(
@@ -231,6 +218,16 @@ async def verify_identity(nc: NatsClient, identity: str) -> list[str]:
         except NotFoundError:
             missing.append(f"consumer {consumer.stream}/{consumer.durable}")
     return missing
+
+
+async def require_provisioned(nc: NatsClient, identity: str) -> None:
+    """Refuse to start an identity whose streams, buckets or consumers are missing:
+    creating them is `terra provision`'s (the operator's), never a service's."""
+    missing = await verify_identity(nc, identity)
+    if missing:
+        raise ConfigurationError(
+            f"{identity}: not provisioned: {', '.join(missing)}; run `terra provision` "
+            "with the operator's credential")
 
 
 async def verify(nc: NatsClient, streams: Iterable[StreamSpec] = topology.STREAMS) -> list[str]:

@@ -3,6 +3,7 @@ filter lists a user's records, and the key itself checks ownership."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -21,8 +22,15 @@ class OwnedRecords(Generic[RecordT]):
     record_type: type[RecordT]
     id_field: str
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, list_timeout_s: float | None = None) -> None:
         self._kv = kv
+        # A listing is a watch, which nats-py does not bound: a stream that stops
+        # delivering mid-way (its leader lost) would leave it waiting for ever. Bounded,
+        # it raises TimeoutError instead (a 503 at the gateway).
+        self.list_timeout_s = list_timeout_s
+
+    async def _listed(self, keys: str) -> dict[str, KeyValue.Entry]:
+        return await asyncio.wait_for(live_entries(self._kv, keys), self.list_timeout_s)
 
     def _key(self, user_id: str, record_id: str) -> str:
         # Both parts checked: `*` or `a.b` would reach other users' records.
@@ -40,14 +48,14 @@ class OwnedRecords(Generic[RecordT]):
         """The user's records, newest first."""
         # A server-side filter on the user's keys (nats-py's `keys(filters=…)` would read
         # every key of the bucket and match substrings).
-        entries = await live_entries(self._kv, self._key(user_id, "*"))
+        entries = await self._listed(self._key(user_id, "*"))
         records = [record for entry in entries.values() if (record := self._record(entry))]
         return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     async def all(self) -> list[RecordT]:
         """Every user's records (a sweep reads the whole bucket). Other keys sharing the
         bucket (the models bucket's `active.<user_id>` slots) are not records: skipped."""
-        entries = await live_entries(self._kv)
+        entries = await self._listed(">")
         return [record for entry in entries.values() if (record := self._record(entry))]
 
     def _record(self, entry: KeyValue.Entry) -> RecordT | None:

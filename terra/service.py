@@ -25,10 +25,9 @@ from nats.aio.client import Client as NatsClient
 from contracts.topology import ConsumerSpec
 from terra import supervise
 from terra.broker import build_broker
-from terra.errors import ConfigurationError
 from terra.liveness import Heartbeat, WorkLoad
 from terra.logs import setup_logging
-from terra.provisioning import verify_identity
+from terra.provisioning import require_provisioned
 from terra.settings import RuntimeSettings
 from terra.storage import ObjectStorage
 from terra.supervise import Supervisor
@@ -79,7 +78,6 @@ Bootstrap = Callable[[NatsClient, ObjectStorage | None], Awaitable[ServiceParts]
 
 async def prepare_infrastructure(
     broker: NatsBroker,
-    settings: RuntimeSettings,
     identity: str,
     *,
     storage: ObjectStorage | None = None,
@@ -88,11 +86,7 @@ async def prepare_infrastructure(
     provision`'s (an operator's) job: a service may read its resources' configuration,
     never change it."""
     connection = await broker.connect()
-    missing = await verify_identity(connection, identity)
-    if missing:
-        raise ConfigurationError(
-            f"{identity}: not provisioned: {', '.join(missing)}; run `terra provision` "
-            "with the operator's credential")
+    await require_provisioned(connection, identity)
     if storage is not None:
         await storage.ping()
     log.info("infrastructure ready")
@@ -115,7 +109,7 @@ def service_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *
             setup_logging(settings, service)
             setup_tracing(settings, service)
         storage = ObjectStorage.from_settings(settings) if uses_storage else None
-        connection = await prepare_infrastructure(broker, settings, service, storage=storage)
+        connection = await prepare_infrastructure(broker, service, storage=storage)
         parts = await bootstrap(connection, storage)
         js = connection.jetstream()
         pulls = [PullConsumer(js, c.spec, c.handle, concurrency=c.concurrency,

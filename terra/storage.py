@@ -17,8 +17,10 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from contracts.topology import OBJECT_BUCKETS, OBJECTS
-from terra.errors import StorageError
+from terra.errors import ObjectMissing, StorageError
 from terra.settings import RuntimeSettings
+
+_MISSING = frozenset({"NoSuchKey", "NoSuchObject"})  # S3's codes for an object not there
 
 
 class ObjectStorage:
@@ -62,7 +64,9 @@ class ObjectStorage:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except S3Error as exc:
-            raise StorageError(f"{exc.code}: {exc.message}") from exc
+            missing = exc.code in _MISSING
+            raise (ObjectMissing if missing else StorageError)(
+                f"{exc.code}: {exc.message}") from exc
         except Exception as exc:  # urllib3 connection errors and the like
             raise StorageError(f"object storage unreachable: {exc}") from exc
 
@@ -115,10 +119,8 @@ class ObjectStorage:
     async def exists(self, key: str) -> bool:
         try:
             await self._run(self._client.stat_object, self.bucket, key)
-        except StorageError as exc:
-            if "NoSuchKey" in str(exc) or "NoSuchObject" in str(exc):
-                return False
-            raise
+        except ObjectMissing:
+            return False
         return True
 
     async def list_keys(self, prefix: str) -> list[str]:

@@ -9,7 +9,7 @@ asked to do, so a test can assert on it:
   way the stream does with `Nats-Msg-Id`.
 - `FakeMsg`: a JetStream message, recording ack/nak/in_progress/term.
 - `FakePullSubscription`: a pull subscription whose `fetch` plays a script.
-- `FakeObjectStorage`: `terra.storage.ObjectStorage` in memory, raising `StorageError`
+- `FakeObjectStorage`: `terra.storage.ObjectStorage` in memory, raising `ObjectMissing`
   for a missing object as the real one does.
 - `FakeFluxGenerator`: `generator_service.pipelines.FluxGenerator` without a model: tiny
   images, `Cancelled` when `should_stop()` says so, and a gate to hold a loop mid-way.
@@ -38,7 +38,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.base import Event
-from terra.errors import StorageError
+from terra.errors import ObjectMissing
 
 
 async def wait_until(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
@@ -406,7 +406,7 @@ class FakeBinder:
 
 class FakeObjectStorage:
     """`terra.storage.ObjectStorage` in memory. `objects` maps key -> bytes; a missing
-    object raises `StorageError("NoSuchKey: ...")` as the real one does; `ops` records
+    object raises `ObjectMissing("NoSuchKey: ...")` as the real one does; `ops` records
     (operation, key or prefix) in order, and `journal` (shared with other fakes) the
     writes, to check the order of steps."""
 
@@ -446,7 +446,7 @@ class FakeObjectStorage:
     async def get_bytes(self, key: str) -> bytes:
         self._enter("get_bytes", key)
         if key not in self.objects:
-            raise StorageError("NoSuchKey: The specified key does not exist.")
+            raise ObjectMissing("NoSuchKey: The specified key does not exist.")
         return self.objects[key]
 
     async def exists(self, key: str) -> bool:

@@ -6,7 +6,6 @@ from collections.abc import Awaitable
 
 from nats.aio.client import Client as NatsClient
 
-from contracts.auth import AccountDeleted
 from contracts.jobs import CancelJob, JobKind
 from contracts.topology import (
     TRAINING_CONTROL,
@@ -18,7 +17,7 @@ from contracts.training import DeleteModel, StartTraining
 from terra.accounts import DeletedAccounts
 from terra.events import EventPublisher
 from terra.jobs import JobStore
-from terra.lifecycle import JobLifecycle
+from terra.lifecycle import JobLifecycle, erasing
 from terra.models import ModelStore
 from terra.service import Consumer, ServiceParts
 from terra.storage import ObjectStorage
@@ -59,8 +58,8 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
                                                        with_message=True)),
                    Consumer(TRAINING_CONTROL, handling(CancelJob, handlers.cancel)),
                    Consumer(TRAINING_RECORDS, handling(DeleteModel, handlers.delete_model)),
-                   Consumer(ACCOUNT_CLEANUP, handling(AccountDeleted, handlers.account_deleted,
-                                                      with_message=True))],
+                   Consumer(ACCOUNT_CLEANUP, erasing(handlers.erase_account,
+                                                     settings.erasure_second_pass_s))],
         loops={"dataset-retention": DatasetRetention(storage, handlers.models,
                                                      settings).sweep_forever},
         dead_letters={"trainings": (TRAINING_WORKERS, handlers.dead_letter)})

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from contracts.base import Id, utcnow
+from contracts.base import InvalidId, checked_id, utcnow
 from contracts.topology import OBJECTS
 from contracts.training import DatasetManifest, ModelRecord, ModelStatus
 from terra.errors import StorageError
@@ -36,7 +36,6 @@ UPLOADS = "uploads/"
 MANIFEST = "manifest.json"
 # A model in one of these states needs its photo set: to train on, or to train again.
 KEEPS_ITS_PHOTOS = frozenset({ModelStatus.TRAINING, ModelStatus.READY})
-_ID = TypeAdapter(Id)
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,8 @@ def manifest_owner(key: str) -> tuple[str, str] | None:
     if len(parts) != 4 or f"{parts[0]}/" != UPLOADS or parts[3] != MANIFEST:
         return None
     try:
-        return _ID.validate_python(parts[1]), _ID.validate_python(parts[2])
-    except ValidationError:
+        return checked_id(parts[1], "user id"), checked_id(parts[2], "dataset id")
+    except InvalidId:
         return None
 
 

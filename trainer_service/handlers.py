@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from contracts.auth import AccountDeleted
 from contracts.base import Event
+from contracts.generation import MODEL_DEFAULTS, BaseModelName
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.topology import OBJECTS
 from contracts.training import (
@@ -38,7 +38,7 @@ from contracts.training import (
 from fluxkit.loading import base_model_name, load_flux_pipeline
 from fluxkit.placements import resolve_profile
 from terra.events import EventPublisher
-from terra.lifecycle import JobFailure, JobLifecycle, JobRef, erase_twice
+from terra.lifecycle import JobFailure, JobLifecycle, JobRef
 from terra.models import ModelStore
 from terra.worker import BROKER_ERRORS, PermanentFailure
 from trainer_service import errors
@@ -164,7 +164,7 @@ class TrainerHandlers:
                                     megapixels=resolution**2 / 2**20).placement
         pipeline = load_flux_pipeline(self.settings.base_model, "cpu", self.dtype)
         placement.apply(pipeline, self.device)
-        steps = 2 if self.settings.base_model is None else 28
+        steps = 2 if self.settings.base_model is None else int(MODEL_DEFAULTS[BaseModelName.DEV]["steps"])
         return generate_samples(pipeline, result.lora,
                                 sample_prompts(command.trigger_word, self.settings.samples),
                                 height=resolution, width=resolution, num_inference_steps=steps,
@@ -206,10 +206,6 @@ class TrainerHandlers:
         await self.events.publish(ModelDeleted(
             message_id=f"{command.model_id}-deleted", user_id=command.user_id,
             model_id=command.model_id, correlation_id=command.correlation_id))
-
-    async def account_deleted(self, event: AccountDeleted, msg) -> None:
-        await erase_twice(lambda: self.erase_account(event.user_id),
-                          event, msg.metadata.num_delivered, self.settings.erasure_second_pass_s)
 
     async def erase_account(self, user_id: str) -> None:
         """What training holds of a deleted account: photos, models (files and records;

@@ -8,6 +8,8 @@ import torch
 from diffusers import FluxPipeline
 from PIL import Image
 
+from contracts.generation import MODEL_DEFAULTS, BaseModelName
+from fluxkit.loading import MAX_SEQUENCE_LENGTH
 from fluxkit.lora import load_lora
 from fluxkit.placements import GPU, Placement, hooks_lifted
 
@@ -27,6 +29,8 @@ def sample_prompts(trigger_word: str, count: int = 4) -> list[str]:
     return [t.format(trigger=trigger_word) for t in SAMPLE_TEMPLATES[:count]]
 
 
+_DEV = MODEL_DEFAULTS[BaseModelName.DEV]  # samples are made as the generator makes dev images
+
 def generate_samples(
     pipeline: FluxPipeline,
     lora: bytes | None,
@@ -35,9 +39,9 @@ def generate_samples(
     height: int,
     width: int,
     seeds: Sequence[int] | None = None,
-    num_inference_steps: int = 28,
-    guidance_scale: float = 3.5,
-    max_sequence_length: int = 512,
+    num_inference_steps: int = int(_DEV["steps"]),
+    guidance_scale: float = float(_DEV["guidance"]),
+    max_sequence_length: int = MAX_SEQUENCE_LENGTH["dev"],
     placement: Placement = GPU,
     device: torch.device | str = "cpu",
 ) -> list[Image.Image]:

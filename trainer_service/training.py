@@ -33,6 +33,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from fluxkit.errors import out_of_memory_as
+from fluxkit.loading import MAX_SEQUENCE_LENGTH
 from fluxkit.lora import MAX_RANK, TARGET_MODULES, transformer_lora_bytes
 from fluxkit.quantize import quantize_module, weights_of
 from trainer_service.errors import CheckpointError, TrainingCancelled
@@ -56,7 +57,7 @@ class TrainingConfig:
     quantize_base: QuantizedBase | None = None
     checkpoint_every: int = 0  # 0: never call on_checkpoint
     target_modules: tuple[str, ...] = TARGET_MODULES
-    max_sequence_length: int = 512  # T5 tokens
+    max_sequence_length: int = MAX_SEQUENCE_LENGTH["dev"]  # T5 tokens
     max_grad_norm: float = 1.0
     weight_decay: float = 1e-4
     base_model: str = "black-forest-labs/FLUX.1-dev"

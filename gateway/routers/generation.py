@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Annotated, Literal
 
@@ -35,7 +34,7 @@ from gateway.commands import (
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
-from terra.errors import StorageError
+from terra.errors import ObjectMissing
 from terra.queues import commands_waiting
 
 router = APIRouter(prefix="/api/generate", tags=["generation"])
@@ -86,7 +85,7 @@ async def generate(
     defaults = MODEL_DEFAULTS[model]
     job_id = job_id_for(caller.user_id, idempotency_key) or new_id()
     accepted = Queued(job_id=job_id, queue_position=0, model=model.value, lora_id=lora_id)
-    known = await runtime.job(job_id, caller.user_id)
+    known = await runtime.jobs.get(caller.user_id, job_id)
     if known is not None and not deduplicated_if_sent_again(known, GENERATION_COMMANDS):
         return accepted  # answered before; the job is on its way, running or over
 
@@ -144,9 +143,7 @@ async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[I
     15 minutes. Another user's id is not found."""
     if user_id != caller.user_id:
         raise Problem(404, "not-found", f"No images for user {user_id}.")
-    # A listing is a watch, which nats-py does not bound: it is, here (TimeoutError: 503).
-    records = await asyncio.wait_for(runtime.images.list(caller.user_id),
-                                     2 * runtime.settings.nats_request_timeout_s)
+    records = await runtime.images.list(caller.user_id)  # bounded: TimeoutError is a 503
     return [
         ImageView(image_id=r.image_id, job_id=r.job_id, width=r.width, height=r.height,
                   seed=r.seed, prompt=r.prompt, model=r.model.value,
@@ -166,10 +163,8 @@ async def get_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Resp
         raise Problem(404, "not-found", f"No image {image_id}.")
     try:
         data = await runtime.storage.get_bytes(record.key)
-    except StorageError as exc:  # gone with its deletion or the sweep: not a fault
-        if "NoSuchKey" in str(exc) or "NoSuchObject" in str(exc):
-            raise Problem(404, "not-found", f"No image {image_id}.") from exc
-        raise
+    except ObjectMissing as exc:  # gone with its deletion or the sweep: not a fault
+        raise Problem(404, "not-found", f"No image {image_id}.") from exc
     return Response(data, media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})
 

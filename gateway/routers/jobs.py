@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 async def get_job(job_id: Id, caller: CurrentUser, runtime: Runtime) -> JobState:
     """A job's state (status, progress, result or error), to its owner only: another
     user's job is indistinguishable from none."""
-    job = await runtime.job(job_id, caller.user_id)
+    job = await runtime.jobs.get(caller.user_id, job_id)
     if job is None:
         raise Problem(404, "not-found", f"No job {job_id}.")
     return job

@@ -33,7 +33,7 @@ from gateway.commands import (
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
-from terra.errors import StorageError
+from terra.errors import ObjectMissing
 from terra.queues import commands_waiting
 
 router = APIRouter(prefix="/api/training", tags=["training"])
@@ -92,10 +92,8 @@ async def load_manifest(runtime: GatewayRuntime, user_id: str,
     key = OBJECTS.upload_key(user_id, dataset_id, "manifest.json")
     try:
         return DatasetManifest.model_validate_json(await runtime.storage.get_bytes(key))
-    except StorageError as exc:
-        if "NoSuchKey" in str(exc) or "NoSuchObject" in str(exc):
-            return None
-        raise
+    except ObjectMissing:
+        return None
 
 
 class UploadedImage(BaseModel):
@@ -161,7 +159,7 @@ async def start(
     model_id = job_id_for(user_id, f"{idempotency_key}:model") if idempotency_key else new_id()
     trigger = body.trigger_word or (trigger_word_for(user_id, idempotency_key)
                                     if idempotency_key else new_trigger_word())
-    known = await runtime.job(job_id, user_id)
+    known = await runtime.jobs.get(user_id, job_id)
     if known is not None and not deduplicated_if_sent_again(known, TRAINING_COMMANDS):
         return await _accepted(runtime, known, trigger)  # on its way, running or over
     if known is None and await load_manifest(runtime, user_id, body.dataset_id) is None:
@@ -221,7 +219,7 @@ async def list_status(caller: CurrentUser, runtime: Runtime) -> list[TrainingSta
     """Your trainings, newest first."""
     jobs = []
     for record in await runtime.models.list(caller.user_id):
-        if record.job_id and (job := await runtime.job(record.job_id, caller.user_id)):
+        if record.job_id and (job := await runtime.jobs.get(caller.user_id, record.job_id)):
             jobs.append(job)
     jobs.sort(key=lambda job: job.created_at, reverse=True)
     return [TrainingStatus.of(job) for job in jobs]
@@ -229,7 +227,7 @@ async def list_status(caller: CurrentUser, runtime: Runtime) -> list[TrainingSta
 
 @router.get("/status/{job_id}", response_model=TrainingStatus)
 async def one_status(job_id: Id, caller: CurrentUser, runtime: Runtime) -> TrainingStatus:
-    job = await runtime.job(job_id, caller.user_id)
+    job = await runtime.jobs.get(caller.user_id, job_id)
     if job is None or job.kind is not JobKind.TRAINING:
         raise Problem(404, "not-found", f"No training {job_id}.")
     return TrainingStatus.of(job)

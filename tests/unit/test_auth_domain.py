@@ -1,4 +1,4 @@
-"""Pure account rules: emails, password policy, the login failure window."""
+"""Pure account rules: emails, password policy."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from auth_service.domain import (
     common_passwords,
     email_digest,
     normalise_email,
-    recent_failures,
-    retry_after,
-    with_failure,
 )
 
 
@@ -61,34 +58,3 @@ def test_the_common_password_list_is_shipped_and_sizeable():
     common = common_passwords()
     assert len(common) > 2000
     assert {"123456", "password", "qwerty", "iloveyou", "letmein"} <= common
-
-
-WINDOW = 900.0
-
-
-def test_failures_outside_the_window_are_forgotten():
-    assert recent_failures([10.0, 500.0, 1000.0], now=1400.0, window_s=WINDOW) == [1000.0]
-
-
-def test_attempts_are_allowed_under_the_limit():
-    assert retry_after([100.0, 200.0], now=300.0, window_s=WINDOW, limit=3) is None
-
-
-def test_at_the_limit_the_wait_lasts_until_the_oldest_failure_leaves_the_window():
-    failures = [100.0, 200.0, 300.0]
-    assert retry_after(failures, now=300.0, window_s=WINDOW, limit=3) == 700
-    assert retry_after(failures, now=999.5, window_s=WINDOW, limit=3) == 1
-    assert retry_after(failures, now=1000.0, window_s=WINDOW, limit=3) is None
-
-
-def test_over_the_limit_the_wait_counts_only_the_failures_that_matter():
-    failures = [100.0, 200.0, 300.0, 400.0]
-    # Two more failures than allowed would leave only once the first two are gone.
-    assert retry_after(failures, now=400.0, window_s=WINDOW, limit=3) == 200 + WINDOW - 400
-
-
-def test_a_recorded_failure_is_kept_and_the_list_stays_bounded():
-    failures: list[float] = []
-    for t in range(10):
-        failures = with_failure(failures, now=float(t), window_s=WINDOW, limit=3)
-    assert failures == [7.0, 8.0, 9.0]
