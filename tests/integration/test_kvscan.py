@@ -63,8 +63,9 @@ async def bare_watch(kv, keys: str) -> set[str]:
 @pytest.mark.cluster
 async def test_listings_stay_complete_on_a_cluster_under_writes(tmp_path):
     cluster = await asyncio.to_thread(EmbeddedNatsCluster(tmp_path / "cluster").start)
-    nc = await nats.connect(cluster.urls)
-    try:
+    nc = None
+    try:  # the nodes stop whatever fails, the connection included
+        nc = await nats.connect(cluster.urls)
         kv = await scratch_bucket(nc.jetstream(), "kvscan", replicas=3)
         stable = {f"u1.k{i}" for i in range(300)} | {f"u2.k{i}" for i in range(300)}
         await asyncio.gather(*(kv.put(key, b"x") for key in stable))
@@ -92,5 +93,6 @@ async def test_listings_stay_complete_on_a_cluster_under_writes(tmp_path):
         print(f"\nbare watch came back short in {short_bare} of {2 * rounds} listings; "
               "live_entries in none")
     finally:
-        await nc.close()
+        if nc is not None:
+            await nc.close()
         await asyncio.to_thread(cluster.stop)
