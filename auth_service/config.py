@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 from functools import cache
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from contracts.topology import LOGIN_THROTTLE_KV, REVOCATIONS_KV, SIGNUP_THROTTLE_KV
+from terra.errors import ConfigurationError
 from terra.settings import RuntimeSettings
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -32,6 +33,8 @@ def local_signing_key_pem() -> str:
 
 
 class AuthSettings(RuntimeSettings):
+    uses_storage: ClassVar[bool] = False
+
     issuer: str = "terra-auth"
     audience: str = "terra-api"
     access_token_ttl_s: int = Field(
@@ -116,10 +119,28 @@ class AuthSettings(RuntimeSettings):
         return value
 
     @model_validator(mode="after")
+    def _published_key_only_on_a_chosen_laptop(self) -> AuthSettings:
+        """The local key is published: whoever has this code can mint tokens with it. A
+        deployment that forgot TERRA_PROFILE would default to the local profile and sign
+        with it, so only an explicit TERRA_PROFILE=local accepts it (outside the local
+        profile, `placeholder_secrets` refuses it)."""
+        if "profile" not in self.model_fields_set and self.uses_published_signing_key:
+            raise ConfigurationError(
+                "auth_service would sign access tokens with the published local signing "
+                "key, which anyone can use to mint tokens, and TERRA_PROFILE is not set. On "
+                "a laptop, set TERRA_PROFILE=local; anywhere else, set TERRA_SIGNING_KEY to "
+                "an Ed25519 private key of your own (PKCS#8 PEM).")
+        return self
+
+    @model_validator(mode="after")
     def _slowdown_cap_above_first_delay(self) -> AuthSettings:
         if self.login_slowdown_max_delay_s < self.login_slowdown_first_delay_s:
             raise ValueError("login_slowdown_max_delay_s is below login_slowdown_first_delay_s")
         return self
+
+    @property
+    def uses_published_signing_key(self) -> bool:
+        return self.signing_key.get_secret_value().strip() == local_signing_key_pem().strip()
 
     def throttle_key_secret(self) -> bytes:
         """Keys the hashes that name throttle counters, so the buckets reveal no email or
@@ -131,7 +152,7 @@ class AuthSettings(RuntimeSettings):
 
     def placeholder_secrets(self) -> dict[str, str]:
         found = super().placeholder_secrets()
-        if self.signing_key.get_secret_value().strip() == local_signing_key_pem().strip():
+        if self.uses_published_signing_key:
             found["TERRA_SIGNING_KEY"] = "the published local signing key"
         if self.argon2_memory_kib < 19_456 or self.argon2_time_cost < 2:
             found["TERRA_ARGON2_MEMORY_KIB/TERRA_ARGON2_TIME_COST"] = (

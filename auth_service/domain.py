@@ -38,6 +38,13 @@ class InvalidCredentials(AuthError):
         super().__init__(AuthErrorCode.INVALID_CREDENTIALS, "Email or password is incorrect.")
 
 
+class RetiredRequest(AuthError):
+    """A request version auth_service no longer serves; the detail names its successor."""
+
+    def __init__(self, retired: str, instead: str):
+        super().__init__(AuthErrorCode.INVALID_REQUEST, f"{retired} is retired: {instead}.")
+
+
 class RateLimited(AuthError):
     def __init__(self, retry_after_s: int):
         super().__init__(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from auth_service.domain import (
     AuthError,
     InvalidCredentials,
+    RetiredRequest,
     UserRecord,
     check_password_policy,
     normalise_email,
@@ -31,17 +32,19 @@ from auth_service.repository import (
     UserRepository,
 )
 from auth_service.throttle import LoginThrottle, SignupThrottle
-from auth_service.tokens import TokenIssuer
+from auth_service.tokens import InvalidAccessToken, TokenIssuer
 from contracts.auth import (
     AccountDeleted,
     AuthErrorCode,
     DeleteAccount,
+    DeleteAccountV1,
     Done,
     GetSigningKeys,
     GetUser,
     LoginWithGoogle,
     LoginWithPassword,
     Logout,
+    LogoutV1,
     Provider,
     RefreshTokens,
     Register,
@@ -56,6 +59,10 @@ from terra.events import EventPublisher
 from terra.revocations import Revocations, is_revoked
 
 log = logging.getLogger(__name__)
+
+# As the gateway's own check of access tokens: a token it has just let through is not
+# refused here over a few seconds between the two clocks.
+ACCESS_TOKEN_LEEWAY_S = 5
 
 
 def hash_refresh_token(token: str) -> str:
@@ -147,13 +154,20 @@ class AuthHandlers:
             raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
         return UserReply(user=user.public(), correlation_id=request.correlation_id)
 
-    async def delete_account(self, request: DeleteAccount) -> Done:
+    async def delete_account(self, request: DeleteAccount | DeleteAccountV1) -> Done:
+        if isinstance(request, DeleteAccountV1):
+            raise RetiredRequest(request.type, "send auth.delete_account.v2, which carries the "
+                                               "caller's access token")
+        # Only with a live access token of the account: checked here, whoever put the
+        # request on the subject.
+        issued_at = self._issued_to(request.access_token, request.user_id)
         # Retry-safe order: hide the account (indexes), end its sessions, announce, then
         # drop the record. A crash before the revocation leaves a record that a retried
         # call (with the same, still valid token) finds again.
         user = await self.users.get_record(request.user_id)
         if user is None:
             raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
+        await self._refuse_if_revoked(issued_at, user)
         if user.google_sub:
             await self.users.release_google(user.google_sub, user.id)
         await self.users.release_email(user.email, user.id)
@@ -204,13 +218,16 @@ class AuthHandlers:
         return await self._issue_pair(user, token.family_id, request.correlation_id,
                                       refused=_invalid_refresh())
 
-    async def logout(self, request: Logout) -> Done:
+    async def logout(self, request: Logout | LogoutV1) -> Done:
+        if isinstance(request, LogoutV1) and request.everywhere:
+            raise RetiredRequest(f"{request.type} with everywhere", "send auth.logout.v2, "
+                                 "which carries the caller's access token")
         found = await self.refresh_tokens.get_token(hash_refresh_token(request.refresh_token))
         if found is None:
             raise _invalid_refresh()
         token, _ = found
-        if request.everywhere:
-            await self._sign_out_everywhere(token)
+        if isinstance(request, Logout) and request.everywhere:
+            await self._sign_out_everywhere(token, request.access_token)
         await self.refresh_tokens.revoke_family(token.family_id, token.user_id)
         return Done(correlation_id=request.correlation_id)
 
@@ -224,18 +241,23 @@ class AuthHandlers:
 
     # --- steps ----------------------------------------------------------------------------
 
-    async def _sign_out_everywhere(self, token: RefreshTokenEntry) -> None:
+    async def _sign_out_everywhere(self, token: RefreshTokenEntry,
+                                   access_token: str | None) -> None:
         """Refuse every access token of the user issued until now, on every gateway, and
         every refresh token issued until now (see `_signed_out_everywhere_since`).
 
-        Only a live session may do this (a spent or expired refresh token may not)."""
+        Only a live session may do this (a spent or expired refresh token may not), and
+        only with a live access token of the same user."""
+        issued_at = self._issued_to(access_token, token.user_id)
         if token.used or token.expires_at <= time.time():
             raise _invalid_refresh()
         family = await self.refresh_tokens.get_family(token.family_id)
         if family is None or family[0].revoked:
             raise _invalid_refresh()
-        if await self.users.get(token.user_id) is None:
+        user = await self.users.get(token.user_id)
+        if user is None:
             raise _invalid_refresh()
+        await self._refuse_if_revoked(issued_at, user)
         revoked_at = await self.revocations.revoke(token.user_id, utcnow())
         # Revision-checked: never writes back a record deleted meanwhile, and a concurrent
         # write (a rehash, a Google link) cannot drop the time.
@@ -246,6 +268,24 @@ class AuthHandlers:
         # Answering only once that second is over means a sign-in after this answer gets
         # a later `iat`, so its tokens work.
         await asyncio.sleep(max(0.0, math.floor(revoked_at.timestamp()) + 1 - time.time()))
+
+    def _issued_to(self, access_token: str | None, user_id: str) -> float:
+        """When `access_token` was issued (`iat`), if it is one of ours (signature with the
+        current or a previous key, issuer, audience, expiry) for `user_id`;
+        `InvalidAccessToken` otherwise."""
+        if not access_token:
+            raise InvalidAccessToken("This request needs the caller's access token.")
+        claims = self.issuer.verify(access_token, leeway_s=ACCESS_TOKEN_LEEWAY_S)
+        if claims["sub"] != user_id:
+            raise InvalidAccessToken("The access token is not this account's.")
+        return float(claims["iat"])
+
+    async def _refuse_if_revoked(self, issued_at: float, user: UserRecord) -> None:
+        """As every gateway refuses it: a token issued at or before its user's sessions were
+        ended (the account deleted, a sign-out everywhere) acts for nobody."""
+        listed = await self.revocations.revoked_at(user.id)
+        if is_revoked(issued_at, user.signed_out_at) or is_revoked(issued_at, listed):
+            raise InvalidAccessToken("The access token has been revoked.")
 
     async def _signed_out_everywhere_since(self, token: RefreshTokenEntry,
                                            user: UserRecord) -> bool:

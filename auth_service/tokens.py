@@ -22,7 +22,7 @@ ALGORITHM = "EdDSA"
 
 class InvalidAccessToken(AuthError):
     def __init__(self, detail: str):
-        super().__init__(AuthErrorCode.INVALID_CREDENTIALS, detail)
+        super().__init__(AuthErrorCode.INVALID_ACCESS_TOKEN, detail)
 
 
 def _b64url(data: bytes) -> str:
@@ -107,10 +107,10 @@ class TokenIssuer:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
-            raise InvalidAccessToken("malformed token") from exc
-        key = self._verify_keys.get(kid)
+            raise InvalidAccessToken("The access token is malformed.") from exc
+        key = self._verify_keys.get(kid) if isinstance(kid, str) else None
         if key is None:
-            raise InvalidAccessToken("unknown signing key")
+            raise InvalidAccessToken("The access token names an unknown signing key.")
         try:
             return jwt.decode(
                 token,
@@ -122,6 +122,6 @@ class TokenIssuer:
                 options={"require": ["iss", "aud", "sub", "iat", "exp", "jti"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise InvalidAccessToken("token expired") from exc
+            raise InvalidAccessToken("The access token has expired.") from exc
         except jwt.PyJWTError as exc:
-            raise InvalidAccessToken(f"invalid token: {exc}") from exc
+            raise InvalidAccessToken(f"The access token is not valid: {exc}.") from exc

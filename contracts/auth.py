@@ -66,9 +66,36 @@ class RefreshTokens(Message):
     client: ClientContext = ClientContext()
 
 
+# The caller's access token, on requests that act on an account in its owner's name:
+# auth_service verifies it itself (signature, issuer, audience, expiry, subject, not
+# revoked), so only its holder can, whoever else can reach the subject.
+_ACCESS_TOKEN_USE = ("The caller's access token (the bearer token the gateway received); "
+                     "auth_service checks it is a live token of the account acted on.")
+
+
 class Logout(Message):
+    """End the refresh token's session, or with `everywhere` every session of its user.
+
+    `everywhere` also takes the caller's access token, of the same user."""
+
+    type: Literal["auth.logout.v2"] = "auth.logout.v2"
+    refresh_token: str = Field(max_length=512, repr=False)
+    everywhere: bool = Field(
+        default=False,
+        description="End every session of the user, not only this one: access tokens "
+        "issued until now are refused by every gateway at once, refresh tokens at their "
+        "next use. Requires `access_token`, of the refresh token's user.",
+    )
+    access_token: str | None = Field(default=None, max_length=4096, repr=False,
+                                     description=_ACCESS_TOKEN_USE)
+
+
+class LogoutV1(Message):
+    """Retired by `auth.logout.v2`: auth_service still ends one session with it, and refuses
+    `everywhere` (which now takes the caller's access token)."""
+
     type: Literal["auth.logout.v1"] = "auth.logout.v1"
-    refresh_token: str = Field(max_length=512)
+    refresh_token: str = Field(max_length=512, repr=False)
     everywhere: bool = Field(
         default=False,
         description="End every session of the user, not only this one: access tokens "
@@ -83,8 +110,25 @@ class GetUser(Message):
 
 
 class DeleteAccount(Message):
+    """Delete the account and erase everything of it, asked by its owner."""
+
+    type: Literal["auth.delete_account.v2"] = "auth.delete_account.v2"
+    user_id: Id
+    access_token: str = Field(max_length=4096, repr=False, description=_ACCESS_TOKEN_USE)
+
+
+class DeleteAccountV1(Message):
+    """Retired by `auth.delete_account.v2`: refused (it names an account without proving
+    its owner asked)."""
+
     type: Literal["auth.delete_account.v1"] = "auth.delete_account.v1"
     user_id: Id
+
+
+# What auth_service decodes on those subjects: the current version, and the retired one it
+# answers with a refusal or, where still safe, serves.
+LogoutRequest = Annotated[Logout | LogoutV1, Field(discriminator="type")]
+DeleteAccountRequest = Annotated[DeleteAccount | DeleteAccountV1, Field(discriminator="type")]
 
 
 class GetSigningKeys(Message):
@@ -101,6 +145,8 @@ class AuthErrorCode(StrEnum):
     WEAK_PASSWORD = "weak_password"
     EMAIL_TAKEN = "email_taken"
     INVALID_CREDENTIALS = "invalid_credentials"
+    # A request acting on an account carried no live access token of it (auth's own check).
+    INVALID_ACCESS_TOKEN = "invalid_access_token"
     INVALID_GOOGLE_TOKEN = "invalid_google_token"
     INVALID_REFRESH_TOKEN = "invalid_refresh_token"
     REFRESH_TOKEN_REUSED = "refresh_token_reused"

@@ -23,15 +23,19 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_FILE = SCHEMA_DIR / "asyncapi.json"
 
 # Request/reply pairs of the auth service.
-AUTH_OPERATIONS: dict[str, tuple[type, tuple[type, ...]]] = {
-    topology.AuthRpc.REGISTER: (auth.Register, (auth.TokenPair, auth.AuthFailure)),
-    topology.AuthRpc.LOGIN_PASSWORD: (auth.LoginWithPassword, (auth.TokenPair, auth.AuthFailure)),
-    topology.AuthRpc.LOGIN_GOOGLE: (auth.LoginWithGoogle, (auth.TokenPair, auth.AuthFailure)),
-    topology.AuthRpc.REFRESH: (auth.RefreshTokens, (auth.TokenPair, auth.AuthFailure)),
-    topology.AuthRpc.LOGOUT: (auth.Logout, (auth.Done, auth.AuthFailure)),
-    topology.AuthRpc.GET_USER: (auth.GetUser, (auth.UserReply, auth.AuthFailure)),
-    topology.AuthRpc.DELETE_ACCOUNT: (auth.DeleteAccount, (auth.Done, auth.AuthFailure)),
-    topology.AuthRpc.SIGNING_KEYS: (auth.GetSigningKeys, (auth.SigningKeys,)),
+# Each request subject: the requests it takes (a retired version beside the current one,
+# which auth_service refuses with a reason), and the replies.
+AUTH_OPERATIONS: dict[str, tuple[tuple[type, ...], tuple[type, ...]]] = {
+    topology.AuthRpc.REGISTER: ((auth.Register,), (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.LOGIN_PASSWORD: ((auth.LoginWithPassword,),
+                                      (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.LOGIN_GOOGLE: ((auth.LoginWithGoogle,), (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.REFRESH: ((auth.RefreshTokens,), (auth.TokenPair, auth.AuthFailure)),
+    topology.AuthRpc.LOGOUT: ((auth.Logout, auth.LogoutV1), (auth.Done, auth.AuthFailure)),
+    topology.AuthRpc.GET_USER: ((auth.GetUser,), (auth.UserReply, auth.AuthFailure)),
+    topology.AuthRpc.DELETE_ACCOUNT: ((auth.DeleteAccount, auth.DeleteAccountV1),
+                                      (auth.Done, auth.AuthFailure)),
+    topology.AuthRpc.SIGNING_KEYS: ((auth.GetSigningKeys,), (auth.SigningKeys,)),
 }
 
 
@@ -102,8 +106,8 @@ def asyncapi() -> dict:
                 ],
             }
 
-    for subject, (request, replies) in AUTH_OPERATIONS.items():
-        channel_id = add_channel(subject, [request])
+    for subject, (requests, replies) in AUTH_OPERATIONS.items():
+        channel_id = add_channel(subject, list(requests))
         reply_id = add_channel(f"{subject}.reply", list(replies),
                                description="The requester's inbox (NATS request/reply).")
         operations[f"reply_{channel_id}"] = {

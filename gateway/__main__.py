@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from gateway.server import AbortStalledWebSocket, header_limited
+from gateway.server import AbortStalledWebSocket, header_limited, refuse_public_listener
+from terra.errors import ConfigurationError
 from terra.logs import setup_logging
 from terra.telemetry import setup_tracing
 
 
 def main() -> None:
-    settings = GatewaySettings()
+    # `terra up` binds the listener itself and hands it down, so that no other program
+    # can take the port and a restarted gateway serves on the same socket.
+    listen_fd = int(fd) if (fd := os.environ.get("TERRA_LISTEN_FD")) else None
+    try:
+        settings = GatewaySettings()
+        refuse_public_listener(settings, listen_fd)
+    except ConfigurationError as exc:
+        sys.exit(f"gateway: {exc}")
     # Tokens reach the server in `?token=` (browsers' WebSockets) and headers; uvicorn logs
     # the path with its query string: every record is redacted before it is written.
     setup_logging(settings, "gateway")
     setup_tracing(settings, "gateway")
-    # `terra up` binds the listener itself and hands it down, so that no other program
-    # can take the port and a restarted gateway serves on the same socket.
-    listen_fd = os.environ.get("TERRA_LISTEN_FD")
-    where = {"fd": int(listen_fd)} if listen_fd else {"host": settings.host, "port": settings.port}
+    where = ({"fd": listen_fd} if listen_fd is not None
+             else {"host": settings.host, "port": settings.port})
     uvicorn.run(
         create_app(settings),
         **where,

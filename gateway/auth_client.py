@@ -22,6 +22,8 @@ _STATUS = {
     AuthErrorCode.WEAK_PASSWORD: (422, "weak-password"),
     AuthErrorCode.EMAIL_TAKEN: (409, "email-taken"),
     AuthErrorCode.INVALID_CREDENTIALS: (401, "invalid-credentials"),
+    # auth_service's own check of the caller's access token: the same answer as ours.
+    AuthErrorCode.INVALID_ACCESS_TOKEN: (401, "unauthorized"),
     AuthErrorCode.INVALID_GOOGLE_TOKEN: (401, "invalid-google-token"),
     AuthErrorCode.INVALID_REFRESH_TOKEN: (401, "invalid-refresh-token"),
     AuthErrorCode.REFRESH_TOKEN_REUSED: (401, "refresh-token-reused"),

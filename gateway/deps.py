@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the runtime, the authenticated caller, the client address."""
+"""FastAPI dependencies: the runtime, the authenticated caller (and the token itself),
+the client address."""
 
 from __future__ import annotations
 
@@ -24,17 +25,38 @@ async def get_runtime(request: Request) -> GatewayRuntime:
 Runtime = Annotated[GatewayRuntime, Depends(get_runtime)]
 
 
-async def get_caller(
-    runtime: Runtime,
+async def get_bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
+) -> str | None:
+    return credentials.credentials if credentials else None
+
+
+BearerToken = Annotated[str | None, Depends(get_bearer_token)]
+
+
+async def authenticate(runtime: GatewayRuntime, token: str | None) -> Caller:
+    """The caller the access token names, or a 401 problem."""
     try:
-        return await runtime.tokens.verify(credentials.credentials if credentials else None)
+        return await runtime.tokens.verify(token)
     except InvalidToken as exc:
         raise Problem(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 
 
+async def get_caller(runtime: Runtime, token: BearerToken) -> Caller:
+    return await authenticate(runtime, token)
+
+
 CurrentUser = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_verified_token(caller: CurrentUser, token: BearerToken) -> str:
+    """The caller's access token itself, verified, for requests that auth_service checks
+    again (it acts on the account only for a live token of it)."""
+    assert token is not None  # `get_caller` refused a request without one
+    return token
+
+
+VerifiedToken = Annotated[str, Depends(get_verified_token)]
 
 
 async def get_client(request: Request, runtime: Runtime) -> ClientContext:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Caller:
     email: str | None
     token_id: str | None
     issued_at: float = 0.0  # the token's `iat`: a revocation ends tokens issued up to it
+    expires_at: float = math.inf  # the token's `exp`: what it opened (a socket) ends then
 
 
 class RevocationList(Protocol):
@@ -62,7 +64,7 @@ class TokenVerifier:
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         # Clients send the same token for its whole life: verify its signature once.
-        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+        self._verified: OrderedDict[str, Caller] = OrderedDict()
 
     async def refresh_keys(self, *, force: bool = False) -> None:
         async with self._lock:
@@ -78,15 +80,14 @@ class TokenVerifier:
     async def verify(self, token: str | None) -> Caller:
         if not token:
             raise InvalidToken("an access token is required")
-        if (known := self._verified.get(token)) is not None:
-            caller, expires_at = known
-            if time.time() >= expires_at:
+        if (caller := self._verified.get(token)) is not None:
+            if time.time() >= caller.expires_at:
                 del self._verified[token]
                 raise InvalidToken("the access token has expired")
             self._verified.move_to_end(token)
         else:
-            caller, expires_at = await self._verify_signature(token)
-            self._verified[token] = (caller, expires_at)
+            caller = await self._verify_signature(token)
+            self._verified[token] = caller
             if len(self._verified) > VERIFIED_CACHE_SIZE:
                 self._verified.popitem(last=False)
         if self._revocations is not None and is_revoked(
@@ -101,7 +102,7 @@ class TokenVerifier:
         return self._revocations is None or not is_revoked(
             caller.issued_at, self._revocations.known(caller.user_id))
 
-    async def _verify_signature(self, token: str) -> tuple[Caller, float]:
+    async def _verify_signature(self, token: str) -> Caller:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -131,9 +132,8 @@ class TokenVerifier:
             user_id = checked_id(claims["sub"], "user id")
         except InvalidId as exc:
             raise InvalidToken("the access token names no valid user") from exc
-        caller = Caller(user_id=user_id, email=claims.get("email"), token_id=claims.get("jti"),
-                        issued_at=float(claims["iat"]))
-        return caller, float(claims["exp"])
+        return Caller(user_id=user_id, email=claims.get("email"), token_id=claims.get("jti"),
+                      issued_at=float(claims["iat"]), expires_at=float(claims["exp"]))
 
 
 def _public_key(jwk: dict[str, str]) -> object:

@@ -11,18 +11,25 @@ out of every log line and span attribute.
   its unsent frames in the server's buffer until TCP gives up; it is aborted instead.
 - Secrets: `redact_span` applies `terra.logs.redact` (which every service's log records
   go through) to the request span's URL attributes.
+- Where it listens: `refuse_public_listener` keeps the local profile (published signing
+  key, placeholder S3 key) on loopback.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from gateway.config import GatewaySettings
 from gateway.problems import PROBLEM_JSON, TYPE_BASE
+from terra.errors import ConfigurationError
+from terra.local import is_loopback
 from terra.logs import redact
+from terra.settings import Profile
 
 # The request span's attributes that hold the target or URL (old and new conventions).
 _URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.query")
@@ -38,6 +45,39 @@ def redact_span(span: Any, scope: dict[str, Any]) -> None:
         value = attributes.get(name)
         if isinstance(value, str) and (clean := redact(value)) != value:
             span.set_attribute(name, clean)
+
+
+# --- where it listens -------------------------------------------------------------------
+
+
+def refuse_public_listener(settings: GatewaySettings, listen_fd: int | None = None) -> None:
+    """`ConfigurationError` when the local profile would listen beyond loopback: its keys
+    are published (anyone could sign tokens with the local signing key, or use the
+    placeholder S3 key), so they never face a network. `listen_fd` is a socket handed down
+    already bound (`terra up`'s TERRA_LISTEN_FD): its address is what counts."""
+    if settings.profile is not Profile.LOCAL:
+        return
+    if listen_fd is None:
+        where, loopback = f"TERRA_HOST={settings.host}", is_loopback(settings.host)
+    else:
+        bound = _bound_address(listen_fd)
+        where = f"the socket handed down (TERRA_LISTEN_FD) bound to {bound or 'a local path'}"
+        loopback = bound is None or is_loopback(bound)
+    if not loopback:
+        raise ConfigurationError(
+            f"the local profile (TERRA_PROFILE=local, also the default) listens on loopback "
+            f"only, and {where} is not: its published development keys would face the "
+            f"network. Listen on 127.0.0.1 or ::1, or run with TERRA_PROFILE=production and "
+            f"real secrets.")
+
+
+def _bound_address(fd: int) -> str | None:
+    """The host a listening socket is bound to; None for a Unix socket (local by nature)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return None if sock.family == socket.AF_UNIX else sock.getsockname()[0]
+    finally:
+        sock.detach()  # the descriptor stays open, for uvicorn to serve on
 
 
 # --- request heads ---------------------------------------------------------------------

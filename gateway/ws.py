@@ -3,10 +3,16 @@
 Protocol: authenticate with `?token=` or `Authorization: Bearer`; optional `?since=<seq>`
 replays the caller's events after that stream sequence, then the socket continues live
 with no gap and no duplicate. Server frames are events `{seq, type, job_id, domain,
-payload}` or control frames without `seq`: `ready`, `pong`, and close codes 4401 (bad
-token, or the user's sessions were revoked: reason "revoked"), 4400 (bad query), 4408 (too
-slow: a send waited longer than `ws_send_timeout_s`, or more than `ws_queue_size` events
-were waiting; reconnect with since=last seq).
+payload}` or control frames without `seq`: `ready`, `pong`, and close codes:
+
+- 4401: refused: a missing, bad or expired token at connect, or the user's sessions were
+  revoked (reason "revoked": the account was deleted or signed out everywhere);
+- 4440: the token expired while the socket was open (it lives no longer than its token):
+  refresh, and reconnect with the new token and since=<the last seq received>, which the
+  reason repeats ("token expired; refresh and reconnect with since=<seq>");
+- 4400: bad query;
+- 4408: too slow (a send waited longer than `ws_send_timeout_s`, or more than
+  `ws_queue_size` events were waiting): reconnect with since=<the last seq>, in the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -28,6 +35,7 @@ router = APIRouter()
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
+CLOSE_TOKEN_EXPIRED = 4440
 REPLAY_PAGE = 500
 
 DOMAINS = {"/ws": None, "/ws/prompt": "prompt", "/ws/training": "training", "/ws/generate": "generation"}
@@ -109,6 +117,11 @@ class EventStreamSession:
     async def until_revoked(self) -> None:
         await self.sub.ended.wait()
 
+    async def until_expired(self, expires_at: float) -> None:
+        """Until the token that opened the socket expires (the gateway's clock, as every
+        REST request's check)."""
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+
     async def close(self, code: int, reason: str) -> None:
         """Bounded like a send: a client that does not read does not get it either (the
         server then drops the connection, see `gateway.server`)."""
@@ -123,6 +136,9 @@ async def serve(websocket: WebSocket, domain: str | None) -> None:
         caller = await runtime.tokens.verify(_token(websocket))
     except InvalidToken as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
+        return
+    if caller.expires_at <= time.time():  # accepted within the signature check's leeway
+        await websocket.close(CLOSE_UNAUTHORIZED, "the access token has expired")
         return
     try:
         since = _since(websocket)
@@ -143,9 +159,11 @@ async def serve(websocket: WebSocket, domain: str | None) -> None:
         await session.send_text(
             json.dumps({"type": "ready", "last_seq": session.last_sent, "replayed": replayed})
         )
+        expiry = asyncio.create_task(session.until_expired(caller.expires_at))
         tasks = [asyncio.create_task(session.forward_live()),
                  asyncio.create_task(session.answer_client()),
-                 asyncio.create_task(session.until_revoked())]
+                 asyncio.create_task(session.until_revoked()),
+                 expiry]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -156,6 +174,11 @@ async def serve(websocket: WebSocket, domain: str | None) -> None:
                 raise exc
         if sub.ended.is_set():
             await session.close(CLOSE_UNAUTHORIZED, "revoked")
+        elif expiry in done:
+            # Not 4401: nothing was refused. What was queued and not sent is replayed to
+            # the reconnect from `since`.
+            await session.close(CLOSE_TOKEN_EXPIRED, "token expired; refresh and reconnect "
+                                                     f"with since={session.last_sent}")
     except WebSocketDisconnect:
         pass
     except TooSlow:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
@@ -14,6 +15,8 @@ class LlmBackendKind(StrEnum):
 
 
 class PromptSettings(RuntimeSettings):
+    uses_storage: ClassVar[bool] = False
+
     llm_backend: LlmBackendKind = Field(
         default=LlmBackendKind.NONE, description="none: the offline engine answers alone."
     )

@@ -53,7 +53,17 @@ _QUERY_SECRET = re.compile(
     r"x-amz-security-token|signature)=)[^&\s\"']*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# Credential fields of our messages however they are printed, JSON (`"access_token": "…"`)
+# or a repr (`refresh_token='…'`): opaque tokens and passwords have no shape to find.
+_FIELD_SECRET = re.compile(
+    r"""((?:["']|\b)(?:access_token|refresh_token|id_token|google_id_token|password|"""
+    r"""token|ticket)["']?\s*[:=]\s*)(["'])(?:(?!\2)[^\\]|\\.)*\2""")
+_FIELD_NAMES = ("token", "password", "ticket")
+
+
 def redact(text: str) -> str:
+    if any(name in text for name in _FIELD_NAMES):
+        text = _FIELD_SECRET.sub(rf"\1\2{REDACTED}\2", text)
     if "=" in text:
         text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
     if "earer" in text:

@@ -21,7 +21,7 @@ from contracts.auth import (
     UserResult,
 )
 from contracts.topology import AuthRpc
-from gateway.deps import Client, CurrentUser, Runtime
+from gateway.deps import BearerToken, Client, CurrentUser, Runtime, VerifiedToken, authenticate
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 
@@ -63,7 +63,8 @@ class LogoutBody(RefreshBody):
     everywhere: bool = Field(
         default=False, description="End every session of this account, on every device: "
         "access tokens issued until now are refused at once, refresh tokens at their next "
-        "use. Signing in again afterwards works as usual.")
+        "use. Signing in again afterwards works as usual. Requires this session's access "
+        "token (`Authorization: Bearer`).")
 
 
 class Tokens(BaseModel):
@@ -113,10 +114,14 @@ async def refresh(body: RefreshBody, runtime: Runtime, client: Client) -> Tokens
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: LogoutBody, runtime: Runtime) -> Response:
-    await runtime.auth.call(
-        AuthRpc.LOGOUT, Logout(refresh_token=body.refresh_token, everywhere=body.everywhere),
-        DoneReply)
+async def logout(body: LogoutBody, runtime: Runtime, token: BearerToken) -> Response:
+    # One session ends with its refresh token alone (an expired access token must not keep
+    # it open); all of them take a live access token too, which auth_service checks again.
+    if body.everywhere:
+        await authenticate(runtime, token)
+    request = Logout(refresh_token=body.refresh_token, everywhere=body.everywhere,
+                     access_token=token if body.everywhere else None)
+    await runtime.auth.call(AuthRpc.LOGOUT, request, DoneReply)
     if body.everywhere:  # refused here before we answer (every other gateway: moments later)
         await runtime.revocations.sync()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -131,10 +136,11 @@ async def me(caller: CurrentUser, runtime: Runtime) -> User:
 
 
 @router.delete("/me", status_code=status.HTTP_202_ACCEPTED, response_model=DeletionAccepted)
-async def delete_me(caller: CurrentUser, runtime: Runtime) -> DeletionAccepted:
+async def delete_me(caller: CurrentUser, token: VerifiedToken,
+                    runtime: Runtime) -> DeletionAccepted:
     await runtime.auth.call(
-        AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=caller.user_id), DoneReply
-    )
+        AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=caller.user_id, access_token=token),
+        DoneReply)
     # auth_service revoked the user's sessions before answering; every gateway's watch
     # hears of it within moments, this one before answering (its sockets here close).
     await runtime.revocations.sync()

@@ -121,6 +121,22 @@ async def test_logout_ends_the_session(http):
         "/api/auth/refresh", json={"refresh_token": account.refresh_token}), 401)
 
 
+async def test_signing_out_everywhere_takes_this_accounts_live_access_token(http):
+    alice, bob = await register(http), await register(http)
+    everywhere = {"refresh_token": alice.refresh_token, "everywhere": True}
+    assert_problem(await http.post("/api/auth/logout", json=everywhere), 401)
+    # Bob's token is valid, but not Alice's: auth_service checks whose it is itself.
+    theirs = await http.post("/api/auth/logout", headers=bob.headers, json=everywhere)
+    assert assert_problem(theirs, 401)["code"] == "invalid_access_token"
+    assert theirs.headers["www-authenticate"] == "Bearer"
+    # Nothing ended: Alice's token works, and her own token signs her out everywhere.
+    assert (await http.get("/api/me", headers=alice.headers)).status_code == 200
+    mine = await http.post("/api/auth/logout", headers=alice.headers, json=everywhere)
+    assert mine.status_code == 204, mine.text
+    assert_problem(await http.get("/api/me", headers=alice.headers), 401)
+    assert (await http.get("/api/me", headers=bob.headers)).status_code == 200
+
+
 async def test_login_needs_exactly_one_method(http):
     body = assert_problem(await http.post("/api/auth/login", json={
         "email": "a@example.com", "password": PASSWORD, "google_id_token": "x"}), 422)

@@ -37,15 +37,20 @@ def other_gateway(stack) -> str:
     return stack.start_gateway()
 
 
-def token_routes() -> list[tuple[str, str]]:
+# Public routes that take a token for one case only: signing out everywhere.
+TOKEN_OPTIONAL = {("POST", "/api/auth/logout")}
+
+
+def token_routes(*, optional: bool = False) -> list[tuple[str, str]]:
     """(method, path) of every REST route that authenticates its caller (the API document
-    names its bearer scheme), path parameters filled with fresh ids."""
+    names its bearer scheme), path parameters filled with fresh ids; with `optional`, also
+    the public ones that take a token for some requests."""
     routes = []
     for path, operations in create_app(GatewaySettings()).openapi()["paths"].items():
         filled = re.sub(r"\{[^}]+\}", lambda _: new_id(), path)
         routes += [(method.upper(), filled) for method, operation in operations.items()
                    if operation.get("security")]
-    return routes
+    return [route for route in routes if optional or route not in TOKEN_OPTIONAL]
 
 
 def test_the_route_list_is_what_it_should_be():
@@ -56,6 +61,7 @@ def test_the_route_list_is_what_it_should_be():
     assert any(p.startswith("/api/generate/") for p in paths)
     assert any(p.startswith("/api/training/") for p in paths)
     assert not any(p.startswith("/api/auth/") for p in paths)  # public: sign-in and such
+    assert TOKEN_OPTIONAL <= set(token_routes(optional=True))  # its token is documented
     assert len(found) >= 15, found
 
 
@@ -142,7 +148,7 @@ async def test_signing_out_everywhere_ends_earlier_sessions_but_not_later_ones(
     phone = await login(http, laptop.email)
     phones_socket = (await open_socket(other_gateway, phone)).socket
     try:
-        response = await http.post("/api/auth/logout", json={
+        response = await http.post("/api/auth/logout", headers=laptop.headers, json={
             "refresh_token": laptop.refresh_token, "everywhere": True})
         assert response.status_code == 204, response.text
 
@@ -171,7 +177,24 @@ async def test_only_a_live_session_may_sign_out_everywhere(http):
     account = await register(http)
     rotated = await http.post("/api/auth/refresh", json={"refresh_token": account.refresh_token})
     assert rotated.status_code == 200
-    spent = await http.post("/api/auth/logout", json={
+    spent = await http.post("/api/auth/logout", headers=account.headers, json={
         "refresh_token": account.refresh_token, "everywhere": True})
     assert spent.status_code == 401
     assert await me(str(http.base_url), account.access_token) == 200
+
+
+async def test_a_revoked_access_token_cannot_sign_out_everywhere_again(http):
+    """Signing out everywhere takes a live access token: one it revoked is refused (401,
+    by the gateway and by auth_service alike), and nothing more ends."""
+    laptop = await register(http)
+    phone = await login(http, laptop.email)
+    first = await http.post("/api/auth/logout", headers=phone.headers, json={
+        "refresh_token": phone.refresh_token, "everywhere": True})
+    assert first.status_code == 204, first.text
+    later = await login(http, laptop.email)
+    stale = await http.post("/api/auth/logout", headers=phone.headers, json={
+        "refresh_token": later.refresh_token, "everywhere": True})
+    assert stale.status_code == 401 and stale.headers["www-authenticate"] == "Bearer"
+    assert await me(str(http.base_url), later.access_token) == 200
+    refreshed = await http.post("/api/auth/refresh", json={"refresh_token": later.refresh_token})
+    assert refreshed.status_code == 200, refreshed.text

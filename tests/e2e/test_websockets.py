@@ -6,15 +6,22 @@ import asyncio
 import base64
 import json
 import os
+import time
+from dataclasses import replace
 
+import jwt
 import pytest
 import websockets
 
+from auth_service.bootstrap import build_token_issuer
+from auth_service.config import AuthSettings
+from auth_service.tokens import TokenIssuer, load_private_key
 from contracts.generation import GenerationProgressed, GenerationStarted
 from contracts.jobs import FailureCode, JobFailed, JobKind
 from contracts.prompt import PromptOptimized, TokenCounts
 from contracts.training import TrainingProgressed
 from tests.e2e.client import (
+    Account,
     nothing_more,
     open_socket,
     publish,
@@ -29,6 +36,19 @@ pytestmark = pytest.mark.e2e
 
 def progressed(user_id: str, job_id: str, step: int) -> GenerationProgressed:
     return GenerationProgressed(user_id=user_id, job_id=job_id, step=step, total_steps=100)
+
+
+def with_token_lasting(account: Account, ttl_s: int, *, issued_ago_s: float = 0) -> Account:
+    """The account with an access token of `ttl_s`, signed as auth_service signs (the stack
+    runs the local profile: its published key, which this process holds too), so auth's
+    30 s floor on token lifetimes stays as it is."""
+    settings = AuthSettings()
+    short = TokenIssuer(load_private_key(settings.signing_key.get_secret_value()),
+                        issuer=settings.issuer, audience=settings.audience, ttl_s=ttl_s)
+    assert short.kid == build_token_issuer(settings).kid
+    token = short.issue(user_id=account.user_id, email=account.email,
+                        now=time.time() - issued_ago_s).token
+    return replace(account, access_token=token)
 
 
 async def test_a_socket_receives_its_owners_events_and_nobody_elses(http, gateway_url, nc):
@@ -208,3 +228,48 @@ async def test_a_slow_client_is_cut_off_without_holding_up_others(http, stack, n
     finally:
         await slow.close()
         await fast.close()
+
+
+async def test_a_socket_ends_with_its_token_and_the_reconnect_misses_nothing(
+        http, gateway_url, nc):
+    alice = await register(http)
+    js = nc.jetstream()
+    short = with_token_lasting(alice, ttl_s=6)
+    expires_at = jwt.decode(short.access_token, options={"verify_signature": False})["exp"]
+    socket = (await open_socket(gateway_url, short, "/ws/generate")).socket
+    before = [await publish(js, progressed(alice.user_id, "j1", step)) for step in range(3)]
+    assert [frame["seq"] for frame in await receive_events(socket, 3)] == before
+
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await asyncio.wait_for(socket.recv(), expires_at - time.time() + 5)
+    closed_at = time.time()
+    # Its own code (not 4401: nothing was refused), and where to resume.
+    assert closed.value.rcvd.code == 4440
+    assert closed.value.rcvd.reason == (
+        f"token expired; refresh and reconnect with since={before[-1]}")
+    assert expires_at <= closed_at < expires_at + 3
+
+    # While the client refreshes: more of its events.
+    after = [await publish(js, progressed(alice.user_id, "j1", step)) for step in range(3, 6)]
+    refreshed = await http.post("/api/auth/refresh", json={"refresh_token": alice.refresh_token})
+    assert refreshed.status_code == 200, refreshed.text
+    renewed = replace(alice, access_token=refreshed.json()["access_token"])
+    since = int(closed.value.rcvd.reason.rpartition("since=")[2])
+    reopened = await open_socket(gateway_url, renewed, "/ws/generate", since=since)
+    try:
+        assert [frame["seq"] for frame in reopened.replayed] == after
+        live = await publish(js, progressed(alice.user_id, "j1", 6))
+        assert [frame["seq"] for frame in await receive_events(reopened.socket, 1)] == [live]
+    finally:
+        await reopened.socket.close()
+
+
+async def test_a_token_expired_at_connect_is_refused_not_ended(http, gateway_url):
+    """Expired two seconds ago: within the signature check's leeway, yet refused at
+    connect (4401), rather than opened and ended at once."""
+    alice = with_token_lasting(await register(http), ttl_s=30, issued_ago_s=32)
+    async with websockets.connect(ws_url(gateway_url, "/ws", token=alice.access_token)) as socket:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+    assert closed.value.rcvd.code == 4401
+    assert "expired" in closed.value.rcvd.reason

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import TypeAdapter
 
-from auth_service.bootstrap import answer, build_handlers
+from auth_service.bootstrap import answer, build_handlers, build_token_issuer
 from auth_service.config import AuthSettings
-from auth_service.domain import UserRecord
+from auth_service.domain import AuthError, UserRecord
 from auth_service.main import build_app
 from auth_service.repository import UserRepository
+from auth_service.tokens import TokenIssuer
 from contracts.auth import (
     AccountDeleted,
     AuthErrorCode,
     AuthFailure,
     ClientContext,
     DeleteAccount,
+    DeleteAccountV1,
     Done,
     DoneReply,
     GetSigningKeys,
@@ -28,6 +32,7 @@ from contracts.auth import (
     LoginWithGoogle,
     LoginWithPassword,
     Logout,
+    LogoutV1,
     Provider,
     RefreshTokens,
     Register,
@@ -39,7 +44,7 @@ from contracts.auth import (
     UserResult,
 )
 from contracts.base import Message, utcnow
-from contracts.topology import EVENTS, AuthRpc
+from contracts.topology import EVENTS, GATEWAY, AuthRpc
 from tests.conftest import provision_all
 from tests.infra import nats_server
 from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT
@@ -73,6 +78,15 @@ def settings(nats_endpoint, google) -> AuthSettings:
     )
 
 
+@pytest.fixture
+async def gw(nats_endpoint):
+    """The gateway's connection: auth_service answers requests from the gateway's NATS
+    account only (`nc`, the operator's, sets up and inspects state)."""
+    connection = await nats_endpoint.connect(GATEWAY)
+    yield connection
+    await connection.drain()
+
+
 @pytest.fixture(scope="module")
 async def auth_app(settings):
     app = build_app(settings, configure_process=False)
@@ -88,23 +102,24 @@ def client() -> ClientContext:
     return ClientContext(address=f"10.0.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}")
 
 
-async def call(nc, subject: AuthRpc, request: Message | bytes, reply_type=TokenReply):
+async def call(gw, subject: AuthRpc, request: Message | bytes, reply_type=TokenReply):
+    """A request as the gateway sends it (`gw`: a connection in the gateway's account)."""
     payload = request if isinstance(request, bytes) else request.model_dump_json().encode()
-    msg = await nc.request(subject, payload, timeout=10)
+    msg = await gw.request(subject, payload, timeout=10)
     return TypeAdapter(reply_type).validate_json(msg.data)
 
 
-async def register(nc, email: str | None = None, password: str = PASSWORD) -> TokenPair:
+async def register(gw, email: str | None = None, password: str = PASSWORD) -> TokenPair:
     reply = await call(
-        nc, AuthRpc.REGISTER, Register(email=email or fresh_email(), password=password)
+        gw, AuthRpc.REGISTER, Register(email=email or fresh_email(), password=password)
     )
     assert isinstance(reply, TokenPair), reply
     return reply
 
 
-async def login(nc, email: str, password: str = PASSWORD, ctx: ClientContext | None = None):
+async def login(gw, email: str, password: str = PASSWORD, ctx: ClientContext | None = None):
     return await call(
-        nc,
+        gw,
         AuthRpc.LOGIN_PASSWORD,
         LoginWithPassword(email=email, password=password, client=ctx or client()),
     )
@@ -118,15 +133,15 @@ async def last_event(nc, subject: str) -> tuple[dict, dict]:
 # --- registration and login --------------------------------------------------------------
 
 
-async def test_register_creates_an_account_and_signs_in(auth_app, nc):
+async def test_register_creates_an_account_and_signs_in(auth_app, nc, gw):
     email = fresh_email()
-    pair = await register(nc, email.upper())
+    pair = await register(gw, email.upper())
     assert pair.created is True
     assert pair.user.email == email
     assert pair.user.providers == [Provider.PASSWORD]
     assert pair.expires_in == 900
 
-    keys = await call(nc, AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys)
+    keys = await call(gw, AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys)
     jwks = jwt.PyJWKSet.from_dict({"keys": keys.keys})
     claims = jwt.decode(
         pair.access_token,
@@ -143,25 +158,25 @@ async def test_register_creates_an_account_and_signs_in(auth_app, nc):
     assert registered.provider is Provider.PASSWORD
     assert headers["Nats-Msg-Id"] == registered.message_id
 
-    again = await login(nc, f"  {email.title()} ")
+    again = await login(gw, f"  {email.title()} ")
     assert isinstance(again, TokenPair)
     assert again.user.id == pair.user.id
     assert again.created is False
 
 
-async def test_an_email_registers_once_whatever_its_case(auth_app, nc):
+async def test_an_email_registers_once_whatever_its_case(auth_app, gw):
     email = fresh_email()
-    await register(nc, email)
-    reply = await call(nc, AuthRpc.REGISTER, Register(email=email.upper(), password=PASSWORD))
+    await register(gw, email)
+    reply = await call(gw, AuthRpc.REGISTER, Register(email=email.upper(), password=PASSWORD))
     assert isinstance(reply, AuthFailure)
     assert reply.code is AuthErrorCode.EMAIL_TAKEN
 
 
-async def test_concurrent_registrations_of_one_email_give_exactly_one_account(auth_app, nc):
+async def test_concurrent_registrations_of_one_email_give_exactly_one_account(auth_app, gw):
     email = fresh_email()
     replies = await asyncio.gather(
         *[
-            call(nc, AuthRpc.REGISTER, Register(email=email, password=f"{PASSWORD} {i}"))
+            call(gw, AuthRpc.REGISTER, Register(email=email, password=f"{PASSWORD} {i}"))
             for i in range(10)
         ]
     )
@@ -169,85 +184,85 @@ async def test_concurrent_registrations_of_one_email_give_exactly_one_account(au
     assert len(winners) == 1
     assert {r.code for r in replies if isinstance(r, AuthFailure)} == {AuthErrorCode.EMAIL_TAKEN}
     winner_password = f"{PASSWORD} {next(i for i, r in enumerate(replies) if r is winners[0])}"
-    assert isinstance(await login(nc, email, winner_password), TokenPair)
+    assert isinstance(await login(gw, email, winner_password), TokenPair)
 
 
-async def test_weak_passwords_are_refused(auth_app, nc):
+async def test_weak_passwords_are_refused(auth_app, gw):
     for password in ("short", "password123"):
-        reply = await call(nc, AuthRpc.REGISTER, Register(email=fresh_email(), password=password))
+        reply = await call(gw, AuthRpc.REGISTER, Register(email=fresh_email(), password=password))
         assert isinstance(reply, AuthFailure)
         assert reply.code is AuthErrorCode.WEAK_PASSWORD
 
 
-async def test_a_malformed_request_gets_a_failure_reply(auth_app, nc):
+async def test_a_malformed_request_gets_a_failure_reply(auth_app, gw):
     for payload in (b"not json", b'{"email": "nobody"}'):
-        reply = await call(nc, AuthRpc.REGISTER, payload)
+        reply = await call(gw, AuthRpc.REGISTER, payload)
         assert isinstance(reply, AuthFailure)
         assert reply.code is AuthErrorCode.INVALID_REQUEST
 
 
-async def test_wrong_password_and_unknown_email_fail_identically(auth_app, nc):
-    pair = await register(nc)
-    wrong = await login(nc, pair.user.email, "not the password at all")
-    unknown = await login(nc, fresh_email(), "not the password at all")
+async def test_wrong_password_and_unknown_email_fail_identically(auth_app, gw):
+    pair = await register(gw)
+    wrong = await login(gw, pair.user.email, "not the password at all")
+    unknown = await login(gw, fresh_email(), "not the password at all")
     assert isinstance(wrong, AuthFailure) and isinstance(unknown, AuthFailure)
     assert (wrong.code, wrong.detail) == (unknown.code, unknown.detail)
     assert wrong.code is AuthErrorCode.INVALID_CREDENTIALS
 
 
-async def test_repeated_failures_are_rate_limited_even_with_the_right_password(auth_app, nc):
-    pair = await register(nc)
+async def test_repeated_failures_are_rate_limited_even_with_the_right_password(auth_app, gw):
+    pair = await register(gw)
     guesser = client()  # the failures come from one network, which is then refused
     for _ in range(MAX_FAILURES):
-        reply = await login(nc, pair.user.email, "not the password at all", guesser)
+        reply = await login(gw, pair.user.email, "not the password at all", guesser)
         assert reply.code is AuthErrorCode.INVALID_CREDENTIALS
-    limited = await login(nc, pair.user.email.upper(), ctx=guesser)
+    limited = await login(gw, pair.user.email.upper(), ctx=guesser)
     assert isinstance(limited, AuthFailure)
     assert limited.code is AuthErrorCode.RATE_LIMITED
     assert 0 < limited.retry_after_s <= 15 * 60
     # The owner elsewhere is not locked out by someone who knows the email.
-    assert isinstance(await login(nc, pair.user.email, ctx=client()), TokenPair)
+    assert isinstance(await login(gw, pair.user.email, ctx=client()), TokenPair)
     # Another account is not affected.
-    other = await register(nc)
-    assert isinstance(await login(nc, other.user.email), TokenPair)
+    other = await register(gw)
+    assert isinstance(await login(gw, other.user.email), TokenPair)
 
 
-async def test_a_successful_login_forgives_earlier_failures(auth_app, nc):
-    pair = await register(nc)
+async def test_a_successful_login_forgives_earlier_failures(auth_app, gw):
+    pair = await register(gw)
     for _ in range(MAX_FAILURES - 1):
-        await login(nc, pair.user.email, "not the password at all")
-    assert isinstance(await login(nc, pair.user.email), TokenPair)
+        await login(gw, pair.user.email, "not the password at all")
+    assert isinstance(await login(gw, pair.user.email), TokenPair)
     for _ in range(MAX_FAILURES - 1):
-        await login(nc, pair.user.email, "not the password at all")
-    assert isinstance(await login(nc, pair.user.email), TokenPair)
+        await login(gw, pair.user.email, "not the password at all")
+    assert isinstance(await login(gw, pair.user.email), TokenPair)
 
 
 # --- refresh tokens --------------------------------------------------------------------------
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_family(auth_app, nc):
-    first = await register(nc)
-    second = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=first.refresh_token))
+async def test_refresh_rotates_and_reuse_revokes_the_family(auth_app, gw):
+    first = await register(gw)
+    second = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=first.refresh_token))
     assert isinstance(second, TokenPair)
     assert second.refresh_token != first.refresh_token
     assert second.user.id == first.user.id
 
-    reused = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=first.refresh_token))
+    reused = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=first.refresh_token))
     assert reused.code is AuthErrorCode.REFRESH_TOKEN_REUSED
     # The thief's reuse ends the legitimate holder's chain too.
-    after = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=second.refresh_token))
+    after = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=second.refresh_token))
     assert after.code is AuthErrorCode.INVALID_REFRESH_TOKEN
     # Other sessions of the same user live on.
-    other = await login(nc, first.user.email)
-    refreshed = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=other.refresh_token))
+    other = await login(gw, first.user.email)
+    refreshed = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=other.refresh_token))
     assert isinstance(refreshed, TokenPair)
 
 
-async def test_concurrent_uses_of_one_refresh_token_give_at_most_one_pair(auth_app, nc):
-    pair = await register(nc)
+async def test_concurrent_uses_of_one_refresh_token_give_at_most_one_pair(auth_app, gw):
+    pair = await register(gw)
     replies = await asyncio.gather(
         *[
-            call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+            call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
             for _ in range(5)
         ]
     )
@@ -257,39 +272,40 @@ async def test_concurrent_uses_of_one_refresh_token_give_at_most_one_pair(auth_a
     )
 
 
-async def test_an_unknown_refresh_token_is_invalid(auth_app, nc):
-    reply = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token="made-up-token"))
+async def test_an_unknown_refresh_token_is_invalid(auth_app, gw):
+    reply = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token="made-up-token"))
     assert reply.code is AuthErrorCode.INVALID_REFRESH_TOKEN
 
 
-async def test_logout_ends_the_session(auth_app, nc):
-    pair = await register(nc)
-    done = await call(nc, AuthRpc.LOGOUT, Logout(refresh_token=pair.refresh_token), DoneReply)
+async def test_logout_ends_the_session(auth_app, gw):
+    pair = await register(gw)
+    done = await call(gw, AuthRpc.LOGOUT, Logout(refresh_token=pair.refresh_token), DoneReply)
     assert isinstance(done, Done)
-    reply = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+    reply = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
     assert reply.code is AuthErrorCode.INVALID_REFRESH_TOKEN
 
 
-async def test_signing_out_everywhere_outlives_the_revocation_list(auth_app, nc):
+async def test_signing_out_everywhere_outlives_the_revocation_list(auth_app, nc, gw):
     """A refresh token lives for weeks; the revocation list forgets after a day. A phone's
     token left unused past that day must still be refused after "sign out everywhere"."""
     from contracts.topology import REVOCATIONS_KV, revocation_key
 
     email = fresh_email()
-    laptop = await register(nc, email)
-    phone = await login(nc, email)
+    laptop = await register(gw, email)
+    phone = await login(gw, email)
     assert isinstance(phone, TokenPair)
-    done = await call(nc, AuthRpc.LOGOUT,
-                      Logout(refresh_token=laptop.refresh_token, everywhere=True), DoneReply)
+    done = await call(gw, AuthRpc.LOGOUT,
+                      Logout(refresh_token=laptop.refresh_token, everywhere=True,
+                             access_token=laptop.access_token), DoneReply)
     assert isinstance(done, Done)
     revocations = await nc.jetstream().key_value(REVOCATIONS_KV.bucket)
     await revocations.purge(revocation_key(laptop.user.id))  # the list's TTL went by
 
-    stale = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=phone.refresh_token))
+    stale = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=phone.refresh_token))
     assert stale.code is AuthErrorCode.INVALID_REFRESH_TOKEN
-    later = await login(nc, email)  # a sign-in after it works, and refreshes
+    later = await login(gw, email)  # a sign-in after it works, and refreshes
     assert isinstance(later, TokenPair)
-    renewed = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=later.refresh_token))
+    renewed = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=later.refresh_token))
     assert isinstance(renewed, TokenPair), renewed
 
 
@@ -305,20 +321,21 @@ async def tokens_of(nc, user_id: str) -> list[str]:
 
 @pytest.mark.parametrize(("path", "step"), [
     ("login", "add_token"), ("refresh", "add_token"), ("refresh", "mark_used")])
-async def test_a_session_racing_the_deletion_leaves_no_token(auth_app, settings, nc, path,
-                                                             step):
+async def test_a_session_racing_the_deletion_leaves_no_token(
+        auth_app, settings, nc, path, step, gw):
     """The account is deleted (tokens scanned and purged) after the sign-in or refresh
     read it and before its next write (the new token; spending the old one): the answer
     is a plain refusal, not a theft alarm, and nothing of the account stays."""
     from auth_service.domain import AuthError
 
     email = fresh_email()
-    pair = await register(nc, email)
+    pair = await register(gw, email)
     handlers = await build_handlers(nc.jetstream(), settings)
     write = getattr(handlers.refresh_tokens, step)
 
     async def deleted_first(*args):
-        await handlers.delete_account(DeleteAccount(user_id=pair.user.id))
+        await handlers.delete_account(DeleteAccount(user_id=pair.user.id,
+                                                    access_token=pair.access_token))
         return await write(*args)
 
     setattr(handlers.refresh_tokens, step, deleted_first)
@@ -336,25 +353,25 @@ async def test_a_session_racing_the_deletion_leaves_no_token(auth_app, settings,
 # --- users ----------------------------------------------------------------------------------
 
 
-async def test_get_user_returns_the_public_view(auth_app, nc):
+async def test_get_user_returns_the_public_view(auth_app, gw):
     pair = await call(
-        nc,
+        gw,
         AuthRpc.REGISTER,
         Register(email=fresh_email(), password=PASSWORD, display_name="Ana"),
     )
-    reply = await call(nc, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
+    reply = await call(gw, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
     assert isinstance(reply, UserReply)
     assert reply.user == pair.user
     assert reply.user.display_name == "Ana"
-    missing = await call(nc, AuthRpc.GET_USER, GetUser(user_id=uuid.uuid4().hex), UserResult)
+    missing = await call(gw, AuthRpc.GET_USER, GetUser(user_id=uuid.uuid4().hex), UserResult)
     assert missing.code is AuthErrorCode.NOT_FOUND
 
 
-async def test_delete_account_erases_it_and_announces_it(auth_app, nc):
+async def test_delete_account_erases_it_and_announces_it(auth_app, nc, gw):
     email = fresh_email()
-    pair = await register(nc, email)
-    request = DeleteAccount(user_id=pair.user.id)
-    done = await call(nc, AuthRpc.DELETE_ACCOUNT, request, DoneReply)
+    pair = await register(gw, email)
+    request = DeleteAccount(user_id=pair.user.id, access_token=pair.access_token)
+    done = await call(gw, AuthRpc.DELETE_ACCOUNT, request, DoneReply)
     assert isinstance(done, Done)
 
     event, headers = await last_event(nc, f"terra.evt.account.deleted.{pair.user.id}")
@@ -363,26 +380,136 @@ async def test_delete_account_erases_it_and_announces_it(auth_app, nc):
     assert deleted.correlation_id == request.correlation_id
     assert headers["Nats-Msg-Id"] == deleted.message_id
 
-    gone = await call(nc, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
+    gone = await call(gw, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
     assert gone.code is AuthErrorCode.NOT_FOUND
-    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
-    refresh = await call(nc, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+    assert (await login(gw, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    refresh = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
     assert refresh.code is AuthErrorCode.INVALID_REFRESH_TOKEN
-    again = await call(nc, AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=pair.user.id), DoneReply)
+    again = await call(gw, AuthRpc.DELETE_ACCOUNT, request, DoneReply)
     assert again.code is AuthErrorCode.NOT_FOUND
     # The email is free for a new account.
-    fresh = await register(nc, email)
+    fresh = await register(gw, email)
     assert fresh.user.id != pair.user.id
+
+
+# --- acting on an account takes a live access token of it -----------------------------------
+# Whoever can put a request on auth's subjects (the gateway's NATS account, or a key of it
+# that leaked) deletes or signs out only the account whose live access token it holds.
+
+
+def not_the_owners_tokens(settings, user_id: str, email: str) -> dict[str, str]:
+    issuer = build_token_issuer(settings)
+    stranger = TokenIssuer(Ed25519PrivateKey.generate(), issuer=issuer.issuer,
+                           audience=issuer.audience, ttl_s=900)
+    stranger.kid = issuer.kid  # names auth's key, signed by another
+    elsewhere = TokenIssuer(Ed25519PrivateKey.generate(), issuer=issuer.issuer,
+                            audience="another-api", ttl_s=900)
+    return {
+        "none": "",
+        "another account's": issuer.issue(user_id=uuid.uuid4().hex, email=email).token,
+        "expired": issuer.issue(user_id=user_id, email=email, now=time.time() - 3600).token,
+        "another key": stranger.issue(user_id=user_id, email=email).token,
+        "unknown key": elsewhere.issue(user_id=user_id, email=email).token,
+        "garbage": "not.a.token",
+    }
+
+
+async def still_there(gw, pair: TokenPair) -> TokenPair:
+    """The account, its email and its session are untouched (no deletion mark, no sign-out:
+    a refresh checks both); returns the session's renewed pair."""
+    user = await call(gw, AuthRpc.GET_USER, GetUser(user_id=pair.user.id), UserResult)
+    assert isinstance(user, UserReply), user
+    renewed = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=pair.refresh_token))
+    assert isinstance(renewed, TokenPair), renewed
+    return renewed
+
+
+@pytest.mark.parametrize("token", ["none", "another account's", "expired", "another key",
+                                   "unknown key", "garbage"])
+async def test_deleting_an_account_takes_a_live_access_token_of_it(
+        auth_app, settings, token, gw):
+    pair = await register(gw)
+    forged = not_the_owners_tokens(settings, pair.user.id, pair.user.email)[token]
+    reply = await call(gw, AuthRpc.DELETE_ACCOUNT,
+                       DeleteAccount(user_id=pair.user.id, access_token=forged), DoneReply)
+    assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.INVALID_ACCESS_TOKEN
+    await still_there(gw, pair)
+
+
+async def test_an_access_token_revoked_by_a_sign_out_everywhere_deletes_nothing(auth_app, gw):
+    email = fresh_email()
+    laptop = await register(gw, email)
+    phone = await login(gw, email)
+    signed_out = await call(gw, AuthRpc.LOGOUT, Logout(
+        refresh_token=phone.refresh_token, everywhere=True, access_token=phone.access_token),
+        DoneReply)
+    assert isinstance(signed_out, Done)
+
+    stale = await call(gw, AuthRpc.DELETE_ACCOUNT, DeleteAccount(
+        user_id=laptop.user.id, access_token=laptop.access_token), DoneReply)
+    assert stale.code is AuthErrorCode.INVALID_ACCESS_TOKEN and "revoked" in stale.detail
+    later = await login(gw, email)  # a sign-in afterwards holds a token that may
+    assert isinstance(later, TokenPair)
+    done = await call(gw, AuthRpc.DELETE_ACCOUNT, DeleteAccount(
+        user_id=later.user.id, access_token=later.access_token), DoneReply)
+    assert isinstance(done, Done)
+
+
+async def test_the_retired_delete_request_deletes_nothing(auth_app, settings, nc, gw):
+    pair = await register(gw)
+    reply = await call(gw, AuthRpc.DELETE_ACCOUNT, DeleteAccountV1(user_id=pair.user.id),
+                       DoneReply)
+    assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.INVALID_REQUEST
+    pair = await still_there(gw, pair)
+    # The use case names what to send instead.
+    handlers = await build_handlers(nc.jetstream(), settings)
+    with pytest.raises(AuthError) as refused:
+        await handlers.delete_account(DeleteAccountV1(user_id=pair.user.id))
+    assert refused.value.code is AuthErrorCode.INVALID_REQUEST
+    assert "auth.delete_account.v2" in refused.value.detail
+    await still_there(gw, pair)
+
+
+@pytest.mark.parametrize("token", ["none", "another account's", "expired", "another key"])
+async def test_signing_out_everywhere_takes_a_live_access_token_of_the_same_user(
+        auth_app, settings, token, gw):
+    email = fresh_email()
+    laptop = await register(gw, email)
+    phone = await login(gw, email)
+    forged = not_the_owners_tokens(settings, laptop.user.id, email)[token]
+    reply = await call(gw, AuthRpc.LOGOUT, Logout(
+        refresh_token=laptop.refresh_token, everywhere=True, access_token=forged or None),
+        DoneReply)
+    assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.INVALID_ACCESS_TOKEN
+    for session in (laptop, phone):  # nothing ended, not even the session that asked
+        await still_there(gw, session)
+
+
+async def test_the_retired_logout_ends_one_session_but_never_all(auth_app, settings, nc, gw):
+    email = fresh_email()
+    laptop = await register(gw, email)
+    phone = await login(gw, email)
+    handlers = await build_handlers(nc.jetstream(), settings)
+    with pytest.raises(AuthError) as refused:
+        await handlers.logout(LogoutV1(refresh_token=laptop.refresh_token, everywhere=True))
+    assert refused.value.code is AuthErrorCode.INVALID_REQUEST
+    assert "auth.logout.v2" in refused.value.detail
+    phone = await still_there(gw, phone)
+
+    assert isinstance(await handlers.logout(LogoutV1(refresh_token=laptop.refresh_token)), Done)
+    ended = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=laptop.refresh_token))
+    assert ended.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+    await still_there(gw, phone)
 
 
 # --- Google sign-in ---------------------------------------------------------------------------
 
 
-async def test_google_sign_in_creates_then_finds_the_account(auth_app, nc, google):
+async def test_google_sign_in_creates_then_finds_the_account(auth_app, nc, google, gw):
     sub = str(uuid.uuid4().int)[:21]
     email = fresh_email()
     first = await call(
-        nc, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=google.mint(sub=sub, email=email))
+        gw, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=google.mint(sub=sub, email=email))
     )
     assert isinstance(first, TokenPair)
     assert first.created is True
@@ -392,26 +519,26 @@ async def test_google_sign_in_creates_then_finds_the_account(auth_app, nc, googl
     assert event["provider"] == "google"
 
     second = await call(
-        nc,
+        gw,
         AuthRpc.LOGIN_GOOGLE,
         LoginWithGoogle(id_token=google.mint(sub=sub, email=email, aud=IOS_CLIENT)),
     )
     assert isinstance(second, TokenPair)
     assert (second.user.id, second.created) == (first.user.id, False)
     # The email is taken by the Google account, and it has no password.
-    taken = await call(nc, AuthRpc.REGISTER, Register(email=email, password=PASSWORD))
+    taken = await call(gw, AuthRpc.REGISTER, Register(email=email, password=PASSWORD))
     assert taken.code is AuthErrorCode.EMAIL_TAKEN
-    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    assert (await login(gw, email)).code is AuthErrorCode.INVALID_CREDENTIALS
 
 
-async def test_google_sign_in_links_to_an_account_with_the_same_email(auth_app, nc, google):
-    pair = await register(nc)
+async def test_google_sign_in_links_to_an_account_with_the_same_email(auth_app, google, gw):
+    pair = await register(gw)
     token = google.mint(email=pair.user.email.upper())
-    linked = await call(nc, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=token))
+    linked = await call(gw, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=token))
     assert isinstance(linked, TokenPair)
     assert (linked.user.id, linked.created) == (pair.user.id, False)
     assert set(linked.user.providers) == {Provider.PASSWORD, Provider.GOOGLE}
-    assert isinstance(await login(nc, pair.user.email), TokenPair)
+    assert isinstance(await login(gw, pair.user.email), TokenPair)
 
 
 @pytest.mark.parametrize(
@@ -419,23 +546,22 @@ async def test_google_sign_in_links_to_an_account_with_the_same_email(auth_app, 
     [{"email_verified": False}, {"aud": "someone-else.apps.googleusercontent.com"}],
     ids=["unverified-email", "wrong-audience"],
 )
-async def test_google_tokens_failing_checks_are_refused(auth_app, nc, google, overrides):
+async def test_google_tokens_failing_checks_are_refused(auth_app, google, overrides, gw):
     email = fresh_email()
     reply = await call(
-        nc, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=google.mint(email=email, **overrides))
+        gw, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=google.mint(email=email, **overrides))
     )
     assert isinstance(reply, AuthFailure)
     assert reply.code is AuthErrorCode.INVALID_GOOGLE_TOKEN
     # Nothing was created: the email is still free.
-    await register(nc, email)
+    await register(gw, email)
 
 
 # --- a process killed mid-registration -------------------------------------------------------
 
 
 async def test_a_record_written_without_its_index_is_invisible_and_the_email_stays_free(
-    auth_app, nc
-):
+        auth_app, settings, nc, gw):
     """Simulates a kill between the two steps of registration: record written, no index."""
     email = fresh_email()
     repository = await UserRepository.open(nc.jetstream())
@@ -448,31 +574,32 @@ async def test_a_record_written_without_its_index_is_invisible_and_the_email_sta
     )
     await repository.save(orphan)  # ... and the process dies here
 
-    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
-    hidden = await call(nc, AuthRpc.GET_USER, GetUser(user_id=orphan.id), UserResult)
+    assert (await login(gw, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    hidden = await call(gw, AuthRpc.GET_USER, GetUser(user_id=orphan.id), UserResult)
     assert hidden.code is AuthErrorCode.NOT_FOUND
 
-    pair = await register(nc, email)
+    pair = await register(gw, email)
     assert pair.user.id != orphan.id
-    assert isinstance(await login(nc, email), TokenPair)
+    assert isinstance(await login(gw, email), TokenPair)
     # Deleting the orphan later (a retried DeleteAccount) cannot touch the new owner's index.
-    await call(nc, AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=orphan.id), DoneReply)
-    assert (await login(nc, email)).user.id == pair.user.id
+    orphans_token = build_token_issuer(settings).issue(user_id=orphan.id, email=email).token
+    await call(gw, AuthRpc.DELETE_ACCOUNT,
+               DeleteAccount(user_id=orphan.id, access_token=orphans_token), DoneReply)
+    assert (await login(gw, email)).user.id == pair.user.id
 
 
-async def test_a_second_replica_shares_the_queue_group(auth_app, settings, nc):
+async def test_a_second_replica_shares_the_queue_group(auth_app, settings, gw):
     replica = build_app(settings, configure_process=False)
     async with replica:
         replies = await asyncio.gather(
-            *[call(nc, AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys) for _ in range(20)]
+            *[call(gw, AuthRpc.SIGNING_KEYS, GetSigningKeys(), SigningKeys) for _ in range(20)]
         )
     # Exactly one reply each (a queue group, not a fan-out), all with the same keys.
     assert len({json.dumps(r.keys) for r in replies}) == 1
 
 
 async def test_a_failure_at_the_commit_point_replies_unavailable_and_leaves_the_email_free(
-    auth_app, settings, nc, caplog
-):
+        auth_app, settings, nc, caplog, gw):
     """Injects a failure where the email index is created: nothing half-made is visible."""
     handlers = await build_handlers(nc.jetstream(), settings)
 
@@ -488,6 +615,6 @@ async def test_a_failure_at_the_commit_point_replies_unavailable_and_leaves_the_
     assert reply.correlation_id == request.correlation_id
     assert "request failed" in caplog.text
 
-    assert (await login(nc, email)).code is AuthErrorCode.INVALID_CREDENTIALS
-    await register(nc, email)
-    assert isinstance(await login(nc, email), TokenPair)
+    assert (await login(gw, email)).code is AuthErrorCode.INVALID_CREDENTIALS
+    await register(gw, email)
+    assert isinstance(await login(gw, email), TokenPair)

@@ -154,6 +154,7 @@ def test_the_local_key_is_the_same_in_every_process_and_refused_in_production(mo
     monkeypatch.setenv("TERRA_S3_ACCESS_KEY", "real-access")
     monkeypatch.setenv("TERRA_S3_SECRET_KEY", "real-secret")
     monkeypatch.setenv("TERRA_NATS_NKEY_FILE", "/run/secrets/nats.nk")
+    monkeypatch.setenv("TERRA_NATS_CA_FILE", "/run/secrets/nats_ca")
     with pytest.raises(Exception, match="TERRA_SIGNING_KEY"):
         AuthSettings()
     pem = (

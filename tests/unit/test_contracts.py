@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from contracts import export, topology
 from contracts.base import InvalidId
@@ -31,8 +31,10 @@ EXAMPLES: dict[str, dict] = {
     "auth.login_google.v1": {"id_token": "eyJ.eyJ.sig"},
     "auth.refresh.v1": {"refresh_token": "opaque"},
     "auth.logout.v1": {"refresh_token": "opaque"},
+    "auth.logout.v2": {"refresh_token": "opaque", "everywhere": True, "access_token": "a.b.c"},
     "auth.get_user.v1": {"user_id": USER},
     "auth.delete_account.v1": {"user_id": USER},
+    "auth.delete_account.v2": {"user_id": USER, "access_token": "a.b.c"},
     "auth.get_signing_keys.v1": {},
     "auth.failure.v1": {"code": "email_taken", "detail": "taken"},
     "auth.token_pair.v1": {
@@ -229,10 +231,32 @@ def test_committed_schemas_match_the_models():
     assert export.stale_files() == [], "run `make schemas` and commit contracts/schemas"
 
 
+# Request versions replaced by a breaking change: auth_service still decodes them, to refuse
+# them clearly (or serve what stays safe), so their schemas stay.
 def test_asyncapi_lists_every_message_and_stream():
+    """Retired request versions too, beside the current ones on their subject: a producer
+    still sending one finds why it is refused."""
     document = export.asyncapi()
-    assert set(document["components"]["messages"]) == set(MESSAGES)
+    listed = set(document["components"]["messages"])
+    assert listed == set(MESSAGES)
     assert set(document["x-terra-streams"]) == {s.name for s in topology.STREAMS}
+
+
+def test_requests_acting_on_an_account_carry_the_callers_access_token():
+    from contracts.auth import DeleteAccount, DeleteAccountRequest, DeleteAccountV1, Logout
+
+    with pytest.raises(ValidationError):
+        DeleteAccount(user_id=USER)
+    request = DeleteAccount(user_id=USER, access_token="eyJa.eyJb.secret")
+    logout = Logout(refresh_token="opaque-refresh", everywhere=True,
+                    access_token="eyJa.eyJb.secret")
+    for message in (request, logout):  # whatever prints one, a token is not in it
+        assert "secret" not in repr(message) and "secret" not in str(message)
+    assert "opaque-refresh" not in repr(logout)
+    # Both versions decode on the subject, each as itself (auth_service refuses the old).
+    decode = TypeAdapter(DeleteAccountRequest).validate_json
+    assert isinstance(decode(request.model_dump_json()), DeleteAccount)
+    assert isinstance(decode(DeleteAccountV1(user_id=USER).model_dump_json()), DeleteAccountV1)
 
 
 def _matches(subject: str, pattern: str) -> bool:

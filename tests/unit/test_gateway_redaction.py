@@ -72,3 +72,26 @@ def test_the_request_span_loses_the_token():
     redact_span(span, {"type": "websocket"})
     assert all(JWT not in str(value) for value in span.attributes.values())
     assert span.attributes["http.target"] == f"/ws?token={REDACTED}"
+
+
+@pytest.mark.parametrize(("text", "secret", "kept"), [
+    ('{"access_token": "opaque-access", "user_id": "u1"}', "opaque-access", '"user_id": "u1"'),
+    ('{"refresh_token":"opaque-refresh","everywhere":true}', "opaque-refresh", "everywhere"),
+    ("Logout(refresh_token='opaque-refresh', access_token='opaque-access')", "opaque-",
+     "Logout(refresh_token="),
+    ('{"password": "hunter \\" two", "email": "a@b.co"}', "hunter", '"email": "a@b.co"'),
+    ("{'id_token': 'google-id', 'token_type': 'bearer'}", "google-id", "'token_type': 'bearer'"),
+])
+def test_credential_fields_are_redacted_in_json_and_reprs(text, secret, kept):
+    """Opaque tokens and passwords have no shape to find: their field names give them away
+    (a request model dumped or printed by whoever logs it)."""
+    clean = redact(text)
+    assert secret not in clean and REDACTED in clean and kept in clean
+
+
+def test_a_delete_account_request_logged_whole_loses_its_token():
+    from contracts.auth import DeleteAccount
+
+    request = DeleteAccount(user_id="u1", access_token="opaque-access")
+    for text in (request.model_dump_json(), repr(request), str(request.model_dump())):
+        assert "opaque-access" not in redact(text)

@@ -61,3 +61,14 @@ async def test_a_token_from_another_key_is_refused_even_with_a_known_kid():
     forged = forger.issue(user_id="alice", email="a@example.com").token
     with pytest.raises(InvalidToken):
         await verifier.verify(forged)
+
+
+async def test_the_caller_carries_the_tokens_expiry_cached_or_not():
+    """What a token opened (a socket) ends when it expires: the caller says when."""
+    issuer = make_issuer(ttl_s=60)
+    verifier = TokenVerifier(KeysFromIssuer(issuer))
+    now = int(time.time())
+    token = issuer.issue(user_id="alice", email="a@example.com", now=now).token
+    first, cached = await verifier.verify(token), await verifier.verify(token)
+    assert first.expires_at == cached.expires_at == now + 60
+    assert first.issued_at == now

@@ -23,6 +23,30 @@ def test_production_refuses_placeholder_credentials_and_says_what_to_set():
     assert "TERRA_S3_ACCESS_KEY" in str(raised.value)
     assert "TERRA_S3_SECRET_KEY" in str(raised.value)
     assert "TERRA_NATS_NKEY_FILE" in str(raised.value)  # no NATS credential, no start
+    assert "TERRA_NATS_CA_FILE" in str(raised.value)  # nor a credential sent unverified
+
+
+def test_a_service_without_storage_needs_no_s3_key_in_production(monkeypatch):
+    from auth_service.config import AuthSettings
+    from prompt_service.config import PromptSettings
+
+    monkeypatch.setenv("TERRA_PROFILE", "production")
+    monkeypatch.setenv("TERRA_NATS_NKEY_FILE", "/run/secrets/nats.nk")
+    monkeypatch.setenv("TERRA_NATS_CA_FILE", "/run/secrets/nats_ca")
+    monkeypatch.setenv("TERRA_SIGNING_KEY", _a_signing_key())
+    assert PromptSettings().uses_storage is False
+    assert AuthSettings().uses_storage is False
+    with pytest.raises(ConfigurationError, match="TERRA_S3_ACCESS_KEY"):
+        RuntimeSettings()  # one that stores objects must be given its key
+
+
+def _a_signing_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
 
 
 def test_production_runs_with_real_credentials(monkeypatch):
@@ -30,6 +54,7 @@ def test_production_runs_with_real_credentials(monkeypatch):
     monkeypatch.setenv("TERRA_S3_ACCESS_KEY", "AKIA-real")
     monkeypatch.setenv("TERRA_S3_SECRET_KEY", "a-real-secret")
     monkeypatch.setenv("TERRA_NATS_NKEY_FILE", "/run/secrets/nats.nk")
+    monkeypatch.setenv("TERRA_NATS_CA_FILE", "/run/secrets/nats_ca")
     monkeypatch.setenv("TERRA_NATS_URL", "nats://a:4222, nats://b:4222")
     settings = RuntimeSettings()
     assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
