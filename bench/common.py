@@ -50,7 +50,8 @@ class Stack:
     def start(self) -> None:
         self.nats_server = EmbeddedNats(self.workdir).start()
         self.s3 = EmbeddedS3(self.workdir, S3_ACCESS_KEY, S3_SECRET_KEY).start()
-        env = service_env(self.nats_server.url, self.s3.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY,
+        # Each service signs with its own S3 key; the root key is the operator's, below.
+        env = service_env(self.nats_server.url, self.s3.endpoint, self.s3.credentials,
                           TERRA_NATS_CREDENTIALS_DIR=str(self.nats_server.credentials.directory))
         # What `terra up` does first: the operator provisions, services only check.
         asyncio.run(provision_all(RuntimeSettings(

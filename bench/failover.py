@@ -121,7 +121,7 @@ def main() -> None:
         stack = None
         try:
             asyncio.run(prepare(cluster, credentials, s3))
-            env = service_env(cluster.url, s3.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY,
+            env = service_env(cluster.url, s3.endpoint, s3.credentials,
                               TERRA_NATS_CREDENTIALS_DIR=str(credentials.directory),
                               TERRA_NATS_REPLICAS="3")
             stack = ServiceStack(env, work / "logs", cwd=ROOT)
@@ -158,8 +158,9 @@ async def prepare(cluster: EmbeddedNatsCluster, credentials: Credentials, s3) ->
         await provision(operator, replicas=3, consumers=topology.CONSUMERS)
     finally:
         await operator.drain()
+    # The bucket is made with the root key, the operator's (the services may not).
     await ObjectStorage(Minio(s3.endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY,
-                              secure=False)).ensure_buckets()
+                              secure=False, region="us-east-1")).ensure_buckets()
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@
   terra status             live workers, what each holds, and queue depths
   terra nats-credentials   NKEYs per identity and the NATS server's accounts block
                            (init, rotate <identity>, retire <identity>)
+  terra storage-credentials
+                           an S3 key per service identity (init --dir), and the MinIO
+                           policies that limit each to its grants (policies --out)
 
 `provision` and `status` sign in as the operator: TERRA_NATS_NKEY_FILE, or the stack that
-`terra up` runs from --data-dir (its NATS address and the operator's key are there).
+`terra up` runs from --data-dir (its NATS address and the operator's key are there). The
+S3 root key (TERRA_S3_ACCESS_KEY / TERRA_S3_SECRET_KEY) is the operator's too: `terra up`
+starts the embedded S3 with it and gives each service a key of its own instead.
 """
 
 from __future__ import annotations
@@ -108,6 +113,19 @@ def _credentials(action: str, directory: Path, identity: str | None) -> int:
     return 0
 
 
+def _storage_credentials(action: str, directory: Path) -> int:
+    from terra.storage_auth import S3Credentials, write_minio_policies
+
+    if action == "policies":
+        for path in write_minio_policies(directory):
+            print(f"wrote {path}")
+        return 0
+    S3Credentials.ensure(directory)
+    print(f"an S3 key per service identity in {directory} (existing ones kept); give "
+          "MinIO the users and policies: deploy/minio/setup.sh")
+    return 0
+
+
 async def _status(settings: RuntimeSettings, as_json: bool) -> int:
     import nats.errors
 
@@ -154,6 +172,8 @@ def _embedded_servers(
         if "TERRA_S3_ENDPOINT" in os.environ:
             print(f"S3         {settings.s3_endpoint} (external)")
         else:
+            # The root key is the operator's (this command's settings); each service gets
+            # a key of its own from the credentials directory, allowed only its grants.
             s3 = EmbeddedS3(
                 data_dir,
                 settings.s3_access_key.get_secret_value(),
@@ -162,7 +182,11 @@ def _embedded_servers(
             )
             started.append(s3.start())
             env["TERRA_S3_ENDPOINT"] = s3.endpoint
-            print(f"S3         http://{s3.endpoint}  (objects in {data_dir / 's3'})")
+            env["TERRA_S3_CREDENTIALS_DIR"] = str(s3.credentials.directory)
+            for key in ("TERRA_S3_ACCESS_KEY", "TERRA_S3_SECRET_KEY"):
+                env.pop(key, None)
+            print(f"S3         http://{s3.endpoint}  (objects in {data_dir / 's3'}; "
+                  f"keys in {s3.credentials.directory})")
     except BaseException:
         for server in reversed(started):
             server.stop()
@@ -194,12 +218,16 @@ def _settings_of(env: dict[str, str]) -> RuntimeSettings:
 
 
 def up(data_dir: Path) -> int:
+    from terra.local import is_loopback
     from terra.processes import ProcessSupervisor, ServiceChild
     from terra.settings import RuntimeSettings
 
     settings = RuntimeSettings(data_dir=data_dir)
     env = {k: v for k, v in os.environ.items() if k != "TERRA_LISTEN_FD"}
     env.setdefault("TERRA_LOG_FORMAT", "text")
+    # The local stack on purpose: its published development keys are accepted, and the
+    # gateway refuses to listen beyond loopback with them.
+    env.setdefault("TERRA_PROFILE", "local")
     env["TERRA_DATA_DIR"] = str(data_dir)
     supervisor = ProcessSupervisor()
     try:
@@ -207,12 +235,20 @@ def up(data_dir: Path) -> int:
     except OSError as exc:
         print(f"could not listen for the gateway: {exc}", file=sys.stderr)
         return 1
+    if env["TERRA_PROFILE"] == "local" and not is_loopback(listener.getsockname()[0]):
+        # The gateway would refuse it at every start: say so once, before anything runs.
+        print(f"the local profile listens on loopback only, not {env.get('TERRA_HOST')}: its "
+              "published development keys must not face the network", file=sys.stderr)
+        listener.close()
+        return 1
     try:
         for server in _embedded_servers(settings, data_dir, env):
             supervisor.watch(server)
         # Streams, consumers, buckets: created by the operator before any service starts
-        # (services may only check that what they use exists).
-        asyncio.run(provision_all(_settings_of(env), quiet=True))
+        # (services may only check that what they use exists), with the S3 root key.
+        operator_s3 = {"TERRA_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+                       "TERRA_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value()}
+        asyncio.run(provision_all(_settings_of({**env, **operator_s3}), quiet=True))
     except (ConfigurationError, ProvisioningConflict, RuntimeError, TimeoutError) as exc:
         print(f"could not start the embedded servers: {exc}", file=sys.stderr)
         supervisor.stop(grace_s=settings.shutdown_grace_s)
@@ -272,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     credentials_parser.add_argument("action", choices=["init", "rotate", "retire"])
     credentials_parser.add_argument("identity", nargs="?")
     credentials_parser.add_argument("--dir", type=Path, required=True)
+    storage_parser = commands.add_parser(
+        "storage-credentials", help="create an S3 key per service identity (kept when they "
+        "exist), or render the MinIO policies that limit each to what its code uses")
+    storage_parser.add_argument("action", choices=["init", "policies"])
+    storage_target = storage_parser.add_mutually_exclusive_group(required=True)
+    storage_target.add_argument("--dir", type=Path, help="init: the keys' directory")
+    storage_target.add_argument("--out", type=Path, help="policies: where to write them")
     for sub in (status_parser, commands.choices["provision"]):
         sub.add_argument("--data-dir", type=Path,
                          default=Path(os.environ.get("TERRA_DATA_DIR", ".terra")))
@@ -288,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.action != "init" and not args.identity:
                 parser.error(f"{args.action} needs an identity")
             return _credentials(args.action, args.dir, args.identity)
+        if args.command == "storage-credentials":
+            if (args.action == "init") != (args.dir is not None):
+                parser.error("storage-credentials init takes --dir, policies takes --out")
+            return _storage_credentials(args.action, args.dir or args.out)
         return asyncio.run(provision_all(operator_settings(args.data_dir)))
     except (ConfigurationError, ProvisioningConflict) as exc:
         print(f"terra: {exc}", file=sys.stderr)

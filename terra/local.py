@@ -11,7 +11,7 @@ socket in /proc), never because something answers on the port.
 from __future__ import annotations
 
 import contextlib
-import json
+import ipaddress
 import os
 import re
 import shutil
@@ -31,6 +31,7 @@ from typing import Self
 from terra.errors import ConfigurationError
 from terra.nats_auth import Credentials
 from terra.processes import port_listener_inodes, socket_inodes
+from terra.storage_auth import S3Credentials, S3Key, write_weed_config
 
 LOOPBACK = "127.0.0.1"
 
@@ -39,6 +40,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    """Every address `host` names is a loopback one (0.0.0.0 and :: are every interface)."""
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0])
+                         for info in socket.getaddrinfo(host, None)]
+        except (OSError, ValueError):
+            return False
+    return bool(addresses) and all(
+        address.is_loopback or (isinstance(address, ipaddress.IPv6Address)
+                                and address.ipv4_mapped is not None
+                                and address.ipv4_mapped.is_loopback)
+        for address in addresses)
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -243,13 +261,17 @@ class EmbeddedNats(_SupervisedServer):
 
 @dataclass
 class EmbeddedS3(_SupervisedServer):
-    """`weed mini`: master, volume, filer and S3 gateway in one process."""
+    """`weed mini`: master, volume, filer and S3 gateway in one process. `access_key` and
+    `secret_key` are the root key (the operator's: buckets, anything); with `scoped` (the
+    default) each service identity of `contracts.storage_access` also has a key of its own,
+    in `<data_dir>/s3-auth`, allowed only its grants."""
 
     data_dir: Path
     access_key: str
     secret_key: str
     port: int = field(default_factory=free_port)
     fixed_port: bool = False
+    scoped: bool = True
     server: LocalServer | None = None
     name = "s3"
     start_timeout_s = 30.0
@@ -258,17 +280,17 @@ class EmbeddedS3(_SupervisedServer):
     def endpoint(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
+    @property
+    def root(self) -> S3Key:
+        return S3Key(self.access_key, self.secret_key)
+
+    @cached_property
+    def credentials(self) -> S3Credentials | None:
+        """The service identities' keys (kept across restarts of the same data dir)."""
+        return S3Credentials.ensure(self.data_dir / "s3-auth") if self.scoped else None
+
     def _s3_config(self) -> Path:
-        path = self.data_dir / "s3" / "s3.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        identity = {
-            "name": "terra",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }
-        path.write_text(json.dumps({"identities": [identity]}))
-        path.chmod(0o600)
-        return path
+        return write_weed_config(self.data_dir / "s3" / "s3.json", self.root, self.credentials)
 
     def _launch_and_wait(self, timeout_s: float) -> None:
         binary = find_binary("weed", "TERRA_WEED_BIN")
@@ -320,17 +342,25 @@ class EmbeddedS3(_SupervisedServer):
         wait_until_ready(server, ready, timeout_s)
 
 
+def s3_env(keys: S3Credentials | S3Key) -> dict[str, str]:
+    """How processes sign S3 requests: each with its own key from a credentials directory,
+    or all with one key (an S3 whose identities Terra does not manage)."""
+    if isinstance(keys, S3Credentials):
+        return {"TERRA_S3_CREDENTIALS_DIR": str(keys.directory)}
+    return {"TERRA_S3_ACCESS_KEY": keys.access_key, "TERRA_S3_SECRET_KEY": keys.secret_key}
+
+
 def service_env(
-    nats_url: str, s3_endpoint: str, s3_access_key: str, s3_secret_key: str, **extra: str
+    nats_url: str, s3_endpoint: str, s3_keys: S3Credentials | S3Key, **extra: str
 ) -> dict[str, str]:
     """This process's environment without TERRA_ settings, pointed at the given servers."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("TERRA_")}
     return {
         **base,
+        "TERRA_PROFILE": "local",  # chosen, not defaulted: the local stack's published keys
         "TERRA_NATS_URL": nats_url,
         "TERRA_S3_ENDPOINT": s3_endpoint,
-        "TERRA_S3_ACCESS_KEY": s3_access_key,
-        "TERRA_S3_SECRET_KEY": s3_secret_key,
+        **s3_env(s3_keys),
         **extra,
     }
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from terra.errors import ConfigurationError
+from terra.storage_auth import S3Credentials
 
 LOCAL_S3_ACCESS_KEY = "terra-local"
 LOCAL_S3_SECRET_KEY = "terra-local-secret"
@@ -36,6 +38,9 @@ class TraceExporter(StrEnum):
 
 class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TERRA_", extra="ignore", frozen=True)
+    # Whether the process uses object storage at all (auth_service and prompt_service do
+    # not: they are given no S3 key, and are not refused for lacking one).
+    uses_storage: ClassVar[bool] = True
 
     profile: Profile = Profile.LOCAL
     data_dir: Path = Field(default=Path(".terra"), description="Embedded servers' data.")
@@ -64,8 +69,13 @@ class RuntimeSettings(BaseSettings):
         default=None, description="host:port clients reach for presigned downloads, when "
         "it differs from TERRA_S3_ENDPOINT (e.g. behind a proxy).")
     s3_public_secure: bool = True
+    # This process's S3 key: each service's own in production (deploy/minio/); the root
+    # key is the operator's, for `terra provision` and `terra up` only.
     s3_access_key: SecretStr = SecretStr(LOCAL_S3_ACCESS_KEY)
     s3_secret_key: SecretStr = SecretStr(LOCAL_S3_SECRET_KEY)
+    s3_credentials_dir: Path | None = Field(
+        default=None, description="A directory of S3 keys, `<identity>.json` each (what "
+        "`terra up` and the tests hand their processes); each service takes its own.")
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
@@ -94,12 +104,31 @@ class RuntimeSettings(BaseSettings):
             return self.nats_credentials_dir / f"{identity}.nk"
         return None
 
+    def s3_key(self, identity: str | None) -> tuple[str, str]:
+        """(access key, secret key) this process signs S3 requests with, as `identity`:
+        its own from `s3_credentials_dir` when set, else TERRA_S3_ACCESS_KEY/SECRET_KEY
+        (one key per container in production; the operator's, with no identity)."""
+        if self.s3_credentials_dir is not None and identity is not None:
+            key = S3Credentials(self.s3_credentials_dir).key(identity)
+            return key.access_key, key.secret_key
+        if self.profile is not Profile.LOCAL and (found := self._s3_placeholders()):
+            raise ConfigurationError(f"TERRA_PROFILE={self.profile.value} refuses the "
+                                     f"placeholder S3 key; set {', '.join(found)}")
+        return self.s3_access_key.get_secret_value(), self.s3_secret_key.get_secret_value()
+
     @property
     def nats_servers(self) -> list[str]:
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     def placeholder_secrets(self) -> dict[str, str]:
         """Setting name -> why it is refused outside the local profile. Extend per service."""
+        # With a credentials directory each service's key comes from there; what still
+        # reads these (the operator's `terra provision`) is refused them in `s3_key`.
+        if not self.uses_storage or self.s3_credentials_dir is not None:
+            return {}
+        return self._s3_placeholders()
+
+    def _s3_placeholders(self) -> dict[str, str]:
         found = {}
         if self.s3_access_key.get_secret_value() == LOCAL_S3_ACCESS_KEY:
             found["TERRA_S3_ACCESS_KEY"] = "the local placeholder access key"
@@ -114,6 +143,9 @@ class RuntimeSettings(BaseSettings):
         found = self.placeholder_secrets()
         if self.nats_nkey_file is None and self.nats_credentials_dir is None:
             found["TERRA_NATS_NKEY_FILE"] = "no NATS credential (anyone could use the broker)"
+        if self.nats_ca_file is None:
+            found["TERRA_NATS_CA_FILE"] = ("no CA for the NATS servers' certificates (the "
+                                           "credential would go to whoever answers)")
         if found:
             lines = "\n".join(f"  {name}: {why}" for name, why in found.items())
             raise ConfigurationError(

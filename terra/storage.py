@@ -2,7 +2,9 @@
 
 The SDK is synchronous; every call runs in a worker thread so the event loop never
 blocks. Keys follow `contracts.topology.OBJECTS`; callers check ownership before
-handing out a key or a URL.
+handing out a key or a URL. Each service signs with its own key, allowed only what
+`contracts.storage_access` grants it: so nothing here touches the bucket itself except
+`ensure_buckets`, the operator's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
+from contracts.storage_access import probe_prefix
 from contracts.topology import OBJECT_BUCKETS, OBJECTS
 from terra.errors import ObjectMissing, StorageError
 from terra.settings import RuntimeSettings
@@ -25,15 +28,20 @@ _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})  # S3's codes for an object 
 
 class ObjectStorage:
     def __init__(self, client: Minio, bucket: str = OBJECTS.bucket,
-                 presigner: Minio | None = None) -> None:
+                 presigner: Minio | None = None, probe: str | None = None) -> None:
         self._client = client
         self.bucket = bucket
         # Presigning is local computation; a client for the public address signs URLs
         # that clients outside the cluster can reach.
         self._presigner = presigner or client
+        self._probe = probe or probe_prefix(None)
 
     @classmethod
-    def from_settings(cls, settings: RuntimeSettings) -> ObjectStorage:
+    def from_settings(cls, settings: RuntimeSettings,
+                      identity: str | None = None) -> ObjectStorage:
+        """Storage signed with `identity`'s key (`RuntimeSettings.s3_key`); None: the key
+        in TERRA_S3_ACCESS_KEY, e.g. the operator's."""
+        access_key, secret_key = settings.s3_key(identity)
         # Bounded connects and retries: an unreachable endpoint fails in seconds, not minutes.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=settings.s3_connect_timeout_s, read=60.0),
@@ -43,8 +51,8 @@ class ObjectStorage:
         )
         client = Minio(
             settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
+            access_key=access_key,
+            secret_key=secret_key,
             secure=settings.s3_secure,
             region=settings.s3_region,
             http_client=http,
@@ -53,12 +61,12 @@ class ObjectStorage:
         if settings.s3_public_endpoint:
             presigner = Minio(
                 settings.s3_public_endpoint,
-                access_key=settings.s3_access_key.get_secret_value(),
-                secret_key=settings.s3_secret_key.get_secret_value(),
+                access_key=access_key,
+                secret_key=secret_key,
                 secure=settings.s3_public_secure,
                 region=settings.s3_region,  # known: signing needs no request to the server
             )
-        return cls(client, presigner=presigner)
+        return cls(client, presigner=presigner, probe=probe_prefix(identity))
 
     async def _run(self, fn, *args, **kwargs):
         try:
@@ -87,9 +95,12 @@ class ObjectStorage:
         return created
 
     async def ping(self) -> None:
-        """Raises StorageError unless the endpoint answers and the bucket exists."""
-        if not await self._run(self._client.bucket_exists, self.bucket):
-            raise StorageError(f"bucket {self.bucket!r} does not exist")
+        """Raises StorageError unless the endpoint answers, accepts this key and has the
+        bucket. A scoped key may not ask about the bucket itself (HEAD bucket needs the
+        whole bucket), so it lists a prefix it may list where no object is (`probe`):
+        an (empty) listing is healthy; no such bucket, a refusal or silence are not. (A
+        missing key is no sure answer: S3 may refuse it to a key that cannot list.)"""
+        await self.list_keys(self._probe)
 
     async def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream",

@@ -19,6 +19,9 @@ from tests.infra import NatsEndpoint, S3Endpoint, nats_server, s3_server
 # Tests never read a developer's environment by accident.
 for key in [k for k in os.environ if k.startswith("TERRA_")]:
     del os.environ[key]
+# Every test process and service runs on the local profile, chosen explicitly (auth_service
+# refuses the published development signing key otherwise).
+os.environ["TERRA_PROFILE"] = "local"
 
 
 async def provision_all(endpoint: NatsEndpoint) -> None:
@@ -43,14 +46,12 @@ def nats_url(nats_endpoint) -> str:
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory) -> S3Endpoint:
-    from minio import Minio
-
+    """The session's S3, its bucket made with the root key (as `terra provision` does);
+    `s3.client(identity)` signs as a service, `s3.client()` as the operator."""
     from terra.storage import ObjectStorage
 
     with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
-        storage = ObjectStorage(Minio(endpoint.endpoint, access_key=endpoint.access_key,
-                                      secret_key=endpoint.secret_key, secure=False))
-        asyncio.run(storage.ensure_buckets())
+        asyncio.run(ObjectStorage(endpoint.client()).ensure_buckets())
         yield endpoint
 
 
@@ -72,12 +73,10 @@ async def nc(nats_endpoint):
 @pytest.fixture
 def runtime_env(nats_endpoint, s3, monkeypatch) -> dict[str, str]:
     """Environment variables that point any Terra settings class at the test servers; a
-    process built from them signs in as its own identity."""
+    process built from them signs in as its own identity, to NATS and to S3."""
     env = {
         **nats_endpoint.env(),
-        "TERRA_S3_ENDPOINT": s3.endpoint,
-        "TERRA_S3_ACCESS_KEY": s3.access_key,
-        "TERRA_S3_SECRET_KEY": s3.secret_key,
+        **s3.env(),
         "TERRA_LOG_FORMAT": "text",
     }
     for key, value in env.items():

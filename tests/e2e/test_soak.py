@@ -49,7 +49,7 @@ def own_stack(tmp_path, s3):
     `/ready` green while this one is made to die."""
     with nats_server(tmp_path / "nats") as endpoint:
         asyncio.run(provision_all(endpoint))
-        env = service_env(endpoint.url, s3.endpoint, s3.access_key, s3.secret_key,
+        env = service_env(endpoint.url, s3.endpoint, s3.service_keys,
                           TERRA_NATS_CREDENTIALS_DIR=str(endpoint.credentials.directory),
                           TERRA_LOG_FORMAT="text")
         stack = ServiceStack(env, tmp_path / "logs", cwd=ROOT)

@@ -13,6 +13,7 @@ import pytest
 from contracts.base import new_id, utcnow
 from contracts.topology import OBJECTS, TRAINER
 from contracts.training import DatasetImage, DatasetManifest, ModelRecord, ModelStatus
+from terra.broker import jetstream
 from terra.models import ModelStore
 from terra.provisioning import provision
 from terra.storage import ObjectStorage
@@ -39,7 +40,7 @@ async def retention(nc, nats_endpoint, storage):
     trainer = await nats_endpoint.connect(TRAINER)
     settings = TrainerSettings(dataset_retention_days=RETENTION_S / 86400,
                                dataset_sweep_s=0.05, dataset_sweep_timeout_s=10)
-    yield DatasetRetention(storage, await ModelStore.open(trainer.jetstream()), settings)
+    yield DatasetRetention(storage, await ModelStore.open(jetstream(trainer, TRAINER)), settings)
     await trainer.drain()
 
 

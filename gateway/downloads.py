@@ -1,0 +1,28 @@
+"""Downloads of the caller's objects: only keys under their own folders are streamed or
+presigned (`contracts.storage_access.downloadable`), whatever a record says."""
+
+from __future__ import annotations
+
+import logging
+
+from contracts.storage_access import downloadable
+from gateway.runtime import GatewayRuntime
+
+log = logging.getLogger(__name__)
+
+
+def refused(user_id: str, key: str) -> bool:
+    """True (and logged) when `key` is not one `user_id` may download: the record naming
+    it is damaged or was written by a bug, and the object is someone else's."""
+    if downloadable(user_id, key):
+        return False
+    log.error("download refused: the record names a key outside the caller's folders",
+              extra={"user_id": user_id, "key": key})
+    return True
+
+
+async def download_url(runtime: GatewayRuntime, user_id: str, key: str) -> str | None:
+    """A presigned GET of `key` for `user_id`, valid 15 minutes; None when refused."""
+    if refused(user_id, key):
+        return None
+    return await runtime.storage.presigned_get(key)
