@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from functools import cache
+from typing import Any, TypeVar
 
 from google.auth import transport
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from auth_service.config import AuthSettings
 from auth_service.domain import AuthError
@@ -27,19 +28,21 @@ from auth_service.tokens import TokenIssuer, load_private_key, load_public_key
 from contracts.auth import (
     AuthErrorCode,
     AuthFailure,
-    DeleteAccount,
+    DeleteAccountRequest,
     GetSigningKeys,
     GetUser,
     LoginWithGoogle,
     LoginWithPassword,
-    Logout,
+    LogoutRequest,
     RefreshTokens,
     Register,
 )
 from contracts.base import Message
-from contracts.topology import AUTH_QUEUE_GROUP, AuthRpc
+from contracts.permissions import account_of
+from contracts.topology import AUTH, AUTH_QUEUE_GROUP, GATEWAY, AuthRpc
 from terra import logs
 from terra.accounts import DeletedAccounts
+from terra.broker import jetstream
 from terra.events import EventPublisher
 from terra.lifecycle import fields_of
 from terra.revocations import Revocations
@@ -49,15 +52,16 @@ log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", bound=Message)
 
-# Each request subject, the model it carries, and the use case that answers it.
-ROUTES: tuple[tuple[AuthRpc, type[Message], str], ...] = (
+# Each request subject, the model it carries (a retired version beside the current one
+# where a message changed), and the use case that answers it.
+ROUTES: tuple[tuple[AuthRpc, Any, str], ...] = (
     (AuthRpc.REGISTER, Register, "register"),
     (AuthRpc.LOGIN_PASSWORD, LoginWithPassword, "login_password"),
     (AuthRpc.LOGIN_GOOGLE, LoginWithGoogle, "login_google"),
     (AuthRpc.REFRESH, RefreshTokens, "refresh"),
-    (AuthRpc.LOGOUT, Logout, "logout"),
+    (AuthRpc.LOGOUT, LogoutRequest, "logout"),
     (AuthRpc.GET_USER, GetUser, "get_user"),
-    (AuthRpc.DELETE_ACCOUNT, DeleteAccount, "delete_account"),
+    (AuthRpc.DELETE_ACCOUNT, DeleteAccountRequest, "delete_account"),
     (AuthRpc.SIGNING_KEYS, GetSigningKeys, "signing_keys"),
 )
 
@@ -116,11 +120,12 @@ async def build_handlers(
 
 
 async def answer(
-    model: type[RequestT], body: bytes, use_case: Callable[[RequestT], Awaitable[Message]]
+    model: Any, body: bytes, use_case: Callable[[RequestT], Awaitable[Message]]
 ) -> Message:
-    """Decode, run, and reply: the success model or an `AuthFailure`, never an exception."""
+    """Decode (`model`: a message class, or a union of its versions), run, and reply: the
+    success model or an `AuthFailure`, never an exception."""
     try:
-        request = model.model_validate_json(body)
+        request = _adapter(model).validate_json(body)
     except ValidationError as exc:
         return AuthFailure(code=AuthErrorCode.INVALID_REQUEST,
                            detail=f"Invalid fields: {fields_of(exc)}")
@@ -147,15 +152,22 @@ async def answer(
 
 async def bootstrap(connection: NatsClient, settings: AuthSettings, *,
                     google_request: transport.Request | None = None) -> ServiceParts:
-    handlers = await build_handlers(connection.jetstream(), settings,
+    handlers = await build_handlers(jetstream(connection, AUTH), settings,
                                     google_request=google_request)
     return ServiceParts(
+        # Only the gateway asks (contracts/permissions.py exports these to its account).
         responders=[Responder(subject, _answerer(model, getattr(handlers, use_case)),
-                              AUTH_QUEUE_GROUP) for subject, model, use_case in ROUTES],
+                              AUTH_QUEUE_GROUP, callers=(account_of(GATEWAY),))
+                    for subject, model, use_case in ROUTES],
         max_concurrent_requests=settings.max_concurrent_requests)
 
 
-def _answerer(model: type[Message], use_case: Callable[[Message], Awaitable[Message]]):
+@cache
+def _adapter(model: Any) -> TypeAdapter:
+    return TypeAdapter(model)
+
+
+def _answerer(model: Any, use_case: Callable[[Message], Awaitable[Message]]):
     async def answer_bytes(body: bytes) -> bytes:
         return (await answer(model, body, use_case)).model_dump_json().encode()
 

@@ -74,6 +74,9 @@ class StreamSpec:
     duplicate_window_s: float
     description: str
     max_msg_size: int = 1024 * 1024
+    # Where the stream republishes every message it stores (its headers say its sequence):
+    # processes that must see each one live subscribe there, with no consumer of their own.
+    republish_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,35 @@ class KvSpec:
     owners: tuple[str, ...] = ()
     # Writes outside the owners that the design allows on purpose: (identity, why).
     exceptions: tuple[tuple[str, str], ...] = ()
+    # Messages kept per key. A bucket with several writers keeps one (see `rollups`).
     history: int = 1
     ttl_s: float | None = None
+    republish_to: str | None = None  # as `StreamSpec.republish_to`
+
+    def __post_init__(self) -> None:
+        if not self.rollups and self.history != 1:
+            raise ValueError(f"{self.bucket}: a bucket several identities write keeps one "
+                             "message per key (deletes must erase without a rollup)")
+
+    @property
+    def writers(self) -> tuple[str, ...]:
+        return (*self.owners, *(who for who, _ in self.exceptions))
+
+    @property
+    def rollups(self) -> bool:
+        """Whether the bucket accepts a `Nats-Rollup` header (what a KV purge sends). One
+        such header with `all` wipes the whole bucket, so only a bucket one identity writes
+        accepts it; the others keep one message per key, where a delete marker replaces
+        the value and erases as well as a purge."""
+        return len(set(self.writers)) <= 1
+
+    @property
+    def stream(self) -> str:
+        return f"KV_{self.bucket}"
+
+    @property
+    def subjects(self) -> str:
+        return f"$KV.{self.bucket}.>"
 
 
 # --- streams -----------------------------------------------------------------------------
@@ -137,6 +167,10 @@ GENERATION_COMMANDS = StreamSpec(
     duplicate_window_s=600.0,
     description="Image generation commands (work queue).",
 )
+# Copies of what a stream stores, republished by the stream's leader: the gateway follows
+# these rather than creating consumers (a right that would let it rewrite any consumer).
+LIVE_PREFIX = f"{PREFIX}.live"
+
 EVENTS = StreamSpec(
     name="TERRA_EVENTS",
     subjects=(f"{PREFIX}.evt.>",),
@@ -144,6 +178,7 @@ EVENTS = StreamSpec(
     max_age_s=7 * DAY,
     duplicate_window_s=120.0,
     description="Every domain event, kept for replay; subjects end in the user id.",
+    republish_to=f"{LIVE_PREFIX}.evt.>",
 )
 STREAMS: tuple[StreamSpec, ...] = (PROMPT_COMMANDS, TRAINING_COMMANDS, GENERATION_COMMANDS, EVENTS)
 COMMAND_STREAMS: dict[str, StreamSpec] = {
@@ -255,16 +290,31 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 # --- KV buckets ----------------------------------------------------------------------------
 
-JOBS_KV = KvSpec(
-    bucket="terra_jobs",
-    description="Job state under `<user_id>.<job_id>`, written by the owning service with "
-    "revision checks.",
-    owners=JOB_SERVICES,  # each service its own kind of job (terra.lifecycle)
-    exceptions=((GATEWAY, ("admission: the queued record of a job it accepts, so the job "
-                           "is visible (and cancellable) before a worker takes it")),),
-    history=5,
-    ttl_s=30 * DAY,
-)
+def _jobs_bucket(domain: str, owner: str, *, admitted_by_gateway: bool) -> KvSpec:
+    """One bucket per job domain: each has one writing service (and the gateway's admission
+    where it records the queued job), so no service can touch another domain's jobs."""
+    exceptions = ((GATEWAY, ("admission: the queued record of a job it accepts, so the job "
+                             "is visible (and cancellable) before a worker takes it")),)
+    return KvSpec(
+        bucket=f"terra_{domain}_jobs",
+        description=f"{domain.capitalize()} job state under `<user_id>.<job_id>`, written by "
+        f"{owner} with revision checks.",
+        owners=(owner,),
+        exceptions=exceptions if admitted_by_gateway else (),
+        ttl_s=30 * DAY,
+    )
+
+
+PROMPT_JOBS_KV = _jobs_bucket("prompt", PROMPT, admitted_by_gateway=False)
+TRAINING_JOBS_KV = _jobs_bucket("training", TRAINER, admitted_by_gateway=True)
+GENERATION_JOBS_KV = _jobs_bucket("generation", GENERATOR, admitted_by_gateway=True)
+JOBS_KVS: dict[str, KvSpec] = {
+    "prompt": PROMPT_JOBS_KV,
+    "training": TRAINING_JOBS_KV,
+    "generation": GENERATION_JOBS_KV,
+}
+# Before each domain had its own bucket, every job was here; `terra provision` moves them.
+LEGACY_JOBS_BUCKET = "terra_jobs"
 USERS_KV = KvSpec(bucket="terra_users", description="Accounts by user id (auth_service).",
                   owners=(AUTH,))
 CREDENTIALS_KV = KvSpec(
@@ -301,7 +351,6 @@ MODELS_KV = KvSpec(
                            "accepts")),),
     description="Users' LoRA models under `<user_id>.<model_id>`, and `active.<user_id>` "
     "naming the one training a user may have running.",
-    history=3,
 )
 
 
@@ -348,6 +397,7 @@ REVOCATIONS_KV = KvSpec(
     "lives. Every gateway watches it.",
     owners=(AUTH,),
     ttl_s=DAY,
+    republish_to=f"{LIVE_PREFIX}.revocations.>",
 )
 
 
@@ -388,7 +438,9 @@ def rate_limit_key(what: str, user_id: str) -> str:
 
 
 KV_BUCKETS: tuple[KvSpec, ...] = (
-    JOBS_KV,
+    PROMPT_JOBS_KV,
+    TRAINING_JOBS_KV,
+    GENERATION_JOBS_KV,
     MODELS_KV,
     IMAGES_KV,
     QUEUE_SLOTS_KV,

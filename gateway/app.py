@@ -20,7 +20,7 @@ from gateway.routers import accounts, datasets, generation, health, jobs, models
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from gateway.server import redact_span
-from terra.broker import build_broker
+from terra.broker import build_broker, jetstream
 from terra.errors import StorageError
 from terra.events import EventPublisher
 from terra.images import ImageStore
@@ -49,20 +49,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # the gateway's credential may only read their configuration. It provisions every
         # consumer, so a command accepted before its worker first starts waits in one.
         await require_provisioned(nc, topology.GATEWAY)
-        storage = ObjectStorage.from_settings(settings)
+        # Its own key, allowed only what contracts.storage_access grants the gateway: the
+        # bucket is `terra provision`'s to create.
+        storage = ObjectStorage.from_settings(settings, topology.GATEWAY)
         try:
-            await storage.ensure_buckets()
+            await storage.ping()
         except StorageError as exc:  # /ready reports it; the gateway still serves auth
             log.warning("object storage not ready", extra={"error": str(exc)})
         auth = AuthClient(broker, settings.auth_timeout_s)
         # Requests wait for NATS a bounded time (nats-py's default is 5 s per call, and a
         # stream leader election lasts seconds): then they answer 503, never hang.
-        js = nc.jetstream(timeout=settings.nats_request_timeout_s)
+        js = jetstream(nc, topology.GATEWAY, timeout=settings.nats_request_timeout_s)
         supervisor = Supervisor()
-        hub = EventHub(nc, settings.ws_queue_size, supervisor=supervisor)
+        hub = EventHub(nc, js, settings.ws_queue_size, supervisor=supervisor)
         # Revoked sessions (deleted accounts, "sign out everywhere"), from every gateway's
         # watch of one bucket: their tokens are refused and their sockets here closed.
-        revocations = RevocationWatch(nc, await Revocations.open(js), js=js)
+        revocations = RevocationWatch(nc, js, await Revocations.open(js))
         revocations.on_revoked(
             lambda user_id, at: hub.end_sessions(user_id, issued_up_to=at.timestamp()))
         supervisor.start("revocation-watch", revocations.run)

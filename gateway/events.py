@@ -1,16 +1,14 @@
 """Events from the JetStream events stream to WebSocket subscribers.
 
-Each gateway process runs one fan-out loop (supervised, see `terra.supervise`): an
-ephemeral push consumer on every event, delivered to a private inbox with idle
-heartbeats, whose events go to the queues of the sockets their owner has open here;
-dispatch never waits on a socket. The loop checks the consumer sequence of every
-delivery and heartbeat: a gap, or silence longer than a few heartbeats (the node holding
-the consumer died, the stream changed leader), makes it start a new consumer right after
-the last event it dispatched. So a node loss costs seconds, and a socket sees every
-event once. A socket that falls `queue_size` events behind is closed, and its client
-reconnects with `since` to get the rest from the stream. Replay reads the user's own
-subjects by sequence (`STREAM.MSG.GET` next-by-subject), so a socket never sees another
-user's events.
+Each gateway process runs one fan-out loop (supervised, see `terra.supervise`) that
+follows every event the stream stores (`terra.follow`: the stream's republished copy,
+with what was missed read by sequence; the gateway may create no consumer), and puts
+each on the queues of the sockets its owner has open here; dispatch never waits on a
+socket. Every event is dispatched once and in order, whatever copies were lost (a node
+loss, a reconnect): a socket sees every event once. A socket that falls `queue_size`
+events behind is closed, and its client reconnects with `since` to get the rest from the
+stream. Replay reads the user's own subjects by sequence (`STREAM.MSG.GET`
+next-by-subject), so a socket never sees another user's events.
 """
 
 from __future__ import annotations
@@ -23,16 +21,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 
 from contracts import topology
 from terra.events import is_broker_fault
-from terra.push import CheckedPush, Restart
+from terra.follow import Stored, StreamFollower
 from terra.retry import retry_while
 from terra.supervise import Supervisor
+from terra.worker import BROKER_ERRORS, Backoff
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("terra.gateway.events")
@@ -90,23 +88,28 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, nc: NatsClient, queue_size: int = 256, *,
-                 js: JetStreamContext | None = None, heartbeat_s: float = 0.5,
-                 supervisor: Supervisor | None = None) -> None:
+    def __init__(self, nc: NatsClient, js: JetStreamContext, queue_size: int = 256, *,
+                 quiet_s: float = 1.0, supervisor: Supervisor | None = None) -> None:
         self._nc = nc
-        self._js = js or nc.jetstream()
+        self._js = js
         self._queue_size = queue_size
         self._by_user: dict[str, set[Subscription]] = defaultdict(set)
-        self.heartbeat_s = heartbeat_s
+        self.quiet_s = quiet_s  # how long without a copy before asking for what came since
         self._supervisor = supervisor or Supervisor()
         self._owns_supervisor = supervisor is None
         self.last_seq: int | None = None  # the last event dispatched (or seen at start)
         self.restarts = 0
-        self._consuming = asyncio.Event()  # set once the first consumer exists
+        self._follower: StreamFollower | None = None
+        self._consuming = asyncio.Event()  # set once the fan-out follows the stream
+
+    @property
+    def reads(self) -> int:
+        """Events read by sequence because their live copy did not come."""
+        return self._follower.reads if self._follower else 0
 
     async def start(self, wait_s: float = 10.0) -> None:
-        """Start the fan-out, and wait (a while) for its first consumer: events published
-        once this returns reach the sockets."""
+        """Start the fan-out, and wait (a while) until it follows the stream: events
+        published once this returns reach the sockets."""
         self._supervisor.start("event-fanout", self.run)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._consuming.wait(), wait_s)
@@ -148,41 +151,37 @@ class EventHub:
     # --- the fan-out loop ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Forever: a consumer from just after the last event, its deliveries dispatched,
-        a new one whenever it falls silent or skips."""
-        while True:
-            push = CheckedPush(self._nc, self._js, topology.EVENTS.name,
-                               heartbeat_s=self.heartbeat_s)
-            try:
-                await self._open(push)
-                async for msg in push.messages():
-                    if msg is not None:
-                        self._take(msg)
-            except Restart as why:
-                self.restarts += 1
-                log.warning("event consumer restarted", extra={
-                    "reason": str(why), "after_seq": self.last_seq, "restarts": self.restarts})
-            finally:
-                await push.close()
+        """Forever: every event after the last one dispatched, in order. A broker fault
+        while reading what was missed is waited out, and the follower resumes where it
+        stopped (its subscription outlives the fault)."""
+        follower = self._follower = StreamFollower(
+            self._nc, self._js, topology.EVENTS.name,
+            live_subject=topology.EVENTS.republish_to, subjects=topology.EVENTS.subjects[0],
+            quiet_s=self.quiet_s)
+        try:
+            await follower.subscribe()
+            if self.last_seq is None:  # from the stream's end: no event falls in between
+                self.last_seq = await _patiently(self.last_sequence)
+            follower.start_after(self.last_seq)
+            self._consuming.set()
+            backoff, never = Backoff(), asyncio.Event()
+            while True:
+                try:
+                    async for stored in follower.messages():
+                        backoff.reset()
+                        if stored is not None:
+                            self._take(stored)
+                except BROKER_ERRORS as why:
+                    self.restarts += 1
+                    await backoff.pause(never, "event fan-out waits for the stream", why,
+                                        topology.EVENTS.name)
+        finally:
+            await follower.close()
+            self._follower = None
 
-    async def _open(self, push: CheckedPush) -> None:
-        """An ephemeral push consumer from just after the last dispatched event (at the
-        first start: after the stream's last one, so no event falls between two
-        consumers). Broker faults are waited out: a stream without a leader gets one
-        within seconds."""
-        if self.last_seq is None:
-            self.last_seq = await _patiently(self.last_sequence)
-        await _patiently(lambda: push.open(
-            f"{topology.PREFIX}.evt.>", api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self.last_seq + 1))
-        self._consuming.set()
-
-    def _take(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
-        if seq <= self.last_seq:
-            return  # dispatched before the restart
-        self.last_seq = seq
-        self._dispatch(Delivered(seq, msg.subject, msg.data, dict(msg.headers or {})))
+    def _take(self, stored: Stored) -> None:
+        self.last_seq = stored.seq
+        self._dispatch(Delivered(stored.seq, stored.subject, stored.data, stored.headers))
 
     def _dispatch(self, event: Delivered) -> None:
         subs = self._by_user.get(topology.event_owner(event.subject))

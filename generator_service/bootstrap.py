@@ -14,6 +14,7 @@ from contracts.topology import (
     GENERATION_CONTROL,
     GENERATION_RECORDS,
     GENERATION_WORKERS,
+    GENERATOR,
     GENERATOR_MODEL_DELETIONS,
     account_cleanup_consumer,
 )
@@ -25,6 +26,7 @@ from generator_service.jobs import GenerationEvents
 from generator_service.pipelines import FluxGenerator
 from generator_service.worker import FairWorker
 from terra.accounts import DeletedAccounts
+from terra.broker import jetstream
 from terra.events import EventPublisher
 from terra.images import ImageStore
 from terra.jobs import JobStore
@@ -65,10 +67,10 @@ def build_handlers(settings: GeneratorSettings, generator: FluxGenerator, *, job
 
 async def bootstrap(connection: NatsClient, storage: ObjectStorage,
                     settings: GeneratorSettings) -> ServiceParts:
-    js = connection.jetstream()
+    js = jetstream(connection, GENERATOR)
     generator = await asyncio.to_thread(load_generator, settings)
     handlers = build_handlers(
-        settings, generator, jobs=await JobStore.open(js), models=await ModelStore.open(js),
+        settings, generator, jobs=await JobStore.open(js, [JobKind.GENERATION]), models=await ModelStore.open(js),
         images=await ImageStore.open(js), slots=await QueueSlots.open(js, "generation"),
         events=EventPublisher(js), storage=storage,
         deleted_accounts=await DeletedAccounts.open(js))

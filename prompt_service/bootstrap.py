@@ -5,11 +5,12 @@ from __future__ import annotations
 from nats.aio.client import Client as NatsClient
 
 from contracts.jobs import JobKind
-from contracts.topology import PROMPT_WORKERS, account_cleanup_consumer
+from contracts.topology import PROMPT, PROMPT_WORKERS, account_cleanup_consumer
 from prompt_service.config import LlmBackendKind, PromptSettings
 from prompt_service.engine import OfflineEngine, Optimization, PromptRequest
 from prompt_service.handlers import AsyncOptimizer, PromptEvents, PromptHandlers
 from terra.accounts import DeletedAccounts
+from terra.broker import jetstream
 from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle, erasing
@@ -57,11 +58,11 @@ def build_handlers(jobs: JobStore, events: EventPublisher, optimizer: AsyncOptim
 
 async def bootstrap(connection: NatsClient, settings: PromptSettings, *,
                     optimizer: AsyncOptimizer | None = None) -> ServiceParts:
-    js = connection.jetstream()
+    js = jetstream(connection, PROMPT)
     chosen = optimizer or build_optimizer(settings)
     if hasattr(chosen, "start"):
         await chosen.start()  # a local model loads now, not during the first request
-    handlers = build_handlers(await JobStore.open(js), EventPublisher(js), chosen,
+    handlers = build_handlers(await JobStore.open(js, [JobKind.PROMPT]), EventPublisher(js), chosen,
                               deleted_accounts=await DeletedAccounts.open(js))
 
     async def on_command(msg) -> None:

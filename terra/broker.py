@@ -1,9 +1,10 @@
 """Connections to NATS, built from settings: each process as its own identity.
 
 Every connection authenticates with the process's NKEY (`TERRA_NATS_NKEY_FILE`), uses TLS
-when a CA is set, and receives replies on its identity's own inbox prefix, so no other
-identity can read them. A refused publish or subscribe is invisible to the caller (it
-just times out): the error callback logs every one, loudly.
+when a CA is set, and receives replies on its identity's own inbox prefix. Each identity
+signs in to an account of its own, which reaches JetStream through its imports under a
+prefix (`jetstream`). A refused publish or subscribe is invisible to the caller (it just
+times out): the error callback logs every one, loudly.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.security import NatsNKey
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from opentelemetry import trace
 
-from contracts.permissions import inbox_prefix
+from contracts.permissions import API, api_prefix, inbox_prefix
 from terra.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -81,3 +83,13 @@ async def connect(settings: RuntimeSettings, *, name: str, **options) -> NatsCli
         nkeys_seed_str=read_seed(settings, name),
         tls=tls, tls_hostname=settings.nats_tls_hostname,
         connect_timeout=settings.nats_connect_timeout_s, error_cb=log_errors, **options)
+
+
+def jetstream(nc: NatsClient, identity: str, **options) -> JetStreamContext:
+    """JetStream as `identity` reaches it: the operator inside the JetStream account, every
+    other identity through its account's imports, under their prefix. A connection that
+    signed in with no credential (a server run without authorization, for development)
+    is in the server's one default account, where JetStream answers at `$JS.API`."""
+    # nats-py keeps what the connection signed in with, with no public accessor.
+    signed_in = any((nc._user_credentials, nc._nkeys_seed, nc._nkeys_seed_str))
+    return nc.jetstream(prefix=api_prefix(identity) if signed_in else API, **options)

@@ -1,5 +1,5 @@
-"""Job state in the jobs KV bucket under `<user_id>.<job_id>`, written by the service that
-owns the job.
+"""Job state in the jobs KV buckets, one per job kind, under `<user_id>.<job_id>`, written by
+the service that owns the job.
 
 Every write is revision-checked (no lost updates) and every status change must follow
 `JOB_TRANSITIONS`, so a redelivered command or a stale worker can never move a finished
@@ -8,7 +8,8 @@ job backwards. Writes that keep the status (progress, a result annotation) are a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -16,7 +17,7 @@ from nats.js.kv import KeyValue
 
 from contracts.base import checked_id, utcnow
 from contracts.jobs import JOB_TRANSITIONS, JobKind, JobState
-from contracts.topology import JOBS_KV, job_key
+from contracts.topology import JOBS_KVS, job_key
 from terra.errors import TerraError
 from terra.kvscan import live_entries
 
@@ -28,23 +29,35 @@ class InvalidTransition(TerraError):
 
 
 class JobStore:
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    """The jobs of the kinds this process may see: a service opens its own kind's bucket,
+    the gateway every kind's (it reads any job by id, and records the ones it admits)."""
+
+    def __init__(self, kvs: dict[JobKind, KeyValue]) -> None:
+        self._kvs = kvs
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> JobStore:
-        return cls(await js.key_value(JOBS_KV.bucket))
+    async def open(cls, js: JetStreamContext, kinds: Iterable[JobKind] = tuple(JobKind)) -> JobStore:
+        kinds = tuple(kinds)
+        buckets = await asyncio.gather(*(js.key_value(JOBS_KVS[kind.value].bucket)
+                                         for kind in kinds))
+        return cls(dict(zip(kinds, buckets, strict=True)))
+
+    def _kv(self, kind: JobKind) -> KeyValue:
+        try:
+            return self._kvs[kind]
+        except KeyError:
+            raise TerraError(f"this process keeps no {kind.value} jobs") from None
 
     async def get(self, user_id: str, job_id: str) -> JobState | None:
         """The job if `user_id` owns it (another's job id finds nothing)."""
-        found = await self._get(job_key(user_id, job_id))
-        return found[0] if found else None
+        found = await self._find(job_key(user_id, job_id))
+        return found[1][0] if found else None
 
     async def create(self, state: JobState) -> bool:
         """Record a new job; False when the job id already exists (a redelivery)."""
         try:
-            await self._kv.create(job_key(state.user_id, state.job_id),
-                                  state.model_dump_json().encode())
+            await self._kv(state.kind).create(job_key(state.user_id, state.job_id),
+                                              state.model_dump_json().encode())
         except KeyWrongLastSequenceError:
             return False
         return True
@@ -54,10 +67,10 @@ class JobStore:
         """Apply `change` to the current state with a revision check, retrying on races."""
         key = job_key(user_id, job_id)
         for _ in range(_MAX_ATTEMPTS):
-            found = await self._get(key)
+            found = await self._find(key)
             if found is None:
                 raise KeyError(job_id)
-            current, revision = found
+            kv, (current, revision) = found
             updated = change(current)
             if updated == current:
                 return current
@@ -68,29 +81,40 @@ class JobStore:
                 )
             updated = updated.model_copy(update={"updated_at": utcnow()})
             try:
-                await self._kv.update(key, updated.model_dump_json().encode(), last=revision)
+                await kv.update(key, updated.model_dump_json().encode(), last=revision)
             except KeyWrongLastSequenceError:
                 continue
             return updated
         raise TerraError(f"job {job_id} kept changing under us")
 
-    async def of_user(self, user_id: str, kind: JobKind | None = None) -> list[JobState]:
-        """Every job of one user (of one kind), read with one server-side filter."""
-        entries = await live_entries(self._kv, f"{checked_id(user_id, 'user id')}.*")
-        jobs = [JobState.model_validate_json(entry.value) for entry in entries.values()
+    async def of_user(self, user_id: str, kind: JobKind) -> list[JobState]:
+        """Every job of one user of one kind, read with one server-side filter."""
+        entries = await live_entries(self._kv(kind), f"{checked_id(user_id, 'user id')}.*")
+        return [JobState.model_validate_json(entry.value) for entry in entries.values()
                 if entry.value]
-        return [job for job in jobs if kind is None or job.kind is kind]
 
     async def erase(self, user_id: str, kind: JobKind) -> int:
-        """A deleted account's jobs of one kind (its service erases its own)."""
-        jobs = await self.of_user(user_id, kind)
-        for job in jobs:
-            await self._kv.purge(job_key(user_id, job.job_id))
-        return len(jobs)
+        """A deleted account's jobs of one kind (its service erases its own), by key: one
+        that no longer parses goes too."""
+        kv = self._kv(kind)
+        keys = await live_entries(kv, f"{checked_id(user_id, 'user id')}.*")
+        for key in keys:
+            await kv.delete(key)  # one message per key (`KvSpec.rollups`): nothing stays
+        return len(keys)
 
-    async def _get(self, key: str) -> tuple[JobState, int] | None:
+    async def _find(self, key: str) -> tuple[KeyValue, tuple[JobState, int]] | None:
+        """Where the job is kept, and its state and revision: a job id names one job,
+        whichever bucket holds it."""
+        found = await asyncio.gather(*(self._get(kv, key) for kv in self._kvs.values()))
+        for kv, state in zip(self._kvs.values(), found, strict=True):
+            if state is not None:
+                return kv, state
+        return None
+
+    @staticmethod
+    async def _get(kv: KeyValue, key: str) -> tuple[JobState, int] | None:
         try:
-            entry = await self._kv.get(key)
+            entry = await kv.get(key)
         except KeyNotFoundError:
             return None
         if entry.value is None:

@@ -1,12 +1,11 @@
-"""Complete listings of a KV bucket: every key that exists, none missed.
+"""Complete listings of a KV bucket: every key that exists, none missed, with no consumer.
 
-A drained watch (what nats-py's `keys()` does) stops at the first message whose pending
-count reads 0. In a cluster under concurrent writes that count can read 0 before the
-initial values are all delivered, and the listing comes back short (nats-io/nats.py#995;
-seen here after a node restart, and on one node under load). Erasures, sweeps and
-galleries need every key, so the watch is only the fast path: the stream's leader then
-names every key it holds a message for, and each one the watch did not deliver (as a
-value or as a delete marker) is read by key.
+A watch (what nats-py's `keys()` and `watch()` do) creates a consumer on the bucket's
+stream, a right no identity but the operator holds (`contracts.permissions`: whoever may
+create consumers on a stream may rewrite every consumer on it). It was also unreliable:
+a drained watch can stop before the initial values are all delivered (nats-io/nats.py#995).
+So the stream's leader names every key it holds a message for (STREAM.INFO with a
+subjects filter), and each is read by key, a few at a time.
 """
 
 from __future__ import annotations
@@ -23,29 +22,20 @@ _PARALLEL_READS = 16
 async def live_entries(kv: KeyValue, keys: str = ">") -> dict[str, KeyValue.Entry]:
     """Every live entry under the `keys` filter (NATS wildcards `*` and `>`), by key: each
     key that existed before the call and still exists after it, at least."""
-    seen: dict[str, KeyValue.Entry | None] = {}  # None: the key's last word is a marker
-    watcher = await kv.watch(keys)  # markers too: a deleted key is then known, not re-read
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of what exists now, or so nats-py believes
-                break
-            # A key written while we read comes twice: the latest wins.
-            seen[entry.key] = None if entry.operation else entry
-    finally:
-        await watcher.stop()
-    missed = sorted(await held_keys(kv, keys) - seen.keys())
-    if missed:
-        limit = asyncio.Semaphore(_PARALLEL_READS)
+    found: dict[str, KeyValue.Entry] = {}
+    limit = asyncio.Semaphore(_PARALLEL_READS)
 
-        async def read(key: str) -> None:
-            async with limit:
-                try:
-                    seen[key] = await kv.get(key)
-                except KeyNotFoundError:  # deleted or purged (KeyDeletedError is one)
-                    return
+    async def read(key: str) -> None:
+        async with limit:
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:  # deleted or purged (KeyDeletedError is one)
+                return
+        if entry.value is not None:
+            found[key] = entry
 
-        await asyncio.gather(*(read(key) for key in missed))
-    return {key: entry for key, entry in seen.items() if entry is not None}
+    await asyncio.gather(*(read(key) for key in sorted(await held_keys(kv, keys))))
+    return found
 
 
 async def held_keys(kv: KeyValue, keys: str = ">") -> set[str]:

@@ -58,8 +58,8 @@ class ModelStore(OwnedRecords[ModelRecord]):
 
     async def forget_active(self, user_id: str) -> None:
         """A deleted account's slot, whoever holds it (a job whose record never got
-        written included), and its history."""
-        await self._kv.purge(active_training_key(user_id))
+        written included); one message per key, so nothing of it stays."""
+        await self._kv.delete(active_training_key(user_id))
 
     async def release_active(self, user_id: str, job_id: str) -> None:
         """Free the slot if this job still holds it."""

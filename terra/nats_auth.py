@@ -1,5 +1,8 @@
 """NATS credentials: an NKEY per identity, and the server's `accounts` block rendered from
-the permission matrix (`contracts.permissions`).
+the permission matrix (`contracts.permissions`): the JetStream account `TERRA` (the
+operator's users, and an export of each subject some identity imports, to those
+identities' accounts only), an account per identity (its keys, its imports, and the
+allow-lists of its users), and `SYS`.
 
 A credentials directory holds one seed file per identity (`<identity>.nk`, mode 0600: the
 secret a service is given) and `keys.json` (the public keys the server accepts, several
@@ -16,14 +19,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.permissions import (
-    ACCOUNT,
     ALL_IDENTITIES,
+    JETSTREAM_ACCOUNT,
     OPERATOR,
+    STREAMED_RESPONSE_THRESHOLD,
     SYSTEM,
+    SYSTEM_ACCOUNT,
+    Identity,
+    Import,
     identities,
 )
 from terra.errors import ConfigurationError
@@ -113,27 +121,84 @@ class Credentials:
 
 
 def accounts_config(keys: dict[str, list[str]]) -> str:
-    """The server's `accounts` block: every identity's keys and allow-lists. Anonymous
-    clients are refused (no `no_auth_user`, ever)."""
+    """The server's `accounts` block. Anonymous clients are refused (no `no_auth_user`,
+    ever); an account exports only what another imports, and only to that account."""
+    everyone = identities()
     lines = ["# Generated from contracts/permissions.py by terra.nats_auth: do not edit.",
-             "accounts {", f"  {ACCOUNT} {{", "    jetstream: enabled", "    users: ["]
-    for key in keys.get(OPERATOR, []):
-        lines.append(f"      # {OPERATOR}: all of {ACCOUNT}")
-        lines.append(f"      {json.dumps({'nkey': key})}")
-    for name, identity in identities().items():
+             "accounts {"]
+    exports = _exports(everyone.values())
+    lines += _account(JETSTREAM_ACCOUNT, ["jetstream: enabled"],
+                      [(f"{OPERATOR}: all of {JETSTREAM_ACCOUNT}", {"nkey": key})
+                       for key in keys.get(OPERATOR, [])],
+                      exports.get(JETSTREAM_ACCOUNT, []), [])
+    for name, identity in everyone.items():
         publish, subscribe = identity.allowed
-        permissions = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
-        if identity.allow_responses:
-            permissions["allow_responses"] = True
-        for key in keys.get(name, []):
-            lines.append(f"      # {name}")
-            lines.append(f"      {json.dumps({'nkey': key, 'permissions': permissions})}")
-    lines += ["    ]", "  }"]
-    system_keys = keys.get(SYSTEM, [])
-    lines.append("  SYS { users: [ " + ", ".join(json.dumps({"nkey": k}) for k in system_keys)
-                 + " ] }")
-    lines += ["}", "system_account: SYS", ""]
+        permissions: dict = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+        if identity.answers:
+            permissions["allow_responses"] = True  # its replies go to the callers' inboxes
+        users = [(name, {"nkey": key, "permissions": permissions}) for key in keys.get(name, [])]
+        lines += _account(identity.account, [], users, exports.get(identity.account, []),
+                          [_import_entry(i) for i in identity.imports])
+    lines += _account(SYSTEM_ACCOUNT, [], [(SYSTEM, {"nkey": key})
+                                           for key in keys.get(SYSTEM, [])], [], [])
+    lines += ["}", f"system_account: {SYSTEM_ACCOUNT}", ""]
     return "\n".join(lines)
+
+
+def _exports(everyone) -> dict[str, list[dict]]:
+    """Per exporting account, one entry per subject that some identity imports from it,
+    naming exactly the importing accounts."""
+    importers: dict[tuple[str, str, str, bool], list[str]] = defaultdict(list)
+    for identity in everyone:
+        for imported in identity.imports:
+            importers[(imported.source, imported.kind, imported.subject,
+                       imported.streamed)].append(identity.account)
+        _check_answers(identity)
+    exports: dict[str, list[dict]] = defaultdict(list)
+    for (source, kind, subject, streamed), accounts in importers.items():
+        entry: dict = {kind: subject}
+        if streamed:
+            entry |= {"response_type": "stream",
+                      "response_threshold": STREAMED_RESPONSE_THRESHOLD}
+        entry["accounts"] = sorted(set(accounts))
+        exports[source].append(entry)
+    return exports
+
+
+def _check_answers(identity: Identity) -> None:
+    """An import from an identity's account must be something that identity answers."""
+    for other in identities().values():
+        for imported in other.imports:
+            if imported.source == identity.account and (
+                    imported.subject not in identity.answers
+                    or other.name not in identity.answers_to):
+                raise ConfigurationError(f"{other.name} imports {imported.subject} from "
+                                         f"{identity.name}, which does not answer it to them")
+
+
+def _import_entry(imported: Import) -> dict:
+    source = {"account": imported.source, "subject": imported.subject}
+    if imported.kind == "stream":
+        return {"stream": source}
+    entry: dict = {"service": source}
+    if imported.local != imported.subject:
+        entry["to"] = imported.local
+    return entry
+
+
+def _account(name: str, settings: list[str], users: list[tuple[str, dict]],
+             exports: list[dict], imports: list[dict]) -> list[str]:
+    lines = [f"  {name} {{", *(f"    {line}" for line in settings), "    users: ["]
+    for comment, user in users:
+        lines += [f"      # {comment}", f"      {json.dumps(user)}"]
+    lines.append("    ]")
+    for title, entries in (("exports", exports), ("imports", imports)):
+        if entries:
+            lines.append(f"    {title}: [")
+            lines += [f"      {json.dumps(entry)}" for entry in entries]
+            lines.append("    ]")
+    lines.append("  }")
+    return lines
 
 
 def _write_secret(path: Path, text: str) -> None:

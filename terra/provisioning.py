@@ -2,7 +2,12 @@
 
 A second run changes nothing. An existing definition that differs from the contract is
 reported with every differing field and never silently replaced: changing a stream's
-retention or a consumer's filter under running services loses or duplicates work.
+retention or a consumer's filter under running services loses or duplicates work. Fields
+the server changes in place without losing a message (a consumer's limits, a stream's
+republishing, whether a bucket accepts rollups) are brought to the contract.
+
+Services verify at start what they open, a durable's whole configuration included
+(`require_provisioned`): they may read a definition, never change it.
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 
 from contracts import topology
+from contracts.jobs import JobState
 from contracts.topology import ConsumerSpec, KvSpec, StreamSpec
 from terra.errors import ConfigurationError, ProvisioningConflict
 from terra.events import is_broker_fault
+from terra.kvscan import live_entries
 from terra.retry import retry_while
 
 log = logging.getLogger(__name__)
@@ -28,6 +40,7 @@ log = logging.getLogger(__name__)
 # Consumer settings NATS changes in place without losing a message or a position: a
 # contract that changes one of these updates an existing consumer instead of conflicting.
 EDITABLE_CONSUMER_FIELDS = frozenset({"ack_wait", "max_deliver", "backoff", "max_ack_pending"})
+EDITABLE_STREAM_FIELDS = frozenset({"republish", "allow_rollup_hdrs", "max_msgs_per_subject"})
 
 
 @dataclass
@@ -48,7 +61,12 @@ def stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
         num_replicas=replicas,
         max_msg_size=spec.max_msg_size,
         discard=api.DiscardPolicy.OLD,
+        republish=republish(spec.subjects[0], spec.republish_to),
     )
+
+
+def republish(source: str, to: str | None) -> api.RePublish | None:
+    return api.RePublish(src=source, dest=to) if to else None
 
 def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
     return api.ConsumerConfig(
@@ -63,6 +81,38 @@ def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
         max_ack_pending=spec.max_ack_pending,
         deliver_policy=api.DeliverPolicy.ALL,
     )
+
+def consumer_fields(spec: ConsumerSpec) -> dict[str, object]:
+    """Everything that makes a durable what the contract says: a consumer that differs in
+    any of these (another filter, a push delivery, an expiry) is not ours."""
+    config = consumer_config(spec)
+    return {
+        "durable_name": config.durable_name,
+        "filter_subject": config.filter_subject,
+        "ack_policy": config.ack_policy,
+        "ack_wait": config.ack_wait,
+        "max_deliver": config.max_deliver,
+        "backoff": config.backoff or [],
+        "max_ack_pending": config.max_ack_pending,
+        "deliver_policy": config.deliver_policy,
+        "deliver_subject": None,
+        "deliver_group": None,
+        "inactive_threshold": None,
+        "filter_subjects": None,
+    }
+
+
+def consumer_differences(spec: ConsumerSpec, existing: api.ConsumerConfig) -> dict[str, str]:
+    """Field -> how the existing durable differs from the contract."""
+    found = {}
+    for key, want in consumer_fields(spec).items():
+        have = getattr(existing, key, None)
+        if want is None and not have:
+            continue  # unset, however the server spells it
+        if not _same(want, have):
+            found[key] = f"{key} is {have!r}, the contract says {want!r}"
+    return found
+
 
 def kv_config(spec: KvSpec, replicas: int) -> api.KeyValueConfig:
     return api.KeyValueConfig(
@@ -109,7 +159,8 @@ async def ensure_stream(js, spec: StreamSpec, replicas: int, report: Provisionin
     diffs = _differences("stream", spec.name, wanted, info.config)
     if diffs:
         raise ProvisioningConflict("\n".join(diffs))
-    report.unchanged.append(f"stream {spec.name}")
+    await _edit_in_place(js, f"stream {spec.name}", info.config,
+                         {"republish": config.republish}, report)
 
 async def ensure_consumer(js, spec: ConsumerSpec, report: ProvisioningReport) -> None:
     config = consumer_config(spec)
@@ -133,28 +184,79 @@ async def ensure_consumer(js, spec: ConsumerSpec, report: ProvisioningReport) ->
         await js.add_consumer(spec.stream, config)  # create-or-update: an in-place edit
         report.updated.append(f"consumer {name}: {', '.join(sorted(changed))}")
         return
-    diffs = _differences("consumer", name, wanted, info.config)
+    diffs = list(consumer_differences(spec, info.config).values())
     if diffs:
-        raise ProvisioningConflict("\n".join(diffs))
+        raise ProvisioningConflict("\n".join(f"consumer {name}: {diff}" for diff in diffs))
     report.unchanged.append(f"consumer {name}")
 
 async def ensure_kv(js, spec: KvSpec, replicas: int, report: ProvisioningReport) -> None:
-    stream_name = f"KV_{spec.bucket}"
     try:
-        info = await js.stream_info(stream_name)
+        info = await js.stream_info(spec.stream)
     except NotFoundError:
         await js.create_key_value(kv_config(spec, replicas))
         report.created.append(f"kv {spec.bucket}")
-        return
+        info = await js.stream_info(spec.stream)
     wanted = {
-        "max_msgs_per_subject": spec.history,
         "max_age": spec.ttl_s or 0.0,
         "num_replicas": replicas,
     }
     diffs = _differences("kv bucket", spec.bucket, wanted, info.config)
     if diffs:
         raise ProvisioningConflict("\n".join(diffs))
-    report.unchanged.append(f"kv {spec.bucket}")
+    await _edit_in_place(js, f"kv {spec.bucket}", info.config, {
+        # Fewer messages per key: the server drops the older ones, which nothing reads.
+        "max_msgs_per_subject": spec.history,
+        "allow_rollup_hdrs": spec.rollups,
+        "republish": republish(spec.subjects, spec.republish_to)}, report)
+
+
+async def _edit_in_place(js, name: str, existing: api.StreamConfig, wanted: dict,
+                         report: ProvisioningReport) -> None:
+    """Bring the fields the server edits in place to the contract (`EDITABLE_STREAM_FIELDS`)."""
+    assert set(wanted) <= EDITABLE_STREAM_FIELDS
+    changed = {key: value for key, value in wanted.items()
+               if _comparable(getattr(existing, key, None)) != _comparable(value)}
+    if not changed:
+        if name not in report.created:
+            report.unchanged.append(name)
+        return
+    await js.update_stream(existing.evolve(**changed))
+    if name not in report.created:
+        report.updated.append(f"{name}: {', '.join(sorted(changed))}")
+
+
+def _comparable(value: object) -> object:
+    """A field as the contract means it: a republish by what it does, an unset flag as
+    false (the server echoes unset fields differently)."""
+    if isinstance(value, api.RePublish):
+        return (value.src, value.dest, bool(value.headers_only))
+    return bool(value) if value is None or isinstance(value, bool) else value
+
+async def move_legacy_jobs(js, report: ProvisioningReport) -> None:
+    """Jobs recorded before each kind had a bucket of its own (`terra_jobs`, which every
+    job service could write): each goes to its kind's bucket (one already there is kept),
+    then the old bucket goes, or an erasure would never reach what it holds."""
+    try:
+        legacy = await js.key_value(topology.LEGACY_JOBS_BUCKET)
+    except BucketNotFoundError:
+        return
+    moved = 0
+    for key, entry in (await live_entries(legacy)).items():
+        try:
+            kind = JobState.model_validate_json(entry.value).kind
+        except ValueError:
+            log.warning("unreadable legacy job record dropped", extra={"key": key})
+            continue
+        target = await js.key_value(topology.JOBS_KVS[kind.value].bucket)
+        try:
+            await target.create(key, entry.value)
+            moved += 1
+        except KeyWrongLastSequenceError:
+            pass  # moved by an earlier run that stopped before removing the bucket
+    await js.delete_key_value(topology.LEGACY_JOBS_BUCKET)
+    report.updated.append(f"kv {topology.LEGACY_JOBS_BUCKET}: {moved} job records moved to "
+                          "the bucket of their kind; the old bucket removed")
+
 
 # A cluster that has just formed may not place replicas yet: its meta leader has not heard
 # every peer's stats ("no suitable peers for placement, peer offline"). A leader change
@@ -195,28 +297,35 @@ async def provision(
         await patiently(lambda b=bucket: ensure_kv(js, b, replicas, report), wait_s)
     for consumer in consumers:
         await patiently(lambda c=consumer: ensure_consumer(js, c, report), wait_s)
+    await patiently(lambda: move_legacy_jobs(js, report), wait_s)
     if report.created or report.updated:
         log.info("provisioned", extra={"provisioned": report.created, "updated": report.updated})
     return report
 
 async def verify_identity(nc: NatsClient, identity: str) -> list[str]:
     """What `identity` opens (its streams, buckets and consumers in the permission
-    matrix) that does not exist; it reads with INFO only, which is all it may do."""
+    matrix) that does not exist, or, for its durables, differs in any field from the
+    contract; it reads with INFO only, which is all it may do."""
     from contracts.permissions import identities
+    from terra.broker import jetstream
 
     me = identities()[identity]
-    js = nc.jetstream()
-    missing = await verify(nc, me.streams)
+    js = jetstream(nc, identity)
+    missing = await verify(nc, me.streams, js=js)
     for bucket in me.buckets:
         try:
-            await js.stream_info(f"KV_{bucket.bucket}")
+            await js.stream_info(bucket.stream)
         except NotFoundError:
             missing.append(f"kv bucket {bucket.bucket}")
     for consumer in me.pulls:
+        name = f"consumer {consumer.stream}/{consumer.durable}"
         try:
-            await js.consumer_info(consumer.stream, consumer.durable)
+            info = await js.consumer_info(consumer.stream, consumer.durable)
         except NotFoundError:
-            missing.append(f"consumer {consumer.stream}/{consumer.durable}")
+            missing.append(name)
+            continue
+        missing += [f"{name}: {diff}" for diff in
+                    consumer_differences(consumer, info.config).values()]
     return missing
 
 
@@ -226,13 +335,14 @@ async def require_provisioned(nc: NatsClient, identity: str) -> None:
     missing = await verify_identity(nc, identity)
     if missing:
         raise ConfigurationError(
-            f"{identity}: not provisioned: {', '.join(missing)}; run `terra provision` "
-            "with the operator's credential")
+            f"{identity}: not provisioned as the contract says: {'; '.join(missing)}; run "
+            "`terra provision` with the operator's credential")
 
 
-async def verify(nc: NatsClient, streams: Iterable[StreamSpec] = topology.STREAMS) -> list[str]:
+async def verify(nc: NatsClient, streams: Iterable[StreamSpec] = topology.STREAMS, *,
+                 js=None) -> list[str]:
     """What is missing, for readiness checks; provisions nothing."""
-    js = nc.jetstream()
+    js = js or nc.jetstream()
     missing = []
     for stream in streams:
         try:

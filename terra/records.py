@@ -18,6 +18,7 @@ from terra.kvscan import live_entries
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
+
 class OwnedRecords(Generic[RecordT]):
     record_type: type[RecordT]
     id_field: str
@@ -92,15 +93,16 @@ class OwnedRecords(Generic[RecordT]):
         raise TerraError(f"record {key} kept changing under us")
 
     async def delete(self, user_id: str, record_id: str) -> None:
-        # A purge: with history kept, a plain delete would leave earlier revisions readable.
-        await self._kv.purge(self._key(user_id, record_id))
+        # Its bucket keeps one message per key (`KvSpec.rollups`): the delete marker replaces
+        # the value, so nothing of it stays readable, and no rollup is needed.
+        await self._kv.delete(self._key(user_id, record_id))
 
     async def erase(self, user_id: str) -> list[str]:
         """Purge every record of a deleted account, by key: one that no longer parses (an
         older schema wrote it) goes too. The ids erased."""
         keys = await live_entries(self._kv, self._key(user_id, "*"))
         for key in keys:
-            await self._kv.purge(key)
+            await self._kv.delete(key)  # one message per key: the marker replaces it
         return [key.split(".", 1)[1] for key in keys]
 
     async def _get(self, key: str) -> tuple[RecordT, int] | None:

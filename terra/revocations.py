@@ -6,13 +6,18 @@ the latest time wins. An entry lives as long as the bucket's TTL, which must out
 access token. A token issued at or before its user's time is refused (`is_revoked`); one
 issued later (the user signed in again) is not.
 
+An entry that cannot be read as a time counts as revoked, always (fail closed): only
+auth_service writes the bucket, so such an entry is damage or an attack, and a damaged
+revocation must not let a revoked token through. auth_service's next revocation of that
+user overwrites it.
+
 `RevocationWatch` keeps the whole list in memory for a process that checks tokens on
-every request (the gateway): an ephemeral push consumer on the bucket's stream delivers
-the current entries, then every new one. Like the gateway's event fan-out it checks its
-idle heartbeats and consumer sequences; silence, a gap or a broker fault makes it start
-over after a pause, and it is not `caught_up` until the new consumer delivered what was
-pending. Until then `revoked_at` asks the bucket directly. Listeners hear of every time
-that moves a user's revocation later (to close that user's open sockets).
+every request (the gateway): it lists the bucket, then follows every write to it
+(`terra.follow`: the stream's republished copy, what was missed read by sequence; no
+consumer). A broker fault makes it start over after a pause, and it is not `caught_up`
+until the new listing is read. Until then `revoked_at` asks the bucket directly.
+Listeners hear of every time that moves a user's revocation later (to close that user's
+open sockets).
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.topology import REVOCATIONS_KV, revocation_key
-from terra.push import CheckedPush, Restart
+from terra.follow import Stored, StreamFollower
+from terra.kvscan import live_entries
 from terra.worker import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -46,14 +51,20 @@ def is_revoked(issued_at: float, revoked_at: datetime | None) -> bool:
     return revoked_at is not None and issued_at <= revoked_at.timestamp()
 
 
+# What an unreadable entry means: every token of that user refused, whenever issued.
+UNREADABLE = datetime.max.replace(tzinfo=UTC)
+
+
 def _decode(value: bytes | None) -> datetime | None:
+    """The revocation time an entry holds; `UNREADABLE` when it holds anything else."""
     if not value:
         return None
     try:
         moment = datetime.fromisoformat(value.decode())
-    except ValueError:
-        log.warning("unreadable revocation entry ignored", extra={"value": value[:64]})
-        return None
+    except (ValueError, UnicodeDecodeError):
+        log.error("unreadable revocation entry: its user's tokens are all refused",
+                  extra={"value": value[:64]})
+        return UNREADABLE
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -62,6 +73,10 @@ class Revocations:
 
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+
+    @property
+    def kv(self) -> KeyValue:
+        return self._kv
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> Revocations:
@@ -78,8 +93,8 @@ class Revocations:
             except KeyNotFoundError:
                 entry = None
             current = _decode(entry.value) if entry is not None else None
-            if current is not None and current >= at:
-                return current
+            if current is not None and current is not UNREADABLE and current >= at:
+                return current  # a damaged entry is overwritten with a real time
             value = at.astimezone(UTC).isoformat().encode()
             try:
                 if entry is None:
@@ -103,20 +118,20 @@ class RevocationWatch:
     """Every user's revocation time, in memory, kept current from the bucket. Run `run`
     under a `terra.supervise.Supervisor`; it never returns and waits out broker faults."""
 
-    def __init__(self, nc: NatsClient, store: Revocations, *,
-                 js: JetStreamContext | None = None, heartbeat_s: float = 1.0,
-                 retry_pause_s: float = 1.0, keep_s: float = REVOCATIONS_KV.ttl_s or 0.0,
+    def __init__(self, nc: NatsClient, js: JetStreamContext, store: Revocations, *,
+                 quiet_s: float = 1.0, retry_pause_s: float = 1.0,
+                 keep_s: float = REVOCATIONS_KV.ttl_s or 0.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._nc = nc
-        self._js = js or nc.jetstream()
+        self._js = js
         self.store = store
-        self.heartbeat_s = heartbeat_s
+        self.quiet_s = quiet_s
         self.retry_pause_s = retry_pause_s
         self._keep_s = keep_s  # entries older than this have left the bucket: forget them
         self._clock = clock
         self._revoked: dict[str, datetime] = {}
         self._listeners: list[Listener] = []
-        self._seen_seq = 0  # the last stream sequence delivered
+        self._seen_seq = 0  # the last stream sequence applied
         self._waiters: list[tuple[int, asyncio.Future]] = []  # `sync` calls: (target, done)
         self._caught_up = False
         self._caught_up_event = asyncio.Event()
@@ -164,7 +179,7 @@ class RevocationWatch:
         if not self.caught_up:
             return False
         try:
-            info = await self._js.stream_info(f"KV_{REVOCATIONS_KV.bucket}")
+            info = await self._js.stream_info(REVOCATIONS_KV.stream)
         except BROKER_ERRORS:
             return False  # the watch catches up by itself; the caller's work is done
         target = info.state.last_seq
@@ -186,7 +201,7 @@ class RevocationWatch:
         while True:
             try:
                 await self._watch_once()
-            except (Restart, *BROKER_ERRORS) as why:
+            except BROKER_ERRORS as why:
                 self.restarts += 1
                 log.warning("revocation watch restarts", extra={
                     "reason": f"{type(why).__name__}: {why}", "restarts": self.restarts})
@@ -195,34 +210,43 @@ class RevocationWatch:
             await asyncio.sleep(self.retry_pause_s)
 
     async def _watch_once(self) -> None:
-        """One consumer: the bucket's current entries, then each new one, until it fails."""
-        push = CheckedPush(self._nc, self._js, f"KV_{REVOCATIONS_KV.bucket}",
-                           heartbeat_s=self.heartbeat_s)
+        """The bucket's current entries, then each new write, until a broker fault."""
+        follower = StreamFollower(self._nc, self._js, REVOCATIONS_KV.stream,
+                                  live_subject=REVOCATIONS_KV.republish_to,
+                                  subjects=REVOCATIONS_KV.subjects, quiet_s=self.quiet_s)
         try:
-            info = await push.open(f"$KV.{REVOCATIONS_KV.bucket}.>",
-                                   api.DeliverPolicy.LAST_PER_SUBJECT)
-            if info.num_pending == 0:
-                self._set_caught_up(True)
-            async for msg in push.messages():
-                if msg is None:
+            await follower.subscribe()  # first: no write falls between the list and the copies
+            listed_up_to = (await self._js.stream_info(REVOCATIONS_KV.stream)).state.last_seq
+            for key, entry in (await live_entries(self.store.kv)).items():
+                self._apply_entry(key, entry.value, deleted=False)
+            follower.start_after(listed_up_to)
+            self._advance(listed_up_to)
+            self._set_caught_up(True)
+            async for stored in follower.messages():
+                if stored is None:
                     self._prune()
                 else:
-                    self._take(msg)
+                    self._take(stored)
         finally:
-            await push.close()
+            await follower.close()
 
-    def _take(self, msg: Msg) -> None:
-        meta = msg.metadata
-        self._seen_seq = max(self._seen_seq, meta.sequence.stream)
-        key = msg.subject.removeprefix(f"$KV.{REVOCATIONS_KV.bucket}.")
-        if key.startswith(_KEY_PREFIX):
-            user_id = key.removeprefix(_KEY_PREFIX)
-            if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-                self._revoked.pop(user_id, None)  # an operator took it back
-            elif (moment := _decode(msg.data)) is not None:
-                self._apply(user_id, moment)
-        if meta.num_pending == 0:
-            self._set_caught_up(True)
+    def _take(self, stored: Stored) -> None:
+        key = stored.subject.removeprefix(f"$KV.{REVOCATIONS_KV.bucket}.")
+        deleted = stored.headers.get("KV-Operation") in ("DEL", "PURGE")
+        self._apply_entry(key, stored.data, deleted=deleted)
+        self._advance(stored.seq)
+
+    def _apply_entry(self, key: str, value: bytes | None, *, deleted: bool) -> None:
+        if not key.startswith(_KEY_PREFIX):
+            return
+        user_id = key.removeprefix(_KEY_PREFIX)
+        if deleted:
+            self._revoked.pop(user_id, None)  # an operator took it back
+        elif (moment := _decode(value)) is not None:
+            self._apply(user_id, moment)
+
+    def _advance(self, seq: int) -> None:
+        self._seen_seq = max(self._seen_seq, seq)
         for target, waiter in self._waiters:
             if target <= self._seen_seq and not waiter.done():
                 waiter.set_result(None)
@@ -236,8 +260,8 @@ class RevocationWatch:
 
     def _apply(self, user_id: str, moment: datetime) -> None:
         known = self._revoked.get(user_id)
-        if known is not None and known >= moment:
-            return
+        if known is not None and known is not UNREADABLE and known >= moment:
+            return  # a damaged entry gives way to the next real time auth writes
         self._revoked[user_id] = moment
         for listener in self._listeners:
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.topology import ConsumerSpec
 from terra import supervise
-from terra.broker import build_broker
+from terra.broker import build_broker, jetstream
 from terra.liveness import Heartbeat, WorkLoad
 from terra.logs import setup_logging
 from terra.provisioning import require_provisioned
@@ -35,6 +36,8 @@ from terra.telemetry import flush_spans, setup_tracing
 from terra.worker import BROKER_ERRORS, Handle, PullConsumer, consuming, watch_dead_letters
 
 log = logging.getLogger(__name__)
+
+REQUEST_INFO = "Nats-Request-Info"  # set by the server on a request from another account
 
 
 @dataclass
@@ -49,11 +52,30 @@ class Consumer:
 @dataclass
 class Responder:
     """Requests on `subject` (in a queue group: one replica answers each) and what answers
-    them: the request's bytes in, the reply's bytes out (it never raises)."""
+    them: the request's bytes in, the reply's bytes out (it never raises).
+
+    Only a request is answered: a message with a reply subject, sent from one of the
+    `callers` accounts, as the server attests (`Nats-Request-Info`). Anything else that
+    reaches the subject (a JetStream API answer someone aimed here, a delivery) is
+    dropped unread: the broker's say-so on the subject alone is not trusted."""
 
     subject: str
     answer: Callable[[bytes], Awaitable[bytes]]
     queue: str
+    callers: tuple[str, ...]
+
+    def refuses(self, msg) -> str | None:
+        """Why `msg` is no request of ours to answer; None when it is one."""
+        if not msg.reply:
+            return "no reply subject"
+        info = (msg.headers or {}).get(REQUEST_INFO)
+        try:
+            account = json.loads(info).get("acc") if info else None
+        except (ValueError, AttributeError):
+            account = None
+        if account not in self.callers:
+            return f"not sent from {', '.join(self.callers)} (from {account!r})"
+        return None
 
 
 @dataclass
@@ -108,15 +130,15 @@ def service_app(service: str, settings: RuntimeSettings, bootstrap: Bootstrap, *
         if configure_process:
             setup_logging(settings, service)
             setup_tracing(settings, service)
-        storage = ObjectStorage.from_settings(settings) if uses_storage else None
+        storage = ObjectStorage.from_settings(settings, service) if uses_storage else None
         connection = await prepare_infrastructure(broker, service, storage=storage)
         parts = await bootstrap(connection, storage)
-        js = connection.jetstream()
+        js = jetstream(connection, service)
         pulls = [PullConsumer(js, c.spec, c.handle, concurrency=c.concurrency,
                               fetch_timeout_s=settings.fetch_timeout_s)
                  for c in parts.consumers]
         for spec, on_dead_letter in parts.dead_letters.values():
-            await watch_dead_letters(connection, spec, on_dead_letter, queue=service)
+            await watch_dead_letters(connection, js, spec, on_dead_letter, queue=service)
         answering = await answer_requests(connection, parts.responders,
                                           parts.max_concurrent_requests)
 
@@ -176,6 +198,10 @@ class Answering:
         return on_request
 
     async def _answer(self, responder: Responder, msg) -> None:
+        if (why := responder.refuses(msg)) is not None:
+            log.warning("message dropped unanswered", extra={"subject": msg.subject,
+                                                            "reason": why})
+            return
         async with self._room:
             with consuming(msg):
                 reply = await responder.answer(msg.data)

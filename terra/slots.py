@@ -53,8 +53,9 @@ class QueueSlots:
         raise TerraError(f"queue slots of {user_id} kept changing")
 
     async def forget(self, user_id: str) -> None:
-        """A deleted account's slots: gone, history included."""
-        await self._kv.purge(self._key(user_id))
+        """A deleted account's slots: gone (the bucket keeps one message per key, so the
+        delete marker replaces the value)."""
+        await self._kv.delete(self._key(user_id))
 
     async def held(self, user_id: str) -> list[str]:
         return (await self._read(user_id))[0]

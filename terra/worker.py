@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -30,6 +30,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import propagate, trace
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.topology import MAX_DELIVERIES_ADVISORY, ConsumerSpec
 from terra.retry import retry_delay_s
@@ -303,8 +304,32 @@ async def settle_quietly(action, **kwargs) -> None:
                     extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
+class MaxDeliveriesAdvisory(BaseModel):
+    """What the server says when a message ran out of deliveries (the fields we use)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    type: Literal["io.nats.jetstream.advisory.v1.max_deliver"]
+    stream: str
+    consumer: str
+    stream_seq: int = Field(ge=1)
+    deliveries: int | None = None
+
+
+def read_advisory(data: bytes, consumer: ConsumerSpec) -> MaxDeliveriesAdvisory | None:
+    """The advisory when it is one, about `consumer`; None for anything else (bytes that
+    are no advisory, or one about another stream or consumer: never acted on)."""
+    try:
+        advisory = MaxDeliveriesAdvisory.model_validate_json(data)
+    except ValueError:
+        return None
+    if (advisory.stream, advisory.consumer) != (consumer.stream, consumer.durable):
+        return None
+    return advisory
+
+
 async def watch_dead_letters(
     nc: NatsClient,
+    js: JetStreamContext,
     consumer: ConsumerSpec,
     on_dead_letter: Callable[[bytes], Awaitable[None]],
     *,
@@ -313,10 +338,12 @@ async def watch_dead_letters(
 ):
     """Subscribe to the consumer's max-deliveries advisories (one replica per advisory).
 
-    The advisory is a core NATS message, sent once: a broker fault while handling it is
-    retried here for a while, or the job would stay unfinished forever.
+    An advisory is acted on only when it parses, names this very stream and consumer, and
+    the message it names exists on the consumer's own subjects: anything else that
+    reaches the subject is logged and dropped. The advisory is a core NATS message, sent
+    once: a broker fault while handling it is retried here for a while, or the job would
+    stay unfinished forever.
     """
-    js = nc.jetstream()
     subject = f"{MAX_DELIVERIES_ADVISORY}.{consumer.stream}.{consumer.durable}"
 
     async def handle_once(seq: int) -> None:
@@ -324,17 +351,25 @@ async def watch_dead_letters(
             message = await js.get_msg(consumer.stream, seq)
         except nats.js.errors.NotFoundError:
             return  # already removed by another replica
+        if not subject_matches(message.subject, consumer.filter_subject):
+            log.warning("advisory names a message of another consumer; ignored",
+                        extra={"stream_seq": seq, "subject": message.subject})
+            return
         await on_dead_letter(message.data)
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_msg(consumer.stream, seq)
 
-    async def handle(advisory) -> None:
-        details = json.loads(advisory.data)
-        seq = details.get("stream_seq")
+    async def handle(msg) -> None:
+        advisory = read_advisory(msg.data, consumer)
+        if advisory is None:
+            log.warning("not an advisory about this consumer; ignored",
+                        extra={"consumer": consumer.durable, "data": msg.data[:80]})
+            return
+        seq = advisory.stream_seq
         log.error(
             "dead letter: deliveries exhausted",
             extra={"stream": consumer.stream, "consumer": consumer.durable, "stream_seq": seq,
-                   "deliveries": details.get("deliveries")},
+                   "deliveries": advisory.deliveries},
         )
         deadline = time.monotonic() + retry_for_s
         attempt = 0
@@ -353,6 +388,17 @@ async def watch_dead_letters(
                 await asyncio.sleep(min(5.0, 0.25 * 2 ** attempt))
 
     return await nc.subscribe(subject, queue=queue, cb=handle)
+
+
+def subject_matches(subject: str, pattern: str) -> bool:
+    """NATS wildcard matching: `*` one token, `>` one or more at the end."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or (token != "*" and token != tokens[index]):
+            return False
+    return len(tokens) == len(wanted)
 
 
 def handling(model, use_case: Callable[..., Awaitable[None]], *,

@@ -4,7 +4,8 @@ Each fake does what the real one does for the calls Terra makes, and records wha
 asked to do, so a test can assert on it:
 
 - `FakeKeyValue`: a JetStream KV bucket (get/put/create/update/delete with revision
-  checks, watch/watchall over what exists), raising nats-py's own errors.
+  checks, and the stream's STREAM.INFO subject listing), raising nats-py's own errors.
+  No watch: Terra's identities may not create consumers, so its code never watches.
 - `FakeEventPublisher`: `terra.events.EventPublisher`, de-duplicating by message id the
   way the stream does with `Nats-Msg-Id`.
 - `FakeMsg`: a JetStream message, recording ack/nak/in_progress/term.
@@ -39,6 +40,7 @@ from nats.js.kv import KeyValue
 
 from contracts.base import Event
 from terra.errors import ObjectMissing
+from terra.worker import subject_matches
 
 
 async def wait_until(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
@@ -71,8 +73,6 @@ class FakeKeyValue:
         # Writes as ("kv.<operation>", "<bucket>/<key>"), when shared with other fakes.
         self.journal = journal
         self._failures: dict[str, deque[BaseException]] = {}
-        # A watch ends after this many entries, as nats-py's can in a cluster under writes.
-        self.watch_ends_early_after: int | None = None
         self.subjects_page_size = 100_000  # nats-server's page of STREAM.INFO subjects
         self.after_stream_info: Callable[[], None] | None = None  # e.g. keys expiring
 
@@ -151,21 +151,6 @@ class FakeKeyValue:
         self._store(key, None, operation="PURGE")
         return True
 
-    async def watch(self, keys: str, *, ignore_deletes: bool = False,
-                    meta_only: bool = False, **_: Any) -> FakeKeyWatcher:
-        """What exists now under the `keys` filter (NATS wildcards `*` and `>`), oldest
-        revision first, then the None that ends the initial values; no later updates.
-        `meta_only` entries carry no value, as on a server."""
-        self._enter("watch", keys)
-        entries = []
-        for key, entry in sorted(self._entries.items(), key=lambda i: i[1].revision):
-            if not _subject_matches(keys, key) or (ignore_deletes and entry.operation):
-                continue
-            entries.append(KeyValue.Entry(
-                bucket=entry.bucket, key=entry.key, value=b"" if meta_only else entry.value,
-                revision=entry.revision, delta=0, created=None, operation=entry.operation))
-        return FakeKeyWatcher(entries[:self.watch_ends_early_after])
-
     # What terra.kvscan reaches through nats-py's private handles: the bucket's stream,
     # answering STREAM.INFO with the subjects it holds a message for, paged.
     @property
@@ -202,40 +187,14 @@ class FakeKeyValue:
         """The key's last message goes, as a bucket's TTL removes it: no marker left."""
         self._entries.pop(key, None)
 
-    async def watchall(self, **kwargs: Any) -> FakeKeyWatcher:
-        return await self.watch(">", **kwargs)
 
-
-_KV_READS = ("get", "watch", "stream_info")
+_KV_READS = ("get", "stream_info")
 
 
 def _subject_matches(pattern: str, subject: str) -> bool:
-    wanted, tokens = pattern.split("."), subject.split(".")
-    for index, token in enumerate(wanted):
-        if token == ">":
-            return len(tokens) > index
-        if index >= len(tokens) or (token != "*" and token != tokens[index]):
-            return False
-    return len(tokens) == len(wanted)
+    return subject_matches(subject, pattern)
 
 
-class FakeKeyWatcher:
-    """A KV watcher over a snapshot: its entries, then None (the end of what exists)."""
-
-    def __init__(self, entries: list[KeyValue.Entry]) -> None:
-        self._pending: deque[KeyValue.Entry | None] = deque([*entries, None])
-        self.stopped = False
-
-    def __aiter__(self) -> FakeKeyWatcher:
-        return self
-
-    async def __anext__(self) -> KeyValue.Entry | None:
-        if self.stopped or not self._pending:
-            raise StopAsyncIteration
-        return self._pending.popleft()
-
-    async def stop(self) -> None:
-        self.stopped = True
 
 
 # --- events -------------------------------------------------------------------------------

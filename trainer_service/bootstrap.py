@@ -8,6 +8,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.jobs import CancelJob, JobKind
 from contracts.topology import (
+    TRAINER,
     TRAINING_CONTROL,
     TRAINING_RECORDS,
     TRAINING_WORKERS,
@@ -15,6 +16,7 @@ from contracts.topology import (
 )
 from contracts.training import DeleteModel, StartTraining
 from terra.accounts import DeletedAccounts
+from terra.broker import jetstream
 from terra.events import EventPublisher
 from terra.jobs import JobStore
 from terra.lifecycle import JobLifecycle, erasing
@@ -43,8 +45,8 @@ def build_handlers(settings: TrainerSettings, *, jobs: JobStore, models: ModelSt
 
 async def bootstrap(connection: NatsClient, storage: ObjectStorage,
                     settings: TrainerSettings) -> ServiceParts:
-    js = connection.jetstream()
-    handlers = build_handlers(settings, jobs=await JobStore.open(js),
+    js = jetstream(connection, TRAINER)
+    handlers = build_handlers(settings, jobs=await JobStore.open(js, [JobKind.TRAINING]),
                               models=await ModelStore.open(js), events=EventPublisher(js),
                               store=TrainingStore(storage),
                               deleted_accounts=await DeletedAccounts.open(js))

@@ -7,7 +7,7 @@ import pytest
 
 from contracts.base import new_id
 from contracts.jobs import JobKind, JobState, JobStatus
-from contracts.topology import JOBS_KV, job_key
+from contracts.topology import GENERATION_JOBS_KV, job_key
 from terra.local import free_port
 from tests.e2e.client import register
 
@@ -98,7 +98,7 @@ async def test_a_job_is_visible_to_its_owner_only(http, nc):
     alice, bob = await register(http), await register(http)
     job = JobState(job_id=new_id(), user_id=alice.user_id, kind=JobKind.GENERATION,
                    status=JobStatus.RUNNING, progress=0.5)
-    kv = await nc.jetstream().key_value(JOBS_KV.bucket)
+    kv = await nc.jetstream().key_value(GENERATION_JOBS_KV.bucket)
     await kv.put(job_key(alice.user_id, job.job_id), job.model_dump_json().encode())
 
     mine = await http.get(f"/api/jobs/{job.job_id}", headers=alice.headers)

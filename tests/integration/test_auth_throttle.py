@@ -30,6 +30,7 @@ from contracts.auth import (
 )
 from contracts.base import Message
 from contracts.topology import AUTH, LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
+from terra.broker import jetstream
 from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ def settings(nats_endpoint, google) -> AuthSettings:
 async def auth_js(nats_endpoint):
     """JetStream as auth_service itself: its credential must reach both throttle buckets."""
     connection = await nats_endpoint.connect(AUTH)
-    yield connection.jetstream()
+    yield jetstream(connection, AUTH)
     await connection.drain()
 
 

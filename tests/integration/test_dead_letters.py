@@ -4,11 +4,17 @@ the work queue; it is neither lost silently nor retried forever."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import nats
 import pytest
 
-from contracts.topology import PROMPT_COMMANDS, ConsumerSpec, command_subject
+from contracts.topology import (
+    MAX_DELIVERIES_ADVISORY,
+    PROMPT_COMMANDS,
+    ConsumerSpec,
+    command_subject,
+)
 from terra.provisioning import provision
 from terra.worker import watch_dead_letters
 
@@ -24,7 +30,7 @@ async def test_exhausted_deliveries_are_handed_over_and_removed(fresh_nats):
         await provision(nc, streams=[PROMPT_COMMANDS], consumers=[spec], kv_buckets=[])
         js = nc.jetstream()
         handed_over: asyncio.Queue[bytes] = asyncio.Queue()
-        await watch_dead_letters(nc, spec, handed_over.put, queue="test")
+        await watch_dead_letters(nc, js, spec, handed_over.put, queue="test")
 
         await js.publish(spec.filter_subject, b'{"poison": true}')
         pull = await js.pull_subscribe_bind(spec.durable, stream=spec.stream)
@@ -41,3 +47,41 @@ async def test_exhausted_deliveries_are_handed_over_and_removed(fresh_nats):
         await pull.unsubscribe()
     finally:
         await nc.close()
+
+
+async def test_an_advisory_that_is_not_about_this_consumer_changes_nothing(fresh_nats):
+    """A forged advisory (garbage, another consumer's, a message outside the consumer's
+    subjects) is logged and dropped: no job is failed, no command removed."""
+    nc = await fresh_nats.connect()
+    try:
+        spec = ConsumerSpec(stream=PROMPT_COMMANDS.name, durable="dead_letter_forged",
+                            filter_subject=command_subject("prompt", "optimize"))
+        await provision(nc, streams=[PROMPT_COMMANDS], consumers=[spec], kv_buckets=[])
+        js = nc.jetstream()
+        handed_over: asyncio.Queue[bytes] = asyncio.Queue()
+        await watch_dead_letters(nc, js, spec, handed_over.put, queue="test")
+        other = await js.publish(command_subject("prompt", "cancel"), b'{"not": "mine"}')
+        mine = await js.publish(spec.filter_subject, b'{"work": true}')
+
+        subject = f"{MAX_DELIVERIES_ADVISORY}.{spec.stream}.{spec.durable}"
+        forged = [
+            b'{"type":"io.nats.jetstream.api.v1.stream_info_response"}',  # an API answer
+            b"not json",
+            advisory(spec.stream, "someone_elses_durable", mine.seq),
+            advisory("TERRA_TRAINING_COMMANDS", spec.durable, mine.seq),
+            advisory(spec.stream, spec.durable, other.seq),  # outside its subjects
+            advisory(spec.stream, spec.durable, 10_000),  # no such message
+        ]
+        for data in forged:
+            await nc.publish(subject, data)
+        await nc.flush()
+        await asyncio.sleep(0.5)
+        assert handed_over.empty()
+        assert (await js.stream_info(spec.stream)).state.messages == 2
+    finally:
+        await nc.close()
+
+
+def advisory(stream: str, consumer: str, seq: int) -> bytes:
+    return json.dumps({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": stream,
+                       "consumer": consumer, "stream_seq": seq, "deliveries": 5}).encode()

@@ -32,7 +32,7 @@ async def test_a_job_is_created_once_and_only_its_owner_finds_it(jobs):
     assert await jobs.get("intruder", job.job_id) is None
     assert await jobs.create(job.model_copy(update={"user_id": "intruder"}))
     assert (await jobs.get(job.user_id, job.job_id)).detail is None
-    assert [j.job_id for j in await jobs.of_user("u1") if j.job_id == job.job_id] == [job.job_id]
+    assert [j.job_id for j in await jobs.of_user("u1", job.kind) if j.job_id == job.job_id] == [job.job_id]
 
 
 async def test_concurrent_progress_updates_lose_nothing(jobs):

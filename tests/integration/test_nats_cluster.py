@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 GEN = topology.GENERATION_COMMANDS.name
 EVENTS = topology.EVENTS.name
-JOBS = topology.JOBS_KV.bucket
+JOBS = topology.GENERATION_JOBS_KV.bucket
 JOBS_STREAM = f"KV_{JOBS}"
 WORKERS = topology.GENERATION_WORKERS.durable
 CONTROL = topology.GENERATION_CONTROL.durable  # never sees a message here: its pulls wait

@@ -1,9 +1,12 @@
 """The permission matrix on a real nats-server: every identity can do what its code does,
-and is refused what it must never do. A refusal is invisible to the caller (a timeout,
-or nothing at all for a subscribe): the connection's error callback is what proves it.
+and is refused what it must never do. Each identity signs in to its own account; inside
+it, its user may publish only what the account imports and subscribe only to its inbox
+and stream imports. A refusal is invisible to the caller (a timeout, or nothing at all
+for a subscribe): the connection's error callback is what proves it.
 
 The whole of each identity's path is exercised by the end-to-end suite, whose services
-each sign in with their own credential; these probes pin the boundaries.
+each sign in with their own credential; these probes pin the boundaries, and
+`test_leaked_keys.py` tries everything else a leaked key could.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 
 from contracts import topology as t
 from contracts.permissions import OPERATOR, SERVICE_IDENTITIES, inbox_prefix
+from terra.broker import jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +35,7 @@ async def attempt(nats_endpoint, identity: str, action: Action) -> tuple[bool, l
         violations.append(str(error).lower())
 
     nc = await nats_endpoint.connect(identity, error_cb=on_error)
+    nc.terra_identity = identity  # which JetStream prefix `js` uses
     try:
         try:
             await asyncio.wait_for(action(nc), 1.0)
@@ -57,7 +62,7 @@ async def assert_allowed(nats_endpoint, identity: str, action: Action) -> None:
 
 
 def js(nc):
-    return nc.jetstream(timeout=0.5)
+    return jetstream(nc, nc.terra_identity, timeout=0.5)
 
 
 async def read_kv(nc, bucket: str, key: str = "anything"):
@@ -113,7 +118,7 @@ async def test_no_service_reads_another_ones_replies(nats_endpoint, identity):
 
 async def test_the_gateway_asks_and_reads_but_cannot_act_as_a_service(nats_endpoint):
     gateway = t.GATEWAY
-    for allowed in (lambda nc: read_kv(nc, t.JOBS_KV.bucket),
+    for allowed in (lambda nc: read_kv(nc, t.GENERATION_JOBS_KV.bucket),
                     lambda nc: read_kv(nc, t.MODELS_KV.bucket),
                     lambda nc: publish_js(nc, t.command_subject("prompt", "optimize")),
                     lambda nc: js(nc).stream_info(t.EVENTS.name)):
@@ -142,8 +147,12 @@ async def test_a_worker_takes_only_its_commands_and_tells_only_its_events(
     await assert_allowed(nats_endpoint, identity,
                          lambda nc: write_kv(nc, t.WORKERS_KV.bucket, f"{identity}.w1"))
     other_domain = next(d for d in ("prompt", "training", "generation") if d != domain)
+    await assert_allowed(nats_endpoint, identity,
+                         lambda nc: write_kv(nc, t.JOBS_KVS[domain].bucket, "u1.j1"))
     for refused in (
         lambda nc: fetch(nc, foreign),
+        lambda nc: write_kv(nc, t.JOBS_KVS[other_domain].bucket, "u1.j1"),
+        lambda nc: js(nc).add_consumer(own.stream, durable_name="mine"),
         lambda nc: publish_js(nc, t.event_subject(other_domain, "completed", "u1")),
         lambda nc: publish_js(nc, t.command_subject(domain, "cancel")),  # commands: gateway's
         lambda nc: write_kv(nc, t.WORKERS_KV.bucket, "someone_else.w1"),
@@ -167,7 +176,7 @@ async def test_auth_service_keeps_to_accounts(nats_endpoint):
     await assert_allowed(nats_endpoint, t.AUTH, lambda nc: read_kv(nc, t.USERS_KV.bucket))
     await assert_allowed(nats_endpoint, t.AUTH,
                          lambda nc: write_kv(nc, t.REVOCATIONS_KV.bucket, "user.probe"))
-    for refused in (lambda nc: read_kv(nc, t.JOBS_KV.bucket),
+    for refused in (lambda nc: read_kv(nc, t.GENERATION_JOBS_KV.bucket),
                     lambda nc: publish_js(nc, t.command_subject("generation", "generate")),
                     lambda nc: subscribe(nc, "terra.rpc.auth.register")):  # queue group only
         await assert_refused(nats_endpoint, t.AUTH, refused)

@@ -49,7 +49,8 @@ class Generator:
         self.settings = GeneratorSettings(cancel_poll_s=0.005, progress_interval_s=0.001,
                                           image_retention_days=7)
         self.generator = FakeFluxGenerator()
-        self.jobs = JobStore(FakeKeyValue("jobs", self.journal))
+        self.jobs_kv = FakeKeyValue("jobs", self.journal)
+        self.jobs = JobStore({JobKind.GENERATION: self.jobs_kv})
         self.models = ModelStore(FakeKeyValue("models", self.journal))
         self.images = ImageStore(FakeKeyValue("images", self.journal))
         self.slots = QueueSlots(FakeKeyValue("slots", self.journal), "generation")
@@ -67,7 +68,7 @@ class Generator:
             assert await self.handlers.take(command, 1)
 
     async def status(self, job_id: str) -> JobStatus:
-        owner = self.jobs._kv.key_ending(job_id).split(".")[0]
+        owner = self.jobs_kv.key_ending(job_id).split(".")[0]
         return (await self.jobs.get(owner, job_id)).status
 
     async def cancel(self, command: GenerateImage) -> None:
@@ -314,7 +315,7 @@ async def test_deleting_an_image_removes_the_object_then_the_record_then_says_so
     [deleted] = gen.events.attempts
     assert deleted.type == "generation.image_deleted.v1" and deleted.image_id == "i1"
     assert deleted.message_id == "i1-deleted" and deleted.correlation_id == "req-del"
-    assert gen.journal == [("s3.delete", gone.key), ("kv.purge", "images/alice.i1"),
+    assert gen.journal == [("s3.delete", gone.key), ("kv.delete", "images/alice.i1"),
                            ("publish", "generation.image_deleted.v1")]
 
 

@@ -48,7 +48,7 @@ class FakeHandlers:
         self.batch_max_images = batch_max_images
         self.kv = FakeKeyValue("jobs")
         self.events = FakeEventPublisher()
-        self.lifecycle = JobLifecycle(JobKind.GENERATION, JobStore(self.kv), self.events,
+        self.lifecycle = JobLifecycle(JobKind.GENERATION, JobStore({JobKind.GENERATION: self.kv}), self.events,
                                       GenerationEvents())
         self.batches: list[list[str]] = []
         self.gate = asyncio.Event()
@@ -79,7 +79,7 @@ class FakeHandlers:
         return [(e.job_id, e.position) for e in self.events.attempts if e.type == POSITION]
 
     async def status(self, job_id: str) -> JobStatus:
-        owner = self.lifecycle.jobs._kv.key_ending(job_id).split(".")[0]
+        owner = self.kv.key_ending(job_id).split(".")[0]
         return (await self.lifecycle.jobs.get(owner, job_id)).status
 
 

@@ -1,9 +1,9 @@
-"""terra.kvscan: a listing is complete even when the watch behind it ends early; an
-account's records are erased by key."""
+"""terra.kvscan: a listing asks the stream which keys it holds and reads each (no watch: no
+consumer); subjects are paged; an account's records are erased by key."""
 
 from __future__ import annotations
 
-import pytest
+from nats.js.errors import KeyNotFoundError
 
 from contracts.base import new_id
 from contracts.training import ModelRecord
@@ -19,12 +19,10 @@ async def bucket_of(keys: list[str]) -> FakeKeyValue:
     return kv
 
 
-@pytest.mark.parametrize("ends_after", [None, 0, 1, 4])
-async def test_every_live_key_is_listed_however_early_the_watch_ends(ends_after):
+async def test_every_live_key_is_listed_and_no_deleted_or_purged_one():
     kv = await bucket_of([f"u1.k{i}" for i in range(6)] + ["u2.k0", "active.u1"])
     await kv.delete("u1.k2")
     await kv.purge("u1.k3")
-    kv.watch_ends_early_after = ends_after
 
     mine = await live_entries(kv, "u1.*")
     everything = await live_entries(kv)
@@ -35,19 +33,20 @@ async def test_every_live_key_is_listed_however_early_the_watch_ends(ends_after)
     assert sorted(everything) == ["active.u1", "u1.k0", "u1.k1", "u1.k4", "u1.k5", "u2.k0"]
 
 
-async def test_a_complete_watch_costs_no_read_by_key_deleted_keys_included():
-    kv = await bucket_of(["u1.a", "u1.b", "u1.c", "u1.d"])
-    await kv.delete("u1.c")
-    await kv.purge("u1.d")
-    assert sorted(await live_entries(kv, "u1.*")) == ["u1.a", "u1.b"]
-    assert [op for op, _ in kv.ops if op == "get"] == []
-
-
-async def test_a_key_the_watch_saw_deleted_is_not_listed():
-    kv = await bucket_of(["u1.a", "u1.b"])
+async def test_a_listing_asks_the_stream_which_keys_it_holds_and_reads_each():
+    kv = await bucket_of(["u1.a", "u1.b", "u2.a"])
     await kv.delete("u1.b")
-    kv.watch_ends_early_after = 1  # only u1.a came: u1.b is read by key, and is gone
     assert sorted(await live_entries(kv, "u1.*")) == ["u1.a"]
+    # One question to the stream, then the held keys by key (the marker's included).
+    reads = [(op, key) for op, key in kv.ops if op in ("stream_info", "get")]
+    assert reads[0] == ("stream_info", "$KV.probe.u1.*")
+    assert sorted(reads[1:]) == [("get", "u1.a"), ("get", "u1.b")]
+
+
+async def test_a_key_deleted_between_the_question_and_its_read_is_not_listed():
+    kv = await bucket_of(["u1.a", "u1.b"])
+    kv.fail_next("get", KeyNotFoundError())  # the first key read is gone by then
+    assert len(await live_entries(kv, "u1.*")) == 1
 
 
 async def test_the_streams_subjects_are_read_page_by_page():
@@ -76,7 +75,6 @@ async def test_keys_expiring_between_pages_shift_nothing_past_the_listing():
 
 async def test_an_empty_filter_lists_nothing():
     kv = await bucket_of(["u2.a"])
-    kv.watch_ends_early_after = 0
     assert await live_entries(kv, "u1.*") == {}
     assert await held_keys(kv, "u1.*") == set()
 

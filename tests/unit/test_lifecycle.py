@@ -53,7 +53,7 @@ class Jobs:
                  on_end: bool = True) -> None:
         self.journal: list[tuple] = []
         self.kv = FakeKeyValue("jobs")
-        self.store = JobStore(self.kv)
+        self.store = JobStore({KIND: self.kv})
         self.events = FakeEventPublisher(self.journal)
         self.ended: list[JobState] = []
         self.deleted = DeletedAccounts(FakeKeyValue("deleted"))

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from contracts.jobs import FailureCode, JobStatus
+from contracts.jobs import FailureCode, JobKind, JobStatus
 from contracts.prompt import OptimizePrompt, PromptDecision, RecordPromptDecision
 from prompt_service.bootstrap import OfflineOnly, build_handlers
 from prompt_service.engine import OfflineEngine, Optimization, PromptRequest
@@ -44,7 +44,7 @@ class Prompts:
         self.kv = FakeKeyValue("jobs", self.journal)
         self.events = FakeEventPublisher(self.journal)
         self.optimizer = CountingOptimizer()
-        self.handlers = build_handlers(JobStore(self.kv), self.events, self.optimizer)
+        self.handlers = build_handlers(JobStore({JobKind.PROMPT: self.kv}), self.events, self.optimizer)
 
     async def send(self, body: bytes | str, delivery: int = 1) -> FakeMsg:
         """Deliver a command as the consumer does; the message says how it was settled."""

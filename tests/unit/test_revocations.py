@@ -109,18 +109,13 @@ async def test_a_token_whose_subject_is_no_user_id_is_refused(sub):
         await verifier.verify(token)
 
 
-class NoBroker:
-    def jetstream(self):
-        return object()
-
-
 def event_for(user_id: str, seq: int) -> Delivered:
     return Delivered(seq, f"terra.evt.generation.started.{user_id}",
                      b'{"type": "generation.started.v1"}')
 
 
 def test_the_hub_ends_the_sockets_of_tokens_issued_up_to_a_revocation():
-    hub = EventHub(NoBroker())
+    hub = EventHub(nc=object(), js=object())  # never started: no broker needed
     old_socket = hub.subscribe("alice", None, issued_at=100.0)
     new_socket = hub.subscribe("alice", None, issued_at=200.0)
     rest_wait = hub.subscribe("alice", "prompt")  # a `?wait=true` request: no token time

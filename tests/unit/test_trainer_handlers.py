@@ -96,7 +96,7 @@ class Trainer:
         self.models_kv = FakeKeyValue("models", self.journal)
         self.storage = FakeObjectStorage(self.journal)
         self.events = FakeEventPublisher(self.journal)
-        self.jobs, self.models = JobStore(self.jobs_kv), ModelStore(self.models_kv)
+        self.jobs, self.models = JobStore({JobKind.TRAINING: self.jobs_kv}), ModelStore(self.models_kv)
         self.training = Training()
         monkeypatch.setattr(handlers._Run, "train", lambda run, images, checkpoint:
                             self.training.train(run, images, checkpoint))
@@ -357,7 +357,7 @@ async def test_deleting_a_model_removes_its_files_then_its_record_then_says_so(t
     assert deleted.type == "training.model_deleted.v1" and deleted.model_id == "m2"
     assert deleted.message_id == "m2-deleted" and deleted.correlation_id == "req-del"
     assert trainer.journal == [("s3.delete_prefix", f"models/{USER}/m2/"),
-                               ("kv.purge", f"models/{USER}.m2"),
+                               ("kv.delete", f"models/{USER}.m2"),
                                ("publish", "training.model_deleted.v1")]
 
 
