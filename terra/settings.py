@@ -83,7 +83,9 @@ class RuntimeSettings(BaseSettings):
     otlp_endpoint: str | None = Field(default=None, description="e.g. http://collector:4318")
 
     shutdown_grace_s: float = Field(default=30.0, description="Time to finish in-flight work.")
-    fetch_timeout_s: float = Field(default=1.0, gt=0, description="How long one pull "
+    # At most a minute: a pull's answers reach the service through an import that keeps
+    # them flowing for two (`contracts.permissions.STREAMED_RESPONSE_THRESHOLD`).
+    fetch_timeout_s: float = Field(default=1.0, gt=0, le=60, description="How long one pull "
                                    "request of a worker waits for commands.")
     liveness_interval_s: float = Field(default=2.0, gt=0, description="How often a worker "
                                        "rewrites its heartbeat (the records expire after 6 s).")
