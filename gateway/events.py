@@ -164,7 +164,9 @@ class EventHub:
                 self.last_seq = await _patiently(self.last_sequence)
             follower.start_after(self.last_seq)
             self._consuming.set()
-            backoff, never = Backoff(), asyncio.Event()
+            # Short pauses: a stream without a leader gets one within seconds, and the
+            # sockets wait on this loop.
+            backoff, never = Backoff(base_s=0.05, max_s=0.5), asyncio.Event()
             while True:
                 try:
                     async for stored in follower.messages():
