@@ -170,23 +170,15 @@ async def ensure_consumer(js, spec: ConsumerSpec, report: ProvisioningReport) ->
         await js.add_consumer(spec.stream, config)
         report.created.append(f"consumer {spec.stream}/{spec.durable}")
         return
-    wanted = {
-        "filter_subject": config.filter_subject,
-        "ack_policy": config.ack_policy,
-        "ack_wait": config.ack_wait,
-        "max_deliver": config.max_deliver,
-        "backoff": config.backoff or [],
-        "max_ack_pending": config.max_ack_pending,
-    }
     name = f"{spec.stream}/{spec.durable}"
-    changed = {key for key, want in wanted.items() if not _same(want, getattr(info.config, key, None))}
-    if changed and changed <= EDITABLE_CONSUMER_FIELDS:
+    diffs = consumer_differences(spec, info.config)
+    if diffs and set(diffs) <= EDITABLE_CONSUMER_FIELDS:
         await js.add_consumer(spec.stream, config)  # create-or-update: an in-place edit
-        report.updated.append(f"consumer {name}: {', '.join(sorted(changed))}")
+        report.updated.append(f"consumer {name}: {', '.join(sorted(diffs))}")
         return
-    diffs = list(consumer_differences(spec, info.config).values())
     if diffs:
-        raise ProvisioningConflict("\n".join(f"consumer {name}: {diff}" for diff in diffs))
+        raise ProvisioningConflict("\n".join(f"consumer {name}: {diff}"
+                                             for diff in diffs.values()))
     report.unchanged.append(f"consumer {name}")
 
 async def ensure_kv(js, spec: KvSpec, replicas: int, report: ProvisioningReport) -> None:
