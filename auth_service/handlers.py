@@ -283,18 +283,21 @@ class AuthHandlers:
     async def _refuse_if_revoked(self, issued_at: float, user: UserRecord) -> None:
         """As every gateway refuses it: a token issued at or before its user's sessions were
         ended (the account deleted, a sign-out everywhere) acts for nobody."""
-        listed = await self.revocations.revoked_at(user.id)
-        if is_revoked(issued_at, user.signed_out_at) or is_revoked(issued_at, listed):
+        if await self._sessions_ended_since(issued_at, user):
             raise InvalidAccessToken("The access token has been revoked.")
 
     async def _signed_out_everywhere_since(self, token: RefreshTokenEntry,
                                            user: UserRecord) -> bool:
         """The refresh token was issued before its user signed out everywhere. Families
-        are not listed per user, so they end here, at their next use, however long after
-        (the time on the account; the revocation list too, which also holds sign-outs
-        recorded before the account kept its own)."""
-        issued_at = token.expires_at - self.refresh_token_ttl_s
-        listed = await self.revocations.revoked_at(token.user_id)
+        are not listed per user, so they end here, at their next use, however long after."""
+        return await self._sessions_ended_since(
+            token.expires_at - self.refresh_token_ttl_s, user)
+
+    async def _sessions_ended_since(self, issued_at: float, user: UserRecord) -> bool:
+        """Whether the user's sessions were ended at or after `issued_at`: by the time on
+        the account, or by the revocation list, which also holds sign-outs recorded before
+        the account kept its own."""
+        listed = await self.revocations.revoked_at(user.id)
         return is_revoked(issued_at, user.signed_out_at) or is_revoked(issued_at, listed)
 
     async def _create_account(self, user: UserRecord) -> None:

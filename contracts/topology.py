@@ -137,7 +137,8 @@ class KvSpec:
         return f"KV_{self.bucket}"
 
     @property
-    def subjects(self) -> str:
+    def subject_filter(self) -> str:
+        """Every subject of the bucket's stream."""
         return f"$KV.{self.bucket}.>"
 
 

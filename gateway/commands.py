@@ -75,7 +75,7 @@ async def wait_for_event(
 async def cancel_job(runtime, user_id: str, job_id: str, kind: JobKind) -> dict[str, str]:
     """Ask the job's service to cancel it: queued, it ends at once; running, its worker
     stops within a step. Another user's job, or another kind, is not found."""
-    job = await runtime.jobs.get(user_id, job_id)
+    job = await runtime.jobs.get(user_id, job_id, kind)
     if job is None or job.kind is not kind:
         raise Problem(404, "not-found", f"No {kind.value} {job_id}.")
     if job.status.is_terminal:

@@ -99,13 +99,7 @@ class EventHub:
         self._owns_supervisor = supervisor is None
         self.last_seq: int | None = None  # the last event dispatched (or seen at start)
         self.restarts = 0
-        self._follower: StreamFollower | None = None
         self._consuming = asyncio.Event()  # set once the fan-out follows the stream
-
-    @property
-    def reads(self) -> int:
-        """Events read by sequence because their live copy did not come."""
-        return self._follower.reads if self._follower else 0
 
     async def start(self, wait_s: float = 10.0) -> None:
         """Start the fan-out, and wait (a while) until it follows the stream: events
@@ -154,10 +148,8 @@ class EventHub:
         """Forever: every event after the last one dispatched, in order. A broker fault
         while reading what was missed is waited out, and the follower resumes where it
         stopped (its subscription outlives the fault)."""
-        follower = self._follower = StreamFollower(
-            self._nc, self._js, topology.EVENTS.name,
-            live_subject=topology.EVENTS.republish_to, subjects=topology.EVENTS.subjects[0],
-            quiet_s=self.quiet_s)
+        follower = StreamFollower.of(self._nc, self._js, topology.EVENTS,
+                                     quiet_s=self.quiet_s)
         try:
             await follower.subscribe()
             if self.last_seq is None:  # from the stream's end: no event falls in between
@@ -179,7 +171,6 @@ class EventHub:
                                         topology.EVENTS.name)
         finally:
             await follower.close()
-            self._follower = None
 
     def _take(self, stored: Stored) -> None:
         self.last_seq = stored.seq

@@ -26,6 +26,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from contracts.topology import KvSpec, StreamSpec
+
 log = logging.getLogger(__name__)
 
 # Copies buffered before the subscription drops some (then they are read by sequence).
@@ -45,6 +47,17 @@ class Stored:
 
 class StreamFollower:
     """`subscribe`, `start_after(seq)`, then read `messages()`; `close` in a `finally`."""
+
+    @classmethod
+    def of(cls, nc: NatsClient, js: JetStreamContext, spec: StreamSpec | KvSpec, *,
+           quiet_s: float = 1.0) -> StreamFollower:
+        """The follower of a stream or bucket of the contracts that republishes."""
+        assert spec.republish_to, f"{spec} republishes nothing"
+        if isinstance(spec, KvSpec):
+            return cls(nc, js, spec.stream, live_subject=spec.republish_to,
+                       subjects=spec.subject_filter, quiet_s=quiet_s)
+        return cls(nc, js, spec.name, live_subject=spec.republish_to,
+                   subjects=spec.subjects[0], quiet_s=quiet_s)
 
     def __init__(self, nc: NatsClient, js: JetStreamContext, stream: str, *,
                  live_subject: str, subjects: str, quiet_s: float = 1.0) -> None:

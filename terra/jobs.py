@@ -48,9 +48,15 @@ class JobStore:
         except KeyError:
             raise TerraError(f"this process keeps no {kind.value} jobs") from None
 
-    async def get(self, user_id: str, job_id: str) -> JobState | None:
-        """The job if `user_id` owns it (another's job id finds nothing)."""
-        found = await self._find(job_key(user_id, job_id))
+    async def get(self, user_id: str, job_id: str,
+                  kind: JobKind | None = None) -> JobState | None:
+        """The job if `user_id` owns it (another's job id finds nothing); with `kind`, only
+        a job of that kind, read from its bucket alone."""
+        key = job_key(user_id, job_id)
+        if kind is not None:
+            found = await self._get(self._kv(kind), key)
+            return found[0] if found else None
+        found = await self._find(key)
         return found[1][0] if found else None
 
     async def create(self, state: JobState) -> bool:

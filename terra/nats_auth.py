@@ -30,7 +30,6 @@ from contracts.permissions import (
     STREAMED_RESPONSE_THRESHOLD,
     SYSTEM,
     SYSTEM_ACCOUNT,
-    Identity,
     Import,
     identities,
 )
@@ -83,7 +82,7 @@ class Credentials:
             seed_file = credentials.seed_file(identity)
             if not seed_file.exists():
                 seed, public = new_user_key()
-                _write_secret(seed_file, seed)
+                write_secret(seed_file, seed)
                 keys[identity] = [public]
             elif not keys.get(identity):
                 keys[identity] = [public_key_of(seed_file.read_text())]
@@ -96,7 +95,7 @@ class Credentials:
         seed, public = new_user_key()
         keys = self.public_keys()
         keys[identity] = [*keys.get(identity, []), public]
-        _write_secret(self.seed_file(identity), seed)
+        write_secret(self.seed_file(identity), seed)
         self._save(keys)
         return public
 
@@ -148,12 +147,12 @@ def accounts_config(keys: dict[str, list[str]]) -> str:
 def _exports(everyone) -> dict[str, list[dict]]:
     """Per exporting account, one entry per subject that some identity imports from it,
     naming exactly the importing accounts."""
+    _check_answers(everyone)
     importers: dict[tuple[str, str, str, bool], list[str]] = defaultdict(list)
     for identity in everyone:
         for imported in identity.imports:
             importers[(imported.source, imported.kind, imported.subject,
                        imported.streamed)].append(identity.account)
-        _check_answers(identity)
     exports: dict[str, list[dict]] = defaultdict(list)
     for (source, kind, subject, streamed), accounts in importers.items():
         entry: dict = {kind: subject}
@@ -165,15 +164,17 @@ def _exports(everyone) -> dict[str, list[dict]]:
     return exports
 
 
-def _check_answers(identity: Identity) -> None:
-    """An import from an identity's account must be something that identity answers."""
-    for other in identities().values():
-        for imported in other.imports:
-            if imported.source == identity.account and (
-                    imported.subject not in identity.answers
-                    or other.name not in identity.answers_to):
-                raise ConfigurationError(f"{other.name} imports {imported.subject} from "
-                                         f"{identity.name}, which does not answer it to them")
+def _check_answers(everyone) -> None:
+    """An import from an identity's account must be something that identity answers, to
+    the importer."""
+    by_account = {identity.account: identity for identity in everyone}
+    for importer in everyone:
+        for imported in importer.imports:
+            exporter = by_account.get(imported.source)
+            if exporter is not None and (imported.subject not in exporter.answers
+                                         or importer.name not in exporter.answers_to):
+                raise ConfigurationError(f"{importer.name} imports {imported.subject} from "
+                                         f"{exporter.name}, which does not answer it to them")
 
 
 def _import_entry(imported: Import) -> dict:
@@ -201,7 +202,9 @@ def _account(name: str, settings: list[str], users: list[tuple[str, dict]],
     return lines
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret only its owner may read (0600, a file that existed included)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(text + "\n")
+    path.chmod(0o600)  # O_CREAT's mode applies to a new file only

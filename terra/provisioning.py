@@ -199,7 +199,7 @@ async def ensure_kv(js, spec: KvSpec, replicas: int, report: ProvisioningReport)
         # Fewer messages per key: the server drops the older ones, which nothing reads.
         "max_msgs_per_subject": spec.history,
         "allow_rollup_hdrs": spec.rollups,
-        "republish": republish(spec.subjects, spec.republish_to)}, report)
+        "republish": republish(spec.subject_filter, spec.republish_to)}, report)
 
 
 async def _edit_in_place(js, name: str, existing: api.StreamConfig, wanted: dict,
@@ -232,6 +232,7 @@ async def move_legacy_jobs(js, report: ProvisioningReport) -> None:
         legacy = await js.key_value(topology.LEGACY_JOBS_BUCKET)
     except BucketNotFoundError:
         return
+    targets = {kind: await js.key_value(spec.bucket) for kind, spec in topology.JOBS_KVS.items()}
     moved = 0
     for key, entry in (await live_entries(legacy)).items():
         try:
@@ -239,9 +240,8 @@ async def move_legacy_jobs(js, report: ProvisioningReport) -> None:
         except ValueError:
             log.warning("unreadable legacy job record dropped", extra={"key": key})
             continue
-        target = await js.key_value(topology.JOBS_KVS[kind.value].bucket)
         try:
-            await target.create(key, entry.value)
+            await targets[kind.value].create(key, entry.value)
             moved += 1
         except KeyWrongLastSequenceError:
             pass  # moved by an earlier run that stopped before removing the bucket

@@ -211,9 +211,8 @@ class RevocationWatch:
 
     async def _watch_once(self) -> None:
         """The bucket's current entries, then each new write, until a broker fault."""
-        follower = StreamFollower(self._nc, self._js, REVOCATIONS_KV.stream,
-                                  live_subject=REVOCATIONS_KV.republish_to,
-                                  subjects=REVOCATIONS_KV.subjects, quiet_s=self.quiet_s)
+        follower = StreamFollower.of(self._nc, self._js, REVOCATIONS_KV,
+                                     quiet_s=self.quiet_s)
         try:
             await follower.subscribe()  # first: no write falls between the list and the copies
             listed_up_to = (await self._js.stream_info(REVOCATIONS_KV.stream)).state.last_seq

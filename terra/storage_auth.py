@@ -20,7 +20,6 @@ with one with `bucket/key`, `*` matching `/` too: hence every rule ends in `/*`.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from contracts.storage_access import STORAGE_IDENTITIES, Verb, grants
 from contracts.topology import OBJECTS
 from terra.errors import ConfigurationError
+from terra.nats_auth import write_secret
 
 ROOT_IDENTITY = "operator"  # the name SeaweedFS logs for the root key
 
@@ -88,7 +88,7 @@ class S3Credentials:
         for identity in STORAGE_IDENTITIES:
             if not credentials.key_file(identity).exists():
                 key = S3Key.new()
-                _write_secret(credentials.key_file(identity), json.dumps(
+                write_secret(credentials.key_file(identity), json.dumps(
                     {"access_key": key.access_key, "secret_key": key.secret_key}))
         return credentials
 
@@ -126,7 +126,7 @@ def _weed_identity(name: str, key: S3Key, actions: list[str]) -> dict:
 
 def write_weed_config(path: Path, root: S3Key, credentials: S3Credentials | None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_secret(path, json.dumps(weed_config(root, credentials), indent=1))
+    write_secret(path, json.dumps(weed_config(root, credentials), indent=1))
     return path
 
 
@@ -169,9 +169,3 @@ def write_minio_policies(directory: Path) -> list[Path]:
         written.append(directory / name)
     return written
 
-
-def _write_secret(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text + "\n")
-    path.chmod(0o600)  # O_CREAT's mode applies to a new file only

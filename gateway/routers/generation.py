@@ -91,7 +91,7 @@ async def generate(
         return accepted  # answered before; the job is on its way, running or over
 
     async def still_live(other: str) -> bool:
-        job = await runtime.jobs.get(caller.user_id, other)
+        job = await runtime.jobs.get(caller.user_id, other, JobKind.GENERATION)
         return job is not None and not job.status.is_terminal
 
     cap = runtime.settings.max_generations_per_user

@@ -139,7 +139,7 @@ async def optimize(
              responses={202: {"description": "Recorded later: the service was busy."}})
 async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, runtime: Runtime) -> Response:
     """Record what you kept of the optimised prompt: unchanged, edited or rejected."""
-    job = await runtime.jobs.get(caller.user_id, job_id)
+    job = await runtime.jobs.get(caller.user_id, job_id, JobKind.PROMPT)
     if job is None or job.kind is not JobKind.PROMPT:
         raise Problem(404, "not-found", f"No prompt job {job_id}.")
     if job.status is not JobStatus.SUCCEEDED:
@@ -175,7 +175,7 @@ async def _trigger_word(runtime: GatewayRuntime, user_id: str, model_id: str | N
 
 async def _finished_result(runtime: GatewayRuntime, user_id: str,
                            job_id: str) -> dict | None:
-    job = await runtime.jobs.get(user_id, job_id)
+    job = await runtime.jobs.get(user_id, job_id, JobKind.PROMPT)
     if job is None or not job.status.is_terminal:
         return None
     if job.status is JobStatus.SUCCEEDED:

@@ -166,7 +166,7 @@ async def start(
         raise Problem(404, "not-found", f"No dataset {body.dataset_id}.")
 
     async def still_live(holder: str) -> bool:
-        job = await runtime.jobs.get(user_id, holder)
+        job = await runtime.jobs.get(user_id, holder, JobKind.TRAINING)
         return job is None or not job.status.is_terminal  # no record yet: being started
 
     # One running training per user: the claim is a create-if-absent, so two concurrent
@@ -219,7 +219,8 @@ async def list_status(caller: CurrentUser, runtime: Runtime) -> list[TrainingSta
     """Your trainings, newest first."""
     jobs = []
     for record in await runtime.models.list(caller.user_id):
-        if record.job_id and (job := await runtime.jobs.get(caller.user_id, record.job_id)):
+        if record.job_id and (job := await runtime.jobs.get(caller.user_id, record.job_id,
+                                                             JobKind.TRAINING)):
             jobs.append(job)
     jobs.sort(key=lambda job: job.created_at, reverse=True)
     return [TrainingStatus.of(job) for job in jobs]
@@ -227,7 +228,7 @@ async def list_status(caller: CurrentUser, runtime: Runtime) -> list[TrainingSta
 
 @router.get("/status/{job_id}", response_model=TrainingStatus)
 async def one_status(job_id: Id, caller: CurrentUser, runtime: Runtime) -> TrainingStatus:
-    job = await runtime.jobs.get(caller.user_id, job_id)
+    job = await runtime.jobs.get(caller.user_id, job_id, JobKind.TRAINING)
     if job is None or job.kind is not JobKind.TRAINING:
         raise Problem(404, "not-found", f"No training {job_id}.")
     return TrainingStatus.of(job)
