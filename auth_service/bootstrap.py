@@ -40,13 +40,13 @@ from contracts.auth import (
 from contracts.base import Message
 from contracts.permissions import account_of
 from contracts.topology import AUTH, AUTH_QUEUE_GROUP, GATEWAY, AuthRpc
-from terra import logs
-from terra.accounts import DeletedAccounts
-from terra.broker import jetstream
-from terra.events import EventPublisher
-from terra.lifecycle import fields_of
-from terra.revocations import Revocations
-from terra.service import Responder, ServiceParts
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.lifecycle import fields_of
+from terra.nats.connection import jetstream
+from terra.nats.events import EventPublisher
+from terra.records.revocations import Revocations
+from terra.runtime import logs
+from terra.runtime.service import Responder, ServiceParts
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Pure rules of accounts: emails, password policy, the user record (login windows are
-`terra.ratelimit`'s).
+`terra.records.rate_limits`'s).
 
 Nothing here does I/O; adapters and handlers wrap it.
 """

@@ -54,9 +54,9 @@ from contracts.auth import (
     UserReply,
 )
 from contracts.base import Event, utcnow
-from terra.accounts import DeletedAccounts
-from terra.events import EventPublisher
-from terra.revocations import Revocations, is_revoked
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.nats.events import EventPublisher
+from terra.records.revocations import Revocations, is_revoked
 
 log = logging.getLogger(__name__)
 

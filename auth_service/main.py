@@ -1,4 +1,4 @@
-"""auth_service's entrypoint: its requests answered by `terra.service`."""
+"""auth_service's entrypoint: its requests answered by `terra.runtime.service`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from google.auth import transport
 
 from auth_service.bootstrap import bootstrap
 from auth_service.config import AuthSettings
-from terra.service import run_app, service_app
+from terra.runtime.service import run_app, service_app
 
 SERVICE = "auth_service"
 

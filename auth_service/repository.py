@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from auth_service.domain import UserRecord, email_digest
 from contracts.topology import CREDENTIALS_KV, REFRESH_TOKENS_KV, USERS_KV
-from terra.kvscan import live_entries
+from terra.nats.listings import live_entries
 
 log = logging.getLogger(__name__)
 

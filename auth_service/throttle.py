@@ -11,7 +11,7 @@ or an IPv6 /64, since one IPv6 client holds a whole /64):
 - sign-ups (password or Google) per network.
 
 How it counts: each key holds the times of recent attempts, a sliding-window log in KV
-(`terra.ratelimit`: `Window`, `AttemptLogs`), appended to by revision-checked writes so N
+(`terra.records.rate_limits`: `Window`, `AttemptLogs`), appended to by revision-checked writes so N
 concurrent attempts are N increments and at most `limit` of them get through. Sign-in
 attempts are counted *before* the password is checked: a failure keeps its count, a
 success takes it back and forgives the pair. A refused attempt is counted nowhere and costs
@@ -42,7 +42,7 @@ from nats.js.kv import KeyValue
 from auth_service.domain import AuthError, RateLimited
 from contracts.auth import AuthErrorCode
 from contracts.topology import LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
-from terra.ratelimit import AttemptLogs, ThrottleBusy, Window
+from terra.records.rate_limits import AttemptLogs, ThrottleBusy, Window
 
 log = logging.getLogger(__name__)
 

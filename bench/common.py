@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import nats
 
-from terra.cli import provision_all
-from terra.local import EmbeddedNats, EmbeddedS3, ServiceStack, find_binary, service_env
+from terra.ops.cli import provision_all
+from terra.ops.servers import EmbeddedNats, EmbeddedS3, find_binary
 from terra.settings import RuntimeSettings
+from testing.stack import ServiceStack, service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,11 +27,12 @@ import websockets
 from bench.common import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, print_machine, raise_fd_limit
 from contracts import topology
 from contracts.permissions import OPERATOR, inbox_prefix
-from terra.cluster import EmbeddedNatsCluster
-from terra.local import EmbeddedS3, ServiceStack, service_env
-from terra.nats_auth import Credentials
-from terra.provisioning import provision
-from terra.storage import ObjectStorage
+from terra.nats.accounts import Credentials
+from terra.nats.provisioning import provision
+from terra.ops.servers import EmbeddedS3
+from terra.records.objects import ObjectStorage
+from testing.cluster import EmbeddedNatsCluster
+from testing.stack import ServiceStack, service_env
 
 PASSWORD = "a long enough passphrase 42"
 

@@ -38,7 +38,7 @@ from bench.common import (
 )
 from contracts import topology
 from contracts.generation import GenerationProgressed
-from terra.events import EventPublisher
+from terra.nats.events import EventPublisher
 
 HTTP_CONCURRENCY = 10
 TARGET_WS_P99_MS = 25.0

@@ -26,7 +26,7 @@ subject `TERRA` listens on. An API reply lands only in the requester's own accou
 subjects it may publish to anyway. Inside its account each identity's user may also only
 publish what it imports and subscribe to its own inbox and stream imports.
 
-`terra.nats_auth` renders the server's `accounts` block from this; the leaked-key suite
+`terra.nats.accounts` renders the server's `accounts` block from this; the leaked-key suite
 (`tests/integration/test_leaked_keys.py`) tries every identity's key against the rest.
 """
 
@@ -104,7 +104,7 @@ class Identity:
     answers: list[str] = field(default_factory=list)
     answers_to: list[str] = field(default_factory=list)
     queue_group: str | None = None
-    # What it opens, and so verifies at start (`terra.provisioning.verify_identity`).
+    # What it opens, and so verifies at start (`terra.nats.provisioning.verify_identity`).
     streams: list[StreamSpec] = field(default_factory=list)
     buckets: list[KvSpec] = field(default_factory=list)
     pulls: list[ConsumerSpec] = field(default_factory=list)

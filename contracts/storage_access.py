@@ -13,7 +13,7 @@ SeaweedFS read them), and it always ends in `/*`: `images*` would also match `im
 For `list` the pattern is matched against the listing's prefix, so a listing must name a
 prefix under it (`uploads/`, `uploads/<user>/`), never the whole bucket.
 
-`terra.storage_auth` renders this for SeaweedFS (`weed mini`, locally) and as MinIO
+`terra.ops.storage_policies` renders this for SeaweedFS (`weed mini`, locally) and as MinIO
 policies (`deploy/minio/`); `tests/integration/test_storage_access.py` tries every
 identity's key against every verb and prefix.
 """

@@ -1,7 +1,7 @@
 """The single definition of subjects, streams, consumers, KV buckets and object buckets.
 
 No service writes a subject literal: they call the functions and read the specs here.
-Specs are plain data; `terra.provisioning` turns them into JetStream definitions.
+Specs are plain data; `terra.nats.provisioning` turns them into JetStream definitions.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class ConsumerSpec:
     ack_wait_s: float = 30.0
     max_deliver: int = 5
     # Server-side backoff would replace ack_wait as the redelivery timeout of a running job, so
-    # it stays empty; handlers nak failed attempts with a delay (`terra.retry`) instead.
+    # it stays empty; handlers nak failed attempts with a delay (`terra.backoff`) instead.
     backoff_s: tuple[float, ...] = ()
     max_ack_pending: int = 1000
     description: str = ""
@@ -214,7 +214,7 @@ GENERATION_WORKERS = ConsumerSpec(
     filter_subject=command_subject("generation", "generate"),
     ack_wait_s=30.0,  # a dead worker's held commands return this long after its heartbeats stop
     # Held commands are delivered again at every hand-off between workers; the attempts
-    # that started work are counted on the job (`terra.lifecycle`), this is a backstop.
+    # that started work are counted on the job (`terra.jobs.lifecycle`), this is a backstop.
     max_deliver=20,
     max_ack_pending=256,
     description="generator_service replicas share this consumer.",
@@ -423,7 +423,7 @@ def deleted_account_key(user_id: str) -> str:
 RATE_LIMITS_KV = KvSpec(
     bucket="terra_rate_limits",
     owners=(GATEWAY,),
-    description="Recent requests per user for the gateway's rate limits (`terra.ratelimit` "
+    description="Recent requests per user for the gateway's rate limits (`terra.records.rate_limits` "
     "sliding-window logs): `prompt.<digest of the user id>` for prompt optimisations (see "
     "`rate_limit_key`). The TTL bounds the "
     "longest window.",

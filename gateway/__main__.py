@@ -11,8 +11,8 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.server import AbortStalledWebSocket, header_limited, refuse_public_listener
 from terra.errors import ConfigurationError
-from terra.logs import setup_logging
-from terra.telemetry import setup_tracing
+from terra.runtime.logs import setup_logging
+from terra.runtime.telemetry import setup_tracing
 
 
 def main() -> None:

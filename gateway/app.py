@@ -20,19 +20,19 @@ from gateway.routers import accounts, datasets, generation, health, jobs, models
 from gateway.runtime import GatewayRuntime
 from gateway.security import TokenVerifier
 from gateway.server import redact_span
-from terra.broker import build_broker, jetstream
 from terra.errors import StorageError
-from terra.events import EventPublisher
-from terra.images import ImageStore
-from terra.jobs import JobStore
-from terra.models import ModelStore
-from terra.provisioning import require_provisioned
-from terra.ratelimit import SlidingWindowLimit, Window
-from terra.revocations import Revocations, RevocationWatch
-from terra.slots import QueueSlots
-from terra.storage import ObjectStorage
-from terra.supervise import Supervisor
-from terra.telemetry import flush_spans
+from terra.jobs.slots import QueueSlots
+from terra.jobs.store import JobStore
+from terra.nats.connection import build_broker, jetstream
+from terra.nats.events import EventPublisher
+from terra.nats.provisioning import require_provisioned
+from terra.records.images import ImageStore
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
+from terra.records.rate_limits import SlidingWindowLimit, Window
+from terra.records.revocations import Revocations, RevocationWatch
+from terra.runtime.supervise import Supervisor
+from terra.runtime.telemetry import flush_spans
 
 log = logging.getLogger(__name__)
 

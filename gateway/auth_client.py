@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from contracts.auth import AuthErrorCode, AuthFailure
 from contracts.base import Message
 from gateway.problems import Problem
-from terra.logs import correlation_id
+from terra.runtime.logs import correlation_id
 
 log = logging.getLogger(__name__)
 

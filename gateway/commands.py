@@ -17,7 +17,7 @@ from contracts.base import Command, Event, utcnow
 from contracts.jobs import CancelJob, JobKind, JobState, JobStatus
 from gateway.events import EventHub
 from gateway.problems import Problem
-from terra.events import EventPublisher
+from terra.nats.events import EventPublisher
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from contracts.base import new_id
-from terra.logs import correlation_id
+from terra.runtime.logs import correlation_id
 
 HEADER = b"x-request-id"
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -1,7 +1,7 @@
 """Events from the JetStream events stream to WebSocket subscribers.
 
-Each gateway process runs one fan-out loop (supervised, see `terra.supervise`) that
-follows every event the stream stores (`terra.follow`: the stream's republished copy,
+Each gateway process runs one fan-out loop (supervised, see `terra.runtime.supervise`) that
+follows every event the stream stores (`terra.nats.follow`: the stream's republished copy,
 with what was missed read by sequence; the gateway may create no consumer), and puts
 each on the queues of the sockets its owner has open here; dispatch never waits on a
 socket. Every event is dispatched once and in order, whatever copies were lost (a node
@@ -26,11 +26,11 @@ from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 
 from contracts import topology
-from terra.events import is_broker_fault
-from terra.follow import Stored, StreamFollower
-from terra.retry import retry_while
-from terra.supervise import Supervisor
-from terra.worker import BROKER_ERRORS, Backoff
+from terra.backoff import retry_while
+from terra.nats.faults import BROKER_ERRORS, is_broker_fault
+from terra.nats.follow import Stored, StreamFollower
+from terra.runtime.supervise import Supervisor
+from terra.runtime.worker import Backoff
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("terra.gateway.events")

@@ -13,14 +13,14 @@ from gateway.auth_client import AuthClient
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
 from gateway.security import TokenVerifier
-from terra.events import EventPublisher
-from terra.images import ImageStore
-from terra.jobs import JobStore
-from terra.models import ModelStore
-from terra.ratelimit import SlidingWindowLimit
-from terra.revocations import RevocationWatch
-from terra.slots import QueueSlots
-from terra.storage import ObjectStorage
+from terra.jobs.slots import QueueSlots
+from terra.jobs.store import JobStore
+from terra.nats.events import EventPublisher
+from terra.records.images import ImageStore
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
+from terra.records.rate_limits import SlidingWindowLimit
+from terra.records.revocations import RevocationWatch
 
 
 @dataclass

@@ -4,7 +4,7 @@ No call per request: the JWKS is fetched once and again only when a token names 
 id we have not seen (rotation), at most once per `keys_refresh_min_interval_s`. A token
 is also refused when its user's sessions were revoked after it was issued (the account
 was deleted, or its owner signed out everywhere): the revocation list is in memory
-(`terra.revocations.RevocationWatch`), checked on every request, cached tokens included.
+(`terra.records.revocations.RevocationWatch`), checked on every request, cached tokens included.
 Its `sub` must be a valid user id, since it becomes a subject token and a key.
 """
 
@@ -26,7 +26,7 @@ from contracts.auth import GetSigningKeys, SigningKeys
 from contracts.base import InvalidId, checked_id
 from contracts.topology import AuthRpc
 from gateway.auth_client import AuthClient
-from terra.revocations import is_revoked
+from terra.records.revocations import is_revoked
 
 VERIFIED_CACHE_SIZE = 50_000  # tokens; about 10 MB at most
 
@@ -45,7 +45,7 @@ class Caller:
 
 
 class RevocationList(Protocol):
-    """When each user's sessions were last revoked (`terra.revocations.RevocationWatch`)."""
+    """When each user's sessions were last revoked (`terra.records.revocations.RevocationWatch`)."""
 
     async def revoked_at(self, user_id: str) -> datetime | None: ...
 

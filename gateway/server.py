@@ -9,7 +9,7 @@ out of every log line and span attribute.
   having held about `max_bytes` plus one read, however large the header.
 - WebSockets: a socket closed because its client stopped reading would otherwise keep
   its unsent frames in the server's buffer until TCP gives up; it is aborted instead.
-- Secrets: `redact_span` applies `terra.logs.redact` (which every service's log records
+- Secrets: `redact_span` applies `terra.runtime.logs.redact` (which every service's log records
   go through) to the request span's URL attributes.
 - Where it listens: `refuse_public_listener` keeps the local profile (published signing
   key, placeholder S3 key) on loopback.
@@ -27,9 +27,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from gateway.config import GatewaySettings
 from gateway.problems import PROBLEM_JSON, TYPE_BASE
 from terra.errors import ConfigurationError
-from terra.local import is_loopback
-from terra.logs import redact
-from terra.settings import Profile
+from terra.runtime.logs import redact
+from terra.settings import Profile, is_loopback
 
 # The request span's attributes that hold the target or URL (old and new conventions).
 _URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.query")

@@ -25,17 +25,17 @@ from generator_service.handlers import GeneratorHandlers
 from generator_service.jobs import GenerationEvents
 from generator_service.pipelines import FluxGenerator
 from generator_service.worker import FairWorker
-from terra.accounts import DeletedAccounts
-from terra.broker import jetstream
-from terra.events import EventPublisher
-from terra.images import ImageStore
-from terra.jobs import JobStore
-from terra.lifecycle import JobLifecycle, erasing
-from terra.models import ModelStore
-from terra.service import Consumer, ServiceParts
-from terra.slots import QueueSlots
-from terra.storage import ObjectStorage
-from terra.worker import handling
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.lifecycle import JobLifecycle, erasing
+from terra.jobs.slots import QueueSlots
+from terra.jobs.store import JobStore
+from terra.nats.connection import jetstream
+from terra.nats.events import EventPublisher
+from terra.records.images import ImageStore
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
+from terra.runtime.service import Consumer, ServiceParts
+from terra.runtime.worker import handling
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("generator")
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """generator_service's use cases: take in a command, generate a batch of compatible jobs,
 cancel, sweep expired images, erase a deleted account's images.
 
-How a job starts, ends, retries and cancels is `terra.lifecycle`'s; scheduling (the fair
+How a job starts, ends, retries and cancels is `terra.jobs.lifecycle`'s; scheduling (the fair
 window, positions, batches) is `scheduling.py`'s and the worker loop `worker.py`'s. What
 is left here is the generation itself: one path, a single job being a batch of one.
 """
@@ -34,12 +34,12 @@ from generator_service.adapters import AdapterError, LoraRef
 from generator_service.config import GeneratorSettings
 from generator_service.jobs import ref_of
 from terra.errors import ObjectMissing
-from terra.events import EventPublisher
-from terra.images import ImageStore
-from terra.lifecycle import JobFailure, JobLifecycle
-from terra.models import ModelStore
-from terra.slots import QueueSlots
-from terra.storage import ObjectStorage
+from terra.jobs.lifecycle import JobFailure, JobLifecycle
+from terra.jobs.slots import QueueSlots
+from terra.nats.events import EventPublisher
+from terra.records.images import ImageStore
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
 
 log = logging.getLogger(__name__)
 

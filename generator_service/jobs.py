@@ -10,11 +10,11 @@ from contracts.generation import (
     GenerationStarted,
 )
 from contracts.jobs import JobKind, JobState
-from terra.lifecycle import JobRef
+from terra.jobs.lifecycle import JobRef
 
 
 class GenerationEvents:
-    """The generation domain's own events about a job (see `terra.lifecycle.JobEvents`)."""
+    """The generation domain's own events about a job (see `terra.jobs.lifecycle.JobEvents`)."""
 
     def queued(self, job: JobState) -> Event | None:
         return GenerationQueued(user_id=job.user_id, job_id=job.job_id, position=0)

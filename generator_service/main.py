@@ -1,5 +1,5 @@
 """generator_service's entrypoint: the fair worker on `generation_workers`, cancels on
-`generation_control` and account erasure, served by `terra.service`; base pipelines are
+`generation_control` and account erasure, served by `terra.runtime.service`; base pipelines are
 loaded once at start-up."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from faststream import FastStream
 
 from generator_service.bootstrap import bootstrap
 from generator_service.config import GeneratorSettings
-from terra.service import run_app, service_app
+from terra.runtime.service import run_app, service_app
 
 SERVICE = "generator_service"
 

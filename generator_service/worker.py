@@ -26,10 +26,11 @@ from contracts.jobs import FailureCode, JobKind
 from contracts.topology import GENERATION_WORKERS
 from generator_service.jobs import ref_of
 from generator_service.scheduling import Queued, Window, compatible
-from terra.lifecycle import JobFailure, fields_of, ref_from_raw
-from terra.liveness import WorkLoad
-from terra.retry import retry_delay_s
-from terra.worker import BROKER_ERRORS, Puller, settle_quietly
+from terra.backoff import retry_delay_s
+from terra.jobs.lifecycle import JobFailure, fields_of, ref_from_raw
+from terra.nats.faults import BROKER_ERRORS
+from terra.runtime.liveness import WorkLoad
+from terra.runtime.worker import Puller, settle_quietly
 
 if TYPE_CHECKING:  # the handlers bring torch; the loop itself needs none of it
     from generator_service.handlers import GeneratorHandlers

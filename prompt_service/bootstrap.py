@@ -9,13 +9,13 @@ from contracts.topology import PROMPT, PROMPT_WORKERS, account_cleanup_consumer
 from prompt_service.config import LlmBackendKind, PromptSettings
 from prompt_service.engine import OfflineEngine, Optimization, PromptRequest
 from prompt_service.handlers import AsyncOptimizer, PromptEvents, PromptHandlers
-from terra.accounts import DeletedAccounts
-from terra.broker import jetstream
-from terra.events import EventPublisher
-from terra.jobs import JobStore
-from terra.lifecycle import JobLifecycle, erasing
-from terra.service import Consumer, ServiceParts
-from terra.worker import settle
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.lifecycle import JobLifecycle, erasing
+from terra.jobs.store import JobStore
+from terra.nats.connection import jetstream
+from terra.nats.events import EventPublisher
+from terra.runtime.service import Consumer, ServiceParts
+from terra.runtime.worker import settle
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("prompt")
 

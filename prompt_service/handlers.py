@@ -1,7 +1,7 @@
 """Use cases of prompt_service: optimise a prompt, record what the user kept, and give
 up on a command whose deliveries ran out. Dependencies come in through the constructor.
 
-Redelivery is safe: the job lifecycle (`terra.lifecycle`) skips a finished job and sends
+Redelivery is safe: the job lifecycle (`terra.jobs.lifecycle`) skips a finished job and sends
 its ending again under the same message id, which the stream drops if it was stored.
 """
 
@@ -24,16 +24,10 @@ from contracts.prompt import (
 )
 from prompt_service.decisions import decide
 from prompt_service.engine import Optimization, PromptRequest, UnknownStyle
-from terra.events import EventPublisher
-from terra.jobs import JobStore
-from terra.lifecycle import (
-    JobFailure,
-    JobLifecycle,
-    JobRef,
-    fields_of,
-    ref_from_raw,
-)
-from terra.worker import PermanentFailure
+from terra.jobs.lifecycle import JobFailure, JobLifecycle, JobRef, fields_of, ref_from_raw
+from terra.jobs.store import JobStore
+from terra.nats.events import EventPublisher
+from terra.runtime.worker import PermanentFailure
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""prompt_service's entrypoint: the prompt work queue, served by `terra.service`."""
+"""prompt_service's entrypoint: the prompt work queue, served by `terra.runtime.service`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from faststream import FastStream
 
 from prompt_service.bootstrap import bootstrap
 from prompt_service.config import PromptSettings
-from terra.service import run_app, service_app
+from terra.runtime.service import run_app, service_app
 
 SERVICE = "prompt_service"
 

@@ -6,6 +6,8 @@ fine on a laptop (`TERRA_PROFILE=local`, the default) and refused anywhere else.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
@@ -13,11 +15,28 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from terra.credentials import S3Credentials
 from terra.errors import ConfigurationError
-from terra.storage_auth import S3Credentials
 
 LOCAL_S3_ACCESS_KEY = "terra-local"
 LOCAL_S3_SECRET_KEY = "terra-local-secret"
+
+
+def is_loopback(host: str) -> bool:
+    """Every address `host` names is a loopback one (0.0.0.0 and :: are every interface)."""
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0])
+                         for info in socket.getaddrinfo(host, None)]
+        except (OSError, ValueError):
+            return False
+    return bool(addresses) and all(
+        address.is_loopback or (isinstance(address, ipaddress.IPv6Address)
+                                and address.ipv4_mapped is not None
+                                and address.ipv4_mapped.is_loopback)
+        for address in addresses)
 
 
 class Profile(StrEnum):

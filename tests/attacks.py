@@ -39,7 +39,7 @@ from contracts.permissions import (
     identities,
     inbox_prefix,
 )
-from terra.worker import subject_matches
+from terra.runtime.worker import subject_matches
 
 VICTIM = "victim0000000000000000000000000001"
 VICTIM_JOB = "victimjob00000000000000000000000001"

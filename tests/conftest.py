@@ -13,7 +13,7 @@ import os
 import pytest
 
 from contracts import topology
-from terra.provisioning import provision
+from terra.nats.provisioning import provision
 from tests.infra import NatsEndpoint, S3Endpoint, nats_server, s3_server
 
 # Tests never read a developer's environment by accident.
@@ -48,7 +48,7 @@ def nats_url(nats_endpoint) -> str:
 def s3(tmp_path_factory) -> S3Endpoint:
     """The session's S3, its bucket made with the root key (as `terra provision` does);
     `s3.client(identity)` signs as a service, `s3.client()` as the operator."""
-    from terra.storage import ObjectStorage
+    from terra.records.objects import ObjectStorage
 
     with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
         asyncio.run(ObjectStorage(endpoint.client()).ensure_buckets())

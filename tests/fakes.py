@@ -6,11 +6,11 @@ asked to do, so a test can assert on it:
 - `FakeKeyValue`: a JetStream KV bucket (get/put/create/update/delete with revision
   checks, and the stream's STREAM.INFO subject listing), raising nats-py's own errors.
   No watch: Terra's identities may not create consumers, so its code never watches.
-- `FakeEventPublisher`: `terra.events.EventPublisher`, de-duplicating by message id the
+- `FakeEventPublisher`: `terra.nats.events.EventPublisher`, de-duplicating by message id the
   way the stream does with `Nats-Msg-Id`.
 - `FakeMsg`: a JetStream message, recording ack/nak/in_progress/term.
 - `FakePullSubscription`: a pull subscription whose `fetch` plays a script.
-- `FakeObjectStorage`: `terra.storage.ObjectStorage` in memory, raising `ObjectMissing`
+- `FakeObjectStorage`: `terra.records.objects.ObjectStorage` in memory, raising `ObjectMissing`
   for a missing object as the real one does.
 - `FakeFluxGenerator`: `generator_service.pipelines.FluxGenerator` without a model: tiny
   images, `Cancelled` when `should_stop()` says so, and a gate to hold a loop mid-way.
@@ -40,7 +40,7 @@ from nats.js.kv import KeyValue
 
 from contracts.base import Event
 from terra.errors import ObjectMissing
-from terra.worker import subject_matches
+from terra.runtime.worker import subject_matches
 
 
 async def wait_until(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
@@ -151,7 +151,7 @@ class FakeKeyValue:
         self._store(key, None, operation="PURGE")
         return True
 
-    # What terra.kvscan reaches through nats-py's private handles: the bucket's stream,
+    # What terra.nats.listings reaches through nats-py's private handles: the bucket's stream,
     # answering STREAM.INFO with the subjects it holds a message for, paged.
     @property
     def _js(self) -> FakeKeyValue:
@@ -348,7 +348,7 @@ class FakePullSubscription:
 
 
 class FakeBinder:
-    """Stands in for `terra.worker.bind`: hands out `subscriptions` in order (the last one
+    """Stands in for `terra.runtime.worker.bind`: hands out `subscriptions` in order (the last one
     again once they run out) and counts the binds."""
 
     def __init__(self, *subscriptions: FakePullSubscription) -> None:
@@ -364,7 +364,7 @@ class FakeBinder:
 
 
 class FakeObjectStorage:
-    """`terra.storage.ObjectStorage` in memory. `objects` maps key -> bytes; a missing
+    """`terra.records.objects.ObjectStorage` in memory. `objects` maps key -> bytes; a missing
     object raises `ObjectMissing("NoSuchKey: ...")` as the real one does; `ops` records
     (operation, key or prefix) in order, and `journal` (shared with other fakes) the
     writes, to check the order of steps."""

@@ -20,9 +20,10 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from contracts.permissions import OPERATOR, inbox_prefix
-from terra.local import EmbeddedNats, EmbeddedS3, s3_env
-from terra.nats_auth import Credentials
-from terra.storage_auth import S3Credentials, S3Key
+from terra.credentials import S3Credentials, S3Key
+from terra.nats.accounts import Credentials
+from terra.ops.servers import EmbeddedNats, EmbeddedS3
+from testing.stack import s3_env
 
 S3_ACCESS_KEY = "terra-test"
 S3_SECRET_KEY = "terra-test-secret-key"
@@ -69,7 +70,7 @@ class S3Endpoint:
 
     @property
     def service_keys(self) -> S3Credentials | S3Key:
-        """What services sign with (`terra.local.service_env`): each its own key, or the
+        """What services sign with (`terra.ops.servers.service_env`): each its own key, or the
         root key where the server enforces no identities."""
         return self.credentials or self.key()
 

@@ -15,15 +15,15 @@ from contracts.topology import (
     account_cleanup_consumer,
 )
 from contracts.training import DeleteModel, StartTraining
-from terra.accounts import DeletedAccounts
-from terra.broker import jetstream
-from terra.events import EventPublisher
-from terra.jobs import JobStore
-from terra.lifecycle import JobLifecycle, erasing
-from terra.models import ModelStore
-from terra.service import Consumer, ServiceParts
-from terra.storage import ObjectStorage
-from terra.worker import handling
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.lifecycle import JobLifecycle, erasing
+from terra.jobs.store import JobStore
+from terra.nats.connection import jetstream
+from terra.nats.events import EventPublisher
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
+from terra.runtime.service import Consumer, ServiceParts
+from terra.runtime.worker import handling
 from trainer_service.config import TrainerSettings
 from trainer_service.datasets import DatasetRetention
 from trainer_service.handlers import TrainerHandlers, TrainingEvents

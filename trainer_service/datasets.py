@@ -26,8 +26,8 @@ from contracts.base import InvalidId, checked_id, utcnow
 from contracts.topology import OBJECTS
 from contracts.training import DatasetManifest, ModelRecord, ModelStatus
 from terra.errors import StorageError
-from terra.records import OwnedRecords
-from terra.storage import ObjectStorage
+from terra.records.objects import ObjectStorage
+from terra.records.store import OwnedRecords
 from trainer_service.config import TrainerSettings
 
 log = logging.getLogger(__name__)

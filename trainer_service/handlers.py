@@ -2,7 +2,7 @@
 
 A training is long, so the worker keeps its command alive with heartbeats, saves
 checkpoints to object storage, and on a redelivery (a crashed worker) resumes from the
-last one. How a job starts, ends, retries and cancels is `terra.lifecycle`'s; what is
+last one. How a job starts, ends, retries and cancels is `terra.jobs.lifecycle`'s; what is
 left here are the training's own steps, and the model record each ending leaves.
 """
 
@@ -37,10 +37,11 @@ from contracts.training import (
 )
 from fluxkit.loading import base_model_name, load_flux_pipeline
 from fluxkit.placements import resolve_profile
-from terra.events import EventPublisher
-from terra.lifecycle import JobFailure, JobLifecycle, JobRef
-from terra.models import ModelStore
-from terra.worker import BROKER_ERRORS, PermanentFailure
+from terra.jobs.lifecycle import JobFailure, JobLifecycle, JobRef
+from terra.nats.events import EventPublisher
+from terra.nats.faults import BROKER_ERRORS
+from terra.records.models import ModelStore
+from terra.runtime.worker import PermanentFailure
 from trainer_service import errors
 from trainer_service.config import TrainerSettings
 from trainer_service.preprocess import prepare_examples
@@ -61,7 +62,7 @@ MODEL_STATUS_AT_END = {
 
 
 class TrainingEvents:
-    """The training domain's own events about a job (see `terra.lifecycle.JobEvents`)."""
+    """The training domain's own events about a job (see `terra.jobs.lifecycle.JobEvents`)."""
 
     def queued(self, job: JobState) -> Event | None:
         return TrainingQueued(user_id=job.user_id, job_id=job.job_id,
@@ -89,28 +90,30 @@ class TrainerHandlers:
     async def start(self, command: StartTraining, delivery: int = 1,
                     heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
         ref = JobRef.of(command, JobKind.TRAINING)
+        # The run's one read of the checkpoint pointer: it names the step resumed from,
+        # and the run keeps track of the checkpoints it stores after that.
         kept = await self.store.checkpoint_step(command.user_id, command.model_id)
         job = await self.lifecycle.receive(ref, delivery, result={"model_id": command.model_id},
                                            resumed_from_step=kept)
         if job is not None:
-            await self.lifecycle.attempt(ref, lambda: self._train(ref, command, heartbeat))
+            await self.lifecycle.attempt(ref, lambda: self._train(ref, command, heartbeat, kept))
 
     async def _train(self, ref: JobRef, command: StartTraining,
-                     heartbeat: Callable[[], Awaitable[None]] | None) -> None:
+                     heartbeat: Callable[[], Awaitable[None]] | None, kept: int | None) -> None:
         images = await self.store.load_dataset(command.user_id, command.dataset_id)
         if images is None:
             raise JobFailure(FailureCode.NOT_FOUND, "The photo set no longer exists.")
-        checkpoint = await self.store.latest_checkpoint(command.user_id, command.model_id)
+        checkpoint = (None if kept is None else
+                      await self.store.load_checkpoint(command.user_id, command.model_id, kept))
         if await self.lifecycle.begin(ref) is None:
             return  # cancelled or ended meanwhile
-        run = _Run(self, command, asyncio.get_running_loop())
+        run = _Run(self, command, asyncio.get_running_loop(), stored_step=kept)
         watchers = [asyncio.create_task(self.lifecycle.watch_for_cancel(
             ref, run.cancel, self.settings.cancel_poll_s))]
         if heartbeat is not None:
             watchers.append(asyncio.create_task(keep_alive(heartbeat, self.settings.heartbeat_s)))
         try:
-            result = await asyncio.to_thread(run.train, images,
-                                             checkpoint[1] if checkpoint else None)
+            result = await asyncio.to_thread(run.train, images, checkpoint)
         except errors.TrainingCancelled as cancelled:
             await self.lifecycle.cancel(ref, f"cancelled after step {cancelled.step}")
             return
@@ -242,10 +245,11 @@ class _Run:
     """One training in progress: the bridge between the training thread and the loop."""
 
     def __init__(self, handlers: TrainerHandlers, command: StartTraining,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, stored_step: int | None = None) -> None:
         self.handlers = handlers
         self.command = command
         self.loop = loop
+        self.stored_step = stored_step  # the checkpoint in storage now, so no pointer read
         self.cancel = threading.Event()
         self.started = time.monotonic()
         self.first_step: int | None = None
@@ -297,7 +301,8 @@ class _Run:
         if await self.handlers.lifecycle.account_gone(JobRef.of(command, JobKind.TRAINING)):
             return  # deleted meanwhile: the watcher stops the run at its next look
         await self.handlers.store.save_checkpoint(command.user_id, command.model_id, step,
-                                                  data)
+                                                  data, previous=self.stored_step)
+        self.stored_step = step
 
     async def progress(self, step: int, total: int, loss: float, eta: float | None) -> None:
         command = self.command

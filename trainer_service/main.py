@@ -1,11 +1,11 @@
 """trainer_service's entrypoint: trainings (one at a time per worker), cancels and account
-erasure, each from its own durable consumer, served by `terra.service`."""
+erasure, each from its own durable consumer, served by `terra.runtime.service`."""
 
 from __future__ import annotations
 
 from faststream import FastStream
 
-from terra.service import run_app, service_app
+from terra.runtime.service import run_app, service_app
 from trainer_service.bootstrap import bootstrap
 from trainer_service.config import TrainerSettings
 

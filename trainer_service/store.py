@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Literal
 
 from PIL import Image
 
 from contracts.topology import OBJECTS
 from contracts.training import DatasetManifest
-from terra.errors import StorageError
-from terra.storage import ObjectStorage
+from terra.errors import ObjectMissing, StorageError
+from terra.records.objects import ObjectStorage
 
 
 class TrainingStore:
@@ -39,24 +40,25 @@ class TrainingStore:
     def _model(self, user_id: str, model_id: str, name: str) -> str:
         return OBJECTS.model_key(user_id, model_id, name)
 
-    async def save_checkpoint(self, user_id: str, model_id: str, step: int, data: bytes) -> None:
+    async def save_checkpoint(self, user_id: str, model_id: str, step: int, data: bytes,
+                              previous: int | None | Literal["unread"] = "unread") -> None:
+        """Store a checkpoint and point at it, then delete the one it replaces: `previous`,
+        the step the run already knows is stored (None: none), or, left out, the pointer's."""
         # Data first, then the pointer: a crash in between leaves the previous pair intact.
         await self.storage.put_bytes(self._model(user_id, model_id, f"checkpoint-{step}.bin"),
                                      data)
-        previous = await self.checkpoint_step(user_id, model_id)
+        if previous == "unread":
+            previous = await self.checkpoint_step(user_id, model_id)
         await self.storage.put_bytes(self._model(user_id, model_id, "checkpoint.json"),
                                      json.dumps({"step": step}).encode(), "application/json")
         if previous is not None and previous != step:
             await self.storage.delete(
                 self._model(user_id, model_id, f"checkpoint-{previous}.bin"))
 
-    async def latest_checkpoint(self, user_id: str, model_id: str) -> tuple[int, bytes] | None:
-        step = await self.checkpoint_step(user_id, model_id)
-        if step is None:
-            return None
-        data = await self.storage.get_bytes(
+    async def load_checkpoint(self, user_id: str, model_id: str, step: int) -> bytes:
+        """The checkpoint of `step` (which `checkpoint_step` named)."""
+        return await self.storage.get_bytes(
             self._model(user_id, model_id, f"checkpoint-{step}.bin"))
-        return step, data
 
     async def drop_checkpoints(self, user_id: str, model_id: str) -> None:
         step = await self.checkpoint_step(user_id, model_id)
@@ -68,9 +70,11 @@ class TrainingStore:
     async def checkpoint_step(self, user_id: str, model_id: str) -> int | None:
         """The step of the latest stored checkpoint, if any (reads only the pointer)."""
         key = self._model(user_id, model_id, "checkpoint.json")
-        if not await self.storage.exists(key):
+        try:
+            pointer = await self.storage.get_bytes(key)  # one request, not exists + get
+        except ObjectMissing:
             return None
-        return int(json.loads(await self.storage.get_bytes(key))["step"])
+        return int(json.loads(pointer)["step"])
 
     async def save_result(
         self, user_id: str, model_id: str, lora: bytes, metadata: dict,

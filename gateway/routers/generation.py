@@ -36,7 +36,7 @@ from gateway.downloads import download_url, refused
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
 from terra.errors import ObjectMissing
-from terra.queues import commands_waiting
+from terra.nats.queues import commands_waiting
 
 router = APIRouter(prefix="/api/generate", tags=["generation"])
 images = APIRouter(prefix="/api/images", tags=["generation"])

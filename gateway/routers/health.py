@@ -15,7 +15,7 @@ from contracts import topology
 from gateway.deps import Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
-from terra.liveness import domains_served, live_workers
+from terra.runtime.liveness import domains_served, live_workers
 
 router = APIRouter(tags=["health"])
 

@@ -24,7 +24,7 @@ from gateway.commands import job_id_for, send, wait_for_event
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
-from terra.ratelimit import RateLimitExceeded
+from terra.records.rate_limits import RateLimitExceeded
 
 router = APIRouter(prefix="/api/prompt", tags=["prompt"])
 
@@ -73,7 +73,7 @@ def result_of(job_id: str, payload: dict) -> dict:
 
 async def within_prompt_rate(caller: CurrentUser, runtime: Runtime) -> None:
     """Each optimisation is an LLM call: a user gets `prompt_rate_limit` of them per
-    window, counted across every gateway (`terra.ratelimit`)."""
+    window, counted across every gateway (`terra.records.rate_limits`)."""
     try:
         await runtime.prompt_rate.admit(rate_limit_key("prompt", caller.user_id))
     except RateLimitExceeded as exc:

@@ -34,7 +34,7 @@ from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem
 from gateway.runtime import GatewayRuntime
 from terra.errors import ObjectMissing
-from terra.queues import commands_waiting
+from terra.nats.queues import commands_waiting
 
 router = APIRouter(prefix="/api/training", tags=["training"])
 

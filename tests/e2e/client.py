@@ -10,7 +10,7 @@ import httpx
 import websockets
 
 from contracts.base import Event, new_id
-from terra.events import EventPublisher
+from terra.nats.events import EventPublisher
 
 PASSWORD = "a long enough passphrase 42"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from terra.local import ServiceStack, service_env
+from testing.stack import ServiceStack, service_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

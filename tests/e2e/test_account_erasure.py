@@ -62,7 +62,7 @@ async def traces_of(nc, s3_storage, user_id: str) -> list[str]:
 async def test_a_deleted_account_leaves_nothing_behind(http, gateway_url, nc, s3, workers):
     from minio import Minio
 
-    from terra.storage import ObjectStorage
+    from terra.records.objects import ObjectStorage
 
     storage = ObjectStorage(Minio(s3.endpoint, access_key=s3.access_key,
                                   secret_key=s3.secret_key, secure=False))
@@ -109,7 +109,7 @@ async def test_a_command_of_a_deleted_account_coming_late_runs_nothing(http, nc,
     from minio import Minio
 
     from contracts.base import new_id
-    from terra.storage import ObjectStorage
+    from terra.records.objects import ObjectStorage
     from tests.e2e.test_invalid_ids import COMMANDS, publish_and_settle
 
     storage = ObjectStorage(Minio(s3.endpoint, access_key=s3.access_key,

@@ -28,10 +28,10 @@ import websockets
 
 from contracts import topology
 from contracts.base import new_id
-from terra.cluster import EmbeddedNatsCluster
-from terra.local import ServiceStack, service_env
-from terra.nats_auth import Credentials
-from terra.provisioning import provision
+from terra.nats.accounts import Credentials
+from terra.nats.provisioning import provision
+from testing.cluster import EmbeddedNatsCluster
+from testing.stack import ServiceStack, service_env
 from tests.e2e.client import PASSWORD, ws_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
@@ -223,7 +223,7 @@ async def test_a_leader_node_killed_under_load_loses_nothing_and_repeats_nothing
 async def patiently(read, timeout_s: float = 30.0):
     """The test's own reads: just after the restart the cluster may still be electing
     (a timeout, no responders); read again, as a client would."""
-    from terra.worker import BROKER_ERRORS
+    from terra.nats.faults import BROKER_ERRORS
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -254,7 +254,7 @@ async def image_records(nc, generations: dict[str, str]) -> Counter:
     """Generation job id -> how many image records its user's gallery lists, read the way
     the gateway lists them (`ImageStore.list`, complete even when nats-py's watch ends
     early: a bare watch came back empty here once, in a full-suite run)."""
-    from terra.images import ImageStore
+    from terra.records.images import ImageStore
 
     images = await ImageStore.open(nc.jetstream())
     counts: Counter = Counter(dict.fromkeys(generations, 0))

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from contracts.topology import OBJECTS
-from terra.storage import ObjectStorage
+from terra.records.objects import ObjectStorage
 from tests.e2e.client import register
 from tests.e2e.test_training import photo_files, upload
 

@@ -13,9 +13,9 @@ from contracts.base import new_id, utcnow
 from contracts.generation import BaseModelName, ImageRecord
 from contracts.topology import OBJECTS
 from contracts.training import ModelRecord, ModelStatus
-from terra.images import ImageStore
-from terra.models import ModelStore
-from terra.storage import ObjectStorage
+from terra.records.images import ImageStore
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
 from tests.e2e.client import register
 
 pytestmark = [pytest.mark.e2e]

@@ -8,7 +8,7 @@ import pytest
 from contracts.base import new_id
 from contracts.jobs import JobKind, JobState, JobStatus
 from contracts.topology import GENERATION_JOBS_KV, job_key
-from terra.local import free_port
+from terra.ops.servers import free_port
 from tests.e2e.client import register
 
 pytestmark = pytest.mark.e2e

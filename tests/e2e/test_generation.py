@@ -90,7 +90,7 @@ async def test_auto_picks_dev_with_my_lora_once_i_have_one(http, nc, generator):
                               json={"prompt": "me", **SMALL})).json()
     assert before["model"] == "schnell" and before["lora_id"] is None
 
-    from terra.models import ModelStore
+    from terra.records.models import ModelStore
 
     models = await ModelStore.open(nc.jetstream())
     mine = ModelRecord(model_id=new_id(), user_id=alice.user_id, trigger_word="zqx",
@@ -244,7 +244,7 @@ async def test_cancel_a_running_generation(http, gateway_url, generator):
 async def test_account_deletion_erases_images(http, gateway_url, generator, s3):
     from minio import Minio
 
-    from terra.storage import ObjectStorage
+    from terra.records.objects import ObjectStorage
 
     alice = await register(http)
     socket = (await open_socket(gateway_url, alice, "/ws/generate")).socket

@@ -20,8 +20,8 @@ import pytest
 from contracts import topology as t
 from contracts.base import new_id
 from contracts.permissions import IMPORTED_API
-from terra.broker import jetstream
-from terra.provisioning import consumer_differences
+from terra.nats.connection import jetstream
+from terra.nats.provisioning import consumer_differences
 from tests.e2e.client import PASSWORD, register
 
 pytestmark = pytest.mark.e2e

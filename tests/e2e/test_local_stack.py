@@ -18,9 +18,9 @@ import httpx
 import pytest
 from minio import Minio
 
-from terra.cli import SERVICES
-from terra.local import EmbeddedNats, EmbeddedS3, StartupFailed, free_port
-from terra.processes import listening_pid_owns
+from terra.ops.cli import SERVICES
+from terra.ops.processes import listening_pid_owns
+from terra.ops.servers import EmbeddedNats, EmbeddedS3, StartupFailed, free_port
 from terra.settings import LOCAL_S3_ACCESS_KEY, LOCAL_S3_SECRET_KEY
 from tests.e2e.client import PASSWORD
 
@@ -37,7 +37,7 @@ def start_terra_up(data_dir: Path, port: int | None, log_path: Path,
     env.update(extra_env)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "terra.cli", "up", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "terra.ops.cli", "up", "--data-dir", str(data_dir)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -17,8 +17,8 @@ import pytest
 from contracts.base import new_id, utcnow
 from contracts.generation import BaseModelName, ImageRecord
 from contracts.topology import OBJECTS
-from terra.images import ImageStore
-from terra.local import ServiceStack
+from terra.records.images import ImageStore
+from testing.stack import ServiceStack
 from tests.e2e.client import PASSWORD, open_socket, register
 from tests.e2e.conftest import ROOT
 

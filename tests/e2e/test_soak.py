@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from terra.local import ServiceStack, service_env
+from testing.stack import ServiceStack, service_env
 from tests.conftest import provision_all
 from tests.e2e.client import open_socket, register
 from tests.e2e.conftest import ROOT

@@ -176,7 +176,7 @@ async def test_another_users_dataset_is_not_found(http, trainer):
 async def alice_with_storage(http, s3):
     from minio import Minio
 
-    from terra.storage import ObjectStorage
+    from terra.records.objects import ObjectStorage
 
     account = await register(http)
     client = Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key,
@@ -215,7 +215,7 @@ async def test_cancel_a_queued_training(http, gateway_url, trainer):
 
 async def test_account_deletion_erases_photos_and_models(http, gateway_url, trainer,
                                                          alice_with_storage, nc):
-    from terra.models import ModelStore
+    from terra.records.models import ModelStore
 
     account, storage = alice_with_storage
     dataset = (await upload(http, account, photo_files(10, first_seed=700))).json()

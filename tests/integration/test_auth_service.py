@@ -312,7 +312,7 @@ async def test_signing_out_everywhere_outlives_the_revocation_list(auth_app, nc,
 async def tokens_of(nc, user_id: str) -> list[str]:
     """The refresh-token bucket's keys (tokens and families) naming the user."""
     from contracts.topology import REFRESH_TOKENS_KV
-    from terra.kvscan import live_entries
+    from terra.nats.listings import live_entries
 
     kv = await nc.jetstream().key_value(REFRESH_TOKENS_KV.bucket)
     return [key for key, entry in (await live_entries(kv)).items()

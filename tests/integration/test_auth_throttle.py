@@ -30,7 +30,7 @@ from contracts.auth import (
 )
 from contracts.base import Message
 from contracts.topology import AUTH, LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
-from terra.broker import jetstream
+from terra.nats.connection import jetstream
 from tests.unit.test_auth_google import IOS_CLIENT, WEB_CLIENT
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ import pytest
 from contracts.base import new_id, utcnow
 from contracts.topology import OBJECTS, TRAINER
 from contracts.training import DatasetImage, DatasetManifest, ModelRecord, ModelStatus
-from terra.broker import jetstream
-from terra.models import ModelStore
-from terra.provisioning import provision
-from terra.storage import ObjectStorage
+from terra.nats.connection import jetstream
+from terra.nats.provisioning import provision
+from terra.records.models import ModelStore
+from terra.records.objects import ObjectStorage
 from trainer_service.config import TrainerSettings
 from trainer_service.datasets import DatasetRetention
 

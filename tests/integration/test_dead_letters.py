@@ -15,8 +15,8 @@ from contracts.topology import (
     ConsumerSpec,
     command_subject,
 )
-from terra.provisioning import provision
-from terra.worker import watch_dead_letters
+from terra.nats.provisioning import provision
+from terra.runtime.worker import watch_dead_letters
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,10 @@ from gateway.config import GatewaySettings
 from gateway.deps import get_caller
 from gateway.security import Caller
 from terra.errors import StorageError
-from terra.liveness import Heartbeat, WorkLoad
-from terra.local import EmbeddedNats
-from terra.provisioning import provision
-from terra.storage import ObjectStorage
+from terra.nats.provisioning import provision
+from terra.ops.servers import EmbeddedNats
+from terra.records.objects import ObjectStorage
+from terra.runtime.liveness import Heartbeat, WorkLoad
 
 pytestmark = pytest.mark.integration
 

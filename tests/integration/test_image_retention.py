@@ -8,8 +8,8 @@ import pytest
 
 from contracts.base import new_id, utcnow
 from contracts.generation import BaseModelName, ImageRecord
-from terra.images import ImageStore
-from terra.provisioning import provision
+from terra.nats.provisioning import provision
+from terra.records.images import ImageStore
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ async def test_the_sweep_deletes_object_and_record(nc, s3):
 
     from generator_service.config import GeneratorSettings
     from generator_service.handlers import GeneratorHandlers
-    from terra.storage import ObjectStorage
+    from terra.records.objects import ObjectStorage
 
     await provision(nc)
     js = nc.jetstream()

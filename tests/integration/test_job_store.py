@@ -8,8 +8,8 @@ import pytest
 
 from contracts.base import new_id
 from contracts.jobs import JobKind, JobState, JobStatus
-from terra.jobs import InvalidTransition, JobStore
-from terra.provisioning import provision
+from terra.jobs.store import InvalidTransition, JobStore
+from terra.nats.provisioning import provision
 
 pytestmark = pytest.mark.integration
 

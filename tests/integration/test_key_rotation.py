@@ -12,9 +12,9 @@ import pytest
 
 from contracts import topology as t
 from contracts.permissions import OPERATOR, inbox_prefix
-from terra.broker import jetstream
-from terra.local import EmbeddedNats
-from terra.provisioning import provision
+from terra.nats.connection import jetstream
+from terra.nats.provisioning import provision
+from terra.ops.servers import EmbeddedNats
 
 pytestmark = pytest.mark.integration
 

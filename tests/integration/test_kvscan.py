@@ -1,4 +1,4 @@
-"""terra.kvscan on a real nats-server: complete listings of a KV bucket.
+"""terra.nats.listings on a real nats-server: complete listings of a KV bucket.
 
 On one node: live keys only (deleted and purged ones are held, not listed), a filter, and
 the server's subjects answer as the paging expects. On a 3-node cluster under concurrent
@@ -16,8 +16,8 @@ import nats
 import pytest
 from nats.js import api
 
-from terra.cluster import EmbeddedNatsCluster
-from terra.kvscan import held_keys, live_entries
+from terra.nats.listings import held_keys, live_entries
+from testing.cluster import EmbeddedNatsCluster
 
 pytestmark = pytest.mark.integration
 

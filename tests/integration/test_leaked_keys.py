@@ -21,9 +21,9 @@ import pytest
 from contracts import topology as t
 from contracts.base import new_id
 from contracts.permissions import OPERATOR, SERVICE_IDENTITIES, inbox_prefix
-from terra.cluster import EmbeddedNatsCluster
-from terra.nats_auth import Credentials
-from terra.provisioning import provision
+from terra.nats.accounts import Credentials
+from terra.nats.provisioning import provision
+from testing.cluster import EmbeddedNatsCluster
 from tests import attacks
 from tests.attacks import VICTIM, Attempt, Snapshot
 
@@ -93,7 +93,7 @@ async def attack_with(server: Server, identity: str) -> tuple[list[str], dict]:
 
 @contextlib.asynccontextmanager
 async def single_server(tmp_path) -> AsyncIterator[Server]:
-    from terra.local import EmbeddedNats
+    from terra.ops.servers import EmbeddedNats
 
     nats_server = EmbeddedNats(tmp_path / "attacked").start()
     try:

@@ -8,8 +8,8 @@ import pytest
 
 from contracts.base import new_id
 from contracts.training import ModelRecord, ModelStatus
-from terra.models import ModelStore
-from terra.provisioning import provision
+from terra.nats.provisioning import provision
+from terra.records.models import ModelStore
 
 pytestmark = pytest.mark.integration
 

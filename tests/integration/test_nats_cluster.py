@@ -1,4 +1,4 @@
-"""A 3-node JetStream cluster (`terra.cluster`) losing the leader of what the services use:
+"""A 3-node JetStream cluster (`testing.cluster`) losing the leader of what the services use:
 nothing acked is lost, clients given every URL keep working, the node comes back current.
 
 One node is made to lead TERRA_GENERATION_COMMANDS, TERRA_EVENTS, KV_terra_jobs and the
@@ -32,8 +32,8 @@ import nats.js.errors
 import pytest
 
 from contracts import topology
-from terra.cluster import EmbeddedNatsCluster
-from terra.provisioning import provision
+from terra.nats.provisioning import provision
+from testing.cluster import EmbeddedNatsCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 

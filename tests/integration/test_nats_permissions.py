@@ -19,7 +19,7 @@ import pytest
 
 from contracts import topology as t
 from contracts.permissions import OPERATOR, SERVICE_IDENTITIES, inbox_prefix
-from terra.broker import jetstream
+from terra.nats.connection import jetstream
 
 pytestmark = pytest.mark.integration
 

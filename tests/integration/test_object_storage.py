@@ -8,7 +8,7 @@ from minio import Minio
 
 from contracts.base import new_id
 from terra.errors import StorageError
-from terra.storage import ObjectStorage
+from terra.records.objects import ObjectStorage
 
 pytestmark = pytest.mark.integration
 

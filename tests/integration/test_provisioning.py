@@ -13,7 +13,7 @@ from contracts.base import new_id
 from contracts.jobs import JobKind, JobState
 from contracts.topology import job_key
 from terra.errors import ConfigurationError, ProvisioningConflict
-from terra.provisioning import (
+from terra.nats.provisioning import (
     consumer_config,
     provision,
     require_provisioned,

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from contracts.base import new_id
-from terra.provisioning import provision
-from terra.slots import QueueSlots
+from terra.jobs.slots import QueueSlots
+from terra.nats.provisioning import provision
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 
 from contracts import topology
 from contracts.base import new_id
-from terra.broker import jetstream
-from terra.revocations import UNREADABLE, Revocations, RevocationWatch, is_revoked
-from terra.supervise import Supervisor
+from terra.nats.connection import jetstream
+from terra.records.revocations import UNREADABLE, Revocations, RevocationWatch, is_revoked
+from terra.runtime.supervise import Supervisor
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ grants it and is refused (`AccessDenied`) everywhere else; no key but the operat
 create or delete a bucket, or reach another bucket.
 
 SeaweedFS has no separate delete right (`Write` also deletes), so a key granted delete
-there may write too: `terra.storage_auth.weed_verbs` says what each grant comes to.
+there may write too: `terra.ops.storage_policies.weed_verbs` says what each grant comes to.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from contracts.base import new_id
 from contracts.storage_access import STORAGE_IDENTITIES, Verb, grants, matches
 from contracts.topology import GATEWAY, GENERATOR, OBJECTS, TRAINER
 from terra.errors import StorageError
+from terra.ops.storage_policies import weed_verbs
+from terra.records.objects import ObjectStorage
 from terra.settings import RuntimeSettings
-from terra.storage import ObjectStorage
-from terra.storage_auth import weed_verbs
 
 pytestmark = pytest.mark.integration
 BUCKET = OBJECTS.bucket

@@ -15,8 +15,8 @@ from auth_service.main import build_app
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.events import Delivered, continue_trace
+from terra.runtime.telemetry import setup_tracing
 from terra.settings import RuntimeSettings
-from terra.telemetry import setup_tracing
 from tests.conftest import provision_all
 
 pytestmark = pytest.mark.integration

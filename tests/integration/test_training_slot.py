@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from contracts.base import new_id
-from terra.models import ModelStore
+from terra.records.models import ModelStore
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from contracts.base import utcnow
 from contracts.topology import OBJECTS, active_training_key
 from contracts.training import DatasetImage, DatasetManifest, ModelRecord, ModelStatus
-from terra.models import ModelStore
+from terra.records.models import ModelStore
 from tests.fakes import FakeKeyValue, FakeObjectStorage
 from trainer_service.config import TrainerSettings
 from trainer_service.datasets import DatasetRetention, PhotoSet, expired, manifest_owner

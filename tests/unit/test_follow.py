@@ -1,4 +1,4 @@
-"""terra.follow: every stored message handed over once and in order, from the stream's
+"""terra.nats.follow: every stored message handed over once and in order, from the stream's
 republished copies, with whatever copy was lost read by sequence."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import nats.errors
 import pytest
 from nats.js.errors import NotFoundError
 
-from terra.follow import StreamFollower
+from terra.nats.follow import StreamFollower
 
 STREAM = "EVENTS"
 

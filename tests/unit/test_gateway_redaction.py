@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gateway.server import redact_span
-from terra.logs import REDACTED, SecretRedactor, redact
+from terra.runtime.logs import REDACTED, SecretRedactor, redact
 
 JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz"
 

@@ -23,11 +23,11 @@ from generator_service.adapters import AdapterError
 from generator_service.bootstrap import build_handlers
 from generator_service.config import GeneratorSettings
 from generator_service.scheduling import compatible
-from terra.images import ImageStore
-from terra.jobs import JobStore
-from terra.lifecycle import JobFailure
-from terra.models import ModelStore
-from terra.slots import QueueSlots
+from terra.jobs.lifecycle import JobFailure
+from terra.jobs.slots import QueueSlots
+from terra.jobs.store import JobStore
+from terra.records.images import ImageStore
+from terra.records.models import ModelStore
 from tests.fakes import (
     FakeEventPublisher,
     FakeFluxGenerator,

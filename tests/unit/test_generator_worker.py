@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import nats.errors
 import nats.js.errors
 
-import terra.worker
+import terra.runtime.worker
 from contracts.generation import GeneratedImage, GenerateImage, ImageGenerated
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobStatus
 from generator_service.jobs import GenerationEvents, ref_of
 from generator_service.scheduling import Window
 from generator_service.worker import FairWorker
-from terra.jobs import JobStore
-from terra.lifecycle import JobFailure, JobLifecycle
+from terra.jobs.lifecycle import JobFailure, JobLifecycle
+from terra.jobs.store import JobStore
 from tests.fakes import (
     After,
     FakeBinder,
@@ -99,7 +99,7 @@ class Harness:
         self.handlers = FakeHandlers(**handler_options)
         self.subscription = FakePullSubscription(script, then=then, max_fetches=max_fetches)
         self.binder = FakeBinder(self.subscription)
-        monkeypatch.setattr(terra.worker, "bind", self.binder)  # what Puller binds with
+        monkeypatch.setattr(terra.runtime.worker, "bind", self.binder)  # what Puller binds with
         self.worker = FairWorker(None, self.handlers, fetch_timeout_s=0.01)
         self.task: asyncio.Task | None = None
 

@@ -1,4 +1,4 @@
-"""terra.kvscan: a listing asks the stream which keys it holds and reads each (no watch: no
+"""terra.nats.listings: a listing asks the stream which keys it holds and reads each (no watch: no
 consumer); subjects are paged; an account's records are erased by key."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from nats.js.errors import KeyNotFoundError
 
 from contracts.base import new_id
 from contracts.training import ModelRecord
-from terra.kvscan import held_keys, live_entries
-from terra.models import ModelStore
+from terra.nats.listings import held_keys, live_entries
+from terra.records.models import ModelStore
 from tests.fakes import FakeKeyValue
 
 

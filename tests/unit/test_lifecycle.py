@@ -1,4 +1,4 @@
-"""terra.lifecycle: one story per job (one queued, one started, requeued once per attempt,
+"""terra.jobs.lifecycle: one story per job (one queued, one started, requeued once per attempt,
 one ending) decided by the job's state, over an in-memory KV bucket and event stream."""
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from contracts.generation import GeneratedImage, GenerationProgressed, ImageGene
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.topology import job_key
 from generator_service.jobs import GenerationEvents
-from terra.accounts import DeletedAccounts
-from terra.jobs import JobStore
-from terra.lifecycle import (
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.lifecycle import (
     JobFailure,
     JobLifecycle,
     JobRef,
@@ -30,7 +29,8 @@ from terra.lifecycle import (
     fields_of,
     ref_from_raw,
 )
-from terra.worker import AgainLater, PermanentFailure
+from terra.jobs.store import JobStore
+from terra.runtime.worker import AgainLater, PermanentFailure
 from tests.fakes import FakeEventPublisher, FakeKeyValue, wait_until
 
 KIND = JobKind.GENERATION

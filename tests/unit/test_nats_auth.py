@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from contracts.permissions import ALL_IDENTITIES, OPERATOR, SERVICE_IDENTITIES, identities
-from terra.local import find_binary
-from terra.nats_auth import Credentials, accounts_config, public_key_of
+from terra.nats.accounts import Credentials, accounts_config, public_key_of
+from terra.ops.servers import find_binary
 
 
 def test_every_identity_gets_a_secret_seed_and_restarts_keep_them(tmp_path):

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from terra.processes import ProcessSupervisor, RestartPolicy, listening_pid_owns
+from terra.ops.processes import ProcessSupervisor, RestartPolicy, listening_pid_owns
 
 POLICY = RestartPolicy(first_delay_s=0.5, max_delay_s=10.0, max_crashes=5, window_s=60.0)
 

@@ -1,7 +1,7 @@
 """prompt_service's handlers as its bootstrap wires them (`build_handlers`), over the
 in-memory jobs bucket and event stream, with the offline engine: no servers.
 
-Each command is settled the way the service's consumer settles it (`terra.worker.settle`),
+Each command is settled the way the service's consumer settles it (`terra.runtime.worker.settle`),
 so "acked" below means what the server would be told.
 """
 
@@ -15,8 +15,8 @@ from contracts.jobs import FailureCode, JobKind, JobStatus
 from contracts.prompt import OptimizePrompt, PromptDecision, RecordPromptDecision
 from prompt_service.bootstrap import OfflineOnly, build_handlers
 from prompt_service.engine import OfflineEngine, Optimization, PromptRequest
-from terra.jobs import JobStore
-from terra.worker import PermanentFailure, settle
+from terra.jobs.store import JobStore
+from terra.runtime.worker import PermanentFailure, settle
 from tests.fakes import FakeEventPublisher, FakeKeyValue, FakeMsg
 
 OPTIMIZED = "prompt.optimized.v1"

@@ -7,7 +7,7 @@ import nats.errors
 import pytest
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
-from terra.provisioning import patiently
+from terra.nats.provisioning import patiently
 
 NO_PEERS = BadRequestError(code=400, err_code=10005,
                            description="no suitable peers for placement, peer offline")

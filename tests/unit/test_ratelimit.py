@@ -1,4 +1,4 @@
-"""The shared sliding-window limit (`terra.ratelimit`) over an in-memory bucket: bursts,
+"""The shared sliding-window limit (`terra.records.rate_limits`) over an in-memory bucket: bursts,
 several processes on one bucket, Retry-After, and a full key not read again meanwhile."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from terra.ratelimit import RateLimitExceeded, SlidingWindowLimit, Window
+from terra.records.rate_limits import RateLimitExceeded, SlidingWindowLimit, Window
 from tests.fakes import FakeKeyValue
 
 

@@ -19,7 +19,7 @@ from contracts.auth import SigningKeys
 from contracts.topology import REVOCATIONS_KV, revocation_key
 from gateway.events import Delivered, EventHub
 from gateway.security import InvalidToken, TokenVerifier
-from terra.revocations import Revocations, is_revoked
+from terra.records.revocations import Revocations, is_revoked
 from tests.fakes import FakeKeyValue
 
 BAD_SUBS = ["*", ">", "a.b", "", "x" * 200, "alice bob", "a\nb"]

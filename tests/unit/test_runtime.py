@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
+from terra.backoff import retry_delay_s
 from terra.errors import ConfigurationError
-from terra.logs import JsonFormatter, correlation_id
-from terra.retry import retry_delay_s
+from terra.runtime.logs import JsonFormatter, correlation_id
 from terra.settings import RuntimeSettings
 
 

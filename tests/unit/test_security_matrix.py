@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from terra.security_matrix import PAGE, render
+from terra.ops.security_matrix import PAGE, render
 
 
 def test_the_committed_page_is_what_the_matrices_render():
     assert PAGE.read_text() == render(), (
-        "docs/security-matrix.md is stale: run `python -m terra.security_matrix --write`")
+        "docs/security-matrix.md is stale: run `python -m terra.ops.security_matrix --write`")
 
 
 def test_every_identity_has_its_section_and_the_operator_is_named_apart():

@@ -21,18 +21,17 @@ from contracts.storage_access import (
     probe_prefix,
 )
 from contracts.topology import AUTH, GATEWAY, GENERATOR, OBJECTS, PROMPT, TRAINER
+from terra.credentials import S3Credentials, S3Key
 from terra.errors import ConfigurationError
-from terra.settings import RuntimeSettings
-from terra.storage_auth import (
+from terra.ops.storage_policies import (
     ROOT_IDENTITY,
-    S3Credentials,
-    S3Key,
     minio_policy,
     rendered_minio_policies,
     weed_actions,
     weed_config,
     weed_verbs,
 )
+from terra.settings import RuntimeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 READ, WRITE, DELETE, LIST = Verb.READ, Verb.WRITE, Verb.DELETE, Verb.LIST
@@ -196,7 +195,7 @@ def test_a_user_downloads_only_keys_under_their_own_folders(key, ok):
 
 
 def test_the_cli_makes_keys_once_and_renders_the_policies(tmp_path, capsys):
-    from terra.cli import main
+    from terra.ops.cli import main
 
     assert main(["storage-credentials", "init", "--dir", str(tmp_path / "keys")]) == 0
     keys = S3Credentials(tmp_path / "keys").keys()

@@ -1,4 +1,4 @@
-"""terra.supervise: a failed or returning loop is logged and restarted with backoff; a loop
+"""terra.runtime.supervise: a failed or returning loop is logged and restarted with backoff; a loop
 that keeps failing makes the supervisor give up; stopping ends loops without restarts."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections import deque
 
 import pytest
 
-from terra.supervise import RestartPolicy, Supervisor
+from terra.runtime.supervise import RestartPolicy, Supervisor
 from tests.fakes import wait_until
 
 TINY = RestartPolicy(base_delay_s=0.001, max_delay_s=0.004, max_failures=100, window_s=60.0)
@@ -126,7 +126,7 @@ async def test_a_loop_that_returns_is_as_unexpected_as_one_that_raises(caplog):
 
 
 async def test_restarts_wait_the_policy_delay_growing_with_recent_failures(caplog):
-    caplog.set_level(logging.WARNING, logger="terra.supervise")
+    caplog.set_level(logging.WARNING, logger="terra.runtime.supervise")
     supervisor = Supervisor(TINY, on_give_up=GiveUps(), clock=FakeClock())
     loop = ScriptedLoop("raise", "return", "raise", "raise", "raise")
     supervisor.start("pull:test", loop)

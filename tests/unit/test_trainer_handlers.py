@@ -29,11 +29,11 @@ from contracts.training import (
     StartTraining,
 )
 from fluxkit.errors import OutOfGpuMemory
-from terra.accounts import DeletedAccounts
-from terra.jobs import JobStore
-from terra.lifecycle import JobRef
-from terra.models import ModelStore
-from terra.worker import PermanentFailure
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.lifecycle import JobRef
+from terra.jobs.store import JobStore
+from terra.records.models import ModelStore
+from terra.runtime.worker import PermanentFailure
 from tests.fakes import FakeEventPublisher, FakeKeyValue, FakeObjectStorage, wait_until
 from trainer_service import errors, handlers
 from trainer_service.bootstrap import build_handlers

@@ -1,4 +1,4 @@
-"""terra.worker: every exception nats-py 2.16 raises from `PullSubscription.fetch` becomes
+"""terra.runtime.worker: every exception nats-py 2.16 raises from `PullSubscription.fetch` becomes
 the right outcome, and `PullConsumer.run` keeps pulling through all of them."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-import terra.worker
+import terra.runtime.worker
 from contracts.jobs import CancelJob
 from contracts.topology import GENERATION_WORKERS
-from terra.worker import (
+from terra.runtime.worker import (
     AgainLater,
     Backoff,
     BrokerUnavailable,
@@ -196,7 +196,7 @@ async def test_the_loop_pulls_through_every_fault_and_binds_again_after_a_vanish
     faults = [*IDLE, *BROKER_FAULTS, *CONSUMER_GONE]
     subscription = FakePullSubscription([*faults, [msg]])
     binder = FakeBinder(subscription)
-    monkeypatch.setattr(terra.worker, "bind", binder)
+    monkeypatch.setattr(terra.runtime.worker, "bind", binder)
     handler = Handler()
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)
@@ -214,7 +214,7 @@ async def test_a_vanished_consumer_is_dropped_and_the_next_binding_is_pulled(mon
     msg = FakeMsg()
     fresh = FakePullSubscription([[msg]])
     binder = FakeBinder(gone, fresh)
-    monkeypatch.setattr(terra.worker, "bind", binder)
+    monkeypatch.setattr(terra.runtime.worker, "bind", binder)
     handler = Handler()
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)
@@ -230,7 +230,7 @@ async def test_a_vanished_consumer_is_dropped_and_the_next_binding_is_pulled(mon
 async def test_a_broker_fault_is_waited_out_with_the_real_pause(monkeypatch):
     msg = FakeMsg()
     subscription = FakePullSubscription([nats.errors.NoRespondersError(), [msg]])
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(subscription))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(subscription))
     handler = Handler()
     consumer = PullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)
@@ -243,7 +243,7 @@ async def test_a_broker_fault_is_waited_out_with_the_real_pause(monkeypatch):
 async def test_never_more_than_concurrency_messages_in_hand(monkeypatch):
     messages = [FakeMsg() for _ in range(5)]
     subscription = FakePullSubscription([messages])
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(subscription))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(subscription))
     handler = Handler(blocked=True)
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, concurrency=2,
                                  fetch_timeout_s=0.01)
@@ -266,7 +266,7 @@ async def test_a_message_whose_handler_fails_frees_its_place_and_the_stack_is_lo
         monkeypatch, caplog):
     first, second = FakeMsg(), FakeMsg()
     subscription = FakePullSubscription([[first], [second]])
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(subscription))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(subscription))
     handled = []
 
     async def handle(msg):
@@ -285,7 +285,7 @@ async def test_a_message_whose_handler_fails_frees_its_place_and_the_stack_is_lo
 
 async def test_pulling_is_reported_while_the_loop_runs_and_not_once_stopped(monkeypatch):
     subscription = FakePullSubscription([])
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(subscription))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(subscription))
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, Handler(), fetch_timeout_s=0.01)
     assert not consumer.pulling  # never pulled yet
     task = start(consumer)
@@ -297,7 +297,7 @@ async def test_pulling_is_reported_while_the_loop_runs_and_not_once_stopped(monk
 
 async def test_stop_hands_back_what_is_still_in_hand_after_the_grace_period(monkeypatch):
     msg = FakeMsg()
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(FakePullSubscription([[msg]])))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(FakePullSubscription([[msg]])))
     handler = Handler(blocked=True)
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)
@@ -310,7 +310,7 @@ async def test_stop_hands_back_what_is_still_in_hand_after_the_grace_period(monk
 
 async def test_stop_lets_work_that_finishes_within_the_grace_period_settle_itself(monkeypatch):
     msg = FakeMsg()
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(FakePullSubscription([[msg]])))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(FakePullSubscription([[msg]])))
     handler = Handler(blocked=True)
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)
@@ -327,7 +327,7 @@ async def test_stop_lets_work_that_finishes_within_the_grace_period_settle_itsel
 async def test_a_message_that_arrives_while_stopping_is_handed_back_not_handled(monkeypatch):
     arrives, msg = asyncio.Event(), FakeMsg()
     subscription = FakePullSubscription([After(arrives, [msg])])
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(subscription))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(subscription))
     handler = Handler()
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)
@@ -347,7 +347,7 @@ async def test_a_consumer_that_finished_a_message_yields_while_idle(monkeypatch)
     msg = FakeMsg()
     subscription = FakePullSubscription([[msg]], then=nats.errors.TimeoutError,
                                         max_fetches=200)
-    monkeypatch.setattr(terra.worker, "bind", FakeBinder(subscription))
+    monkeypatch.setattr(terra.runtime.worker, "bind", FakeBinder(subscription))
     handler = Handler()  # completes at once
     consumer = QuickPullConsumer(None, GENERATION_WORKERS, handler, fetch_timeout_s=0.01)
     task = start(consumer)

@@ -3,7 +3,7 @@ one that keeps dying stops the stack with its reason, instead of restarting fore
 
 `RestartPolicy` is the pure rule (crash times in, a delay or "give up" out).
 `ProcessSupervisor` applies it to anything shaped like `Child`: a service here
-(`ServiceChild`) or an embedded server (`terra.local.EmbeddedNats` / `EmbeddedS3`).
+(`ServiceChild`) or an embedded server (`terra.ops.servers.EmbeddedNats` / `EmbeddedS3`).
 `listening_pid_owns` tells whether a listener on a port is a given process's (Linux /proc).
 """
 

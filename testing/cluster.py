@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from terra.local import (
+from terra.ops.servers import (
     LOOPBACK,
     LocalServer,
     StartupFailed,

@@ -44,10 +44,11 @@ from contracts.jobs import (
     JobStatus,
 )
 from contracts.registry import EVENTS
-from terra.accounts import DeletedAccounts
-from terra.events import EventPublisher
-from terra.jobs import InvalidTransition, JobStore
-from terra.worker import BROKER_ERRORS, AgainLater, Handle, PermanentFailure, handling
+from terra.jobs.deleted_accounts import DeletedAccounts
+from terra.jobs.store import InvalidTransition, JobStore
+from terra.nats.events import EventPublisher
+from terra.nats.faults import BROKER_ERRORS
+from terra.runtime.worker import AgainLater, Handle, PermanentFailure, handling
 
 log = logging.getLogger(__name__)
 _ID = TypeAdapter(Id)

@@ -16,15 +16,10 @@ from nats.js.api import PubAck
 from opentelemetry import propagate
 
 from contracts.base import Event
-from terra.retry import retry_while
-from terra.worker import TRANSIENT_ERRORS
+from terra.backoff import retry_while
+from terra.nats.faults import is_broker_fault
 
 log = logging.getLogger(__name__)
-
-# What a publish raises while it cannot be stored right now: no ack in time (either
-# timeout type), or any broker fault `terra.worker` waits out.
-RETRYABLE_PUBLISH_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_ERRORS)
-
 
 class EventPublisher:
     def __init__(self, js: JetStreamContext, *, retry_for_s: float = 15.0,
@@ -54,6 +49,3 @@ async def publish_with_retry(js: JetStreamContext, subject: str, data: bytes,
         what="publish failed", extra={"subject": subject})
 
 
-def is_broker_fault(error: BaseException) -> bool:
-    """A fault that passes: a timeout, a leader election, a reconnect."""
-    return isinstance(error, RETRYABLE_PUBLISH_ERRORS)

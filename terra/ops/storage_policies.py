@@ -20,14 +20,12 @@ with one with `bucket/key`, `*` matching `/` too: hence every rule ends in `/*`.
 from __future__ import annotations
 
 import json
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.storage_access import STORAGE_IDENTITIES, Verb, grants
 from contracts.topology import OBJECTS
+from terra.credentials import S3Credentials, S3Key, write_secret
 from terra.errors import ConfigurationError
-from terra.nats_auth import write_secret
 
 ROOT_IDENTITY = "operator"  # the name SeaweedFS logs for the root key
 
@@ -41,56 +39,6 @@ MINIO_OBJECT_ACTIONS: dict[Verb, tuple[str, ...]] = {
     Verb.WRITE: ("s3:PutObject", "s3:AbortMultipartUpload"),
     Verb.DELETE: ("s3:DeleteObject",),
 }
-
-
-@dataclass(frozen=True)
-class S3Key:
-    access_key: str
-    secret_key: str
-
-    @classmethod
-    def new(cls) -> S3Key:
-        # 20 and 40 characters: the longest that every MinIO release accepts.
-        return cls(secrets.token_hex(10).upper(), secrets.token_hex(20))
-
-    def __repr__(self) -> str:  # never print a secret by accident
-        return f"S3Key(access_key={self.access_key!r})"
-
-
-@dataclass(frozen=True)
-class S3Credentials:
-    """A directory of S3 keys, one per service identity."""
-
-    directory: Path
-
-    def key_file(self, identity: str) -> Path:
-        return self.directory / f"{identity}.json"
-
-    def key(self, identity: str) -> S3Key:
-        path = self.key_file(identity)
-        try:
-            fields = json.loads(path.read_text())
-            return S3Key(fields["access_key"], fields["secret_key"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigurationError(
-                f"no S3 key for {identity} in {path} ({exc}); make one with "
-                "`terra storage-credentials init --dir …`") from exc
-
-    def keys(self) -> dict[str, S3Key]:
-        return {identity: self.key(identity) for identity in STORAGE_IDENTITIES}
-
-    @classmethod
-    def ensure(cls, directory: Path) -> S3Credentials:
-        """Make the keys that are missing; existing ones are kept (restarts reuse them)."""
-        credentials = cls(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(0o700)
-        for identity in STORAGE_IDENTITIES:
-            if not credentials.key_file(identity).exists():
-                key = S3Key.new()
-                write_secret(credentials.key_file(identity), json.dumps(
-                    {"access_key": key.access_key, "secret_key": key.secret_key}))
-        return credentials
 
 
 def weed_actions(identity: str) -> list[str]:

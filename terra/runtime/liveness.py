@@ -24,8 +24,8 @@ from nats.js.kv import KeyValue
 from contracts.base import new_id, utcnow
 from contracts.topology import WORKERS_KV
 from contracts.workers import WorkerHeartbeat
-from terra.kvscan import live_entries
-from terra.worker import BROKER_ERRORS
+from terra.nats.faults import BROKER_ERRORS
+from terra.nats.listings import live_entries
 
 log = logging.getLogger(__name__)
 

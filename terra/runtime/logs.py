@@ -24,7 +24,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        from terra.telemetry import current_trace_id
+        from terra.runtime.telemetry import current_trace_id
 
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),

@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 
 from contracts.generation import ImageRecord
 from contracts.topology import IMAGES_KV
-from terra.records import OwnedRecords
+from terra.records.store import OwnedRecords
 
 
 class ImageStore(OwnedRecords[ImageRecord]):

@@ -19,7 +19,7 @@ from contracts.base import checked_id, utcnow
 from contracts.jobs import JOB_TRANSITIONS, JobKind, JobState
 from contracts.topology import JOBS_KVS, job_key
 from terra.errors import TerraError
-from terra.kvscan import live_entries
+from terra.nats.listings import live_entries
 
 _MAX_ATTEMPTS = 20
 

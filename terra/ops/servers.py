@@ -10,8 +10,6 @@ socket in /proc), never because something answers on the port.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import os
 import re
 import shutil
@@ -21,17 +19,17 @@ import subprocess
 import sys
 import sysconfig
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Self
 
+from terra.credentials import S3Credentials, S3Key
 from terra.errors import ConfigurationError
-from terra.nats_auth import Credentials
-from terra.processes import port_listener_inodes, socket_inodes
-from terra.storage_auth import S3Credentials, S3Key, write_weed_config
+from terra.nats.accounts import Credentials
+from terra.ops.processes import port_listener_inodes, socket_inodes
+from terra.ops.storage_policies import write_weed_config
 
 LOOPBACK = "127.0.0.1"
 
@@ -40,23 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
-
-
-def is_loopback(host: str) -> bool:
-    """Every address `host` names is a loopback one (0.0.0.0 and :: are every interface)."""
-    try:
-        addresses = [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        try:
-            addresses = [ipaddress.ip_address(info[4][0].split("%")[0])
-                         for info in socket.getaddrinfo(host, None)]
-        except (OSError, ValueError):
-            return False
-    return bool(addresses) and all(
-        address.is_loopback or (isinstance(address, ipaddress.IPv6Address)
-                                and address.ipv4_mapped is not None
-                                and address.ipv4_mapped.is_loopback)
-        for address in addresses)
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -165,7 +146,7 @@ def wait_until_ready(server: LocalServer, ready: Callable[[], bool], timeout_s: 
 
 
 class _SupervisedServer:
-    """An embedded server as `terra.processes.ProcessSupervisor` sees it. `start` may move
+    """An embedded server as `terra.ops.processes.ProcessSupervisor` sees it. `start` may move
     to a free port (nobody knows our address yet); `restart` keeps port and data, so the
     services' reconnects find it again."""
 
@@ -342,119 +323,3 @@ class EmbeddedS3(_SupervisedServer):
         wait_until_ready(server, ready, timeout_s)
 
 
-def s3_env(keys: S3Credentials | S3Key) -> dict[str, str]:
-    """How processes sign S3 requests: each with its own key from a credentials directory,
-    or all with one key (an S3 whose identities Terra does not manage)."""
-    if isinstance(keys, S3Credentials):
-        return {"TERRA_S3_CREDENTIALS_DIR": str(keys.directory)}
-    return {"TERRA_S3_ACCESS_KEY": keys.access_key, "TERRA_S3_SECRET_KEY": keys.secret_key}
-
-
-def service_env(
-    nats_url: str, s3_endpoint: str, s3_keys: S3Credentials | S3Key, **extra: str
-) -> dict[str, str]:
-    """This process's environment without TERRA_ settings, pointed at the given servers."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TERRA_")}
-    return {
-        **base,
-        "TERRA_PROFILE": "local",  # chosen, not defaulted: the local stack's published keys
-        "TERRA_NATS_URL": nats_url,
-        "TERRA_S3_ENDPOINT": s3_endpoint,
-        **s3_env(s3_keys),
-        **extra,
-    }
-
-
-@dataclass
-class ServiceProcess:
-    """One service (`python -m <module>`) running as its own process, output to a file."""
-
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    def log(self, tail_chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail_chars:]
-
-    def wait_for_log(self, needle: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-            if needle in self.log_path.read_text(errors="replace"):
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} did not log {needle!r}:\n{self.log()}")
-
-    def wait_for_http(self, url: str, timeout_s: float = 30.0) -> None:
-        """Until `url` answers 200."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not answering {url}:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, like a crash or an out-of-memory kill."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        LocalServer(self.name, self.proc, self.log_path).stop(timeout_s)
-
-
-@dataclass
-class ServiceStack:
-    """Services as processes against given servers: what tests/e2e and bench/ run."""
-
-    env: dict[str, str]
-    log_dir: Path
-    cwd: Path | None = None
-    processes: list[ServiceProcess] = field(default_factory=list)
-
-    def spawn(self, name: str, module: str, **extra_env: str) -> ServiceProcess:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}-{len(self.processes)}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module],
-                cwd=self.cwd,
-                env={**self.env, **extra_env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        process = ServiceProcess(name, proc, log_path)
-        self.processes.append(process)
-        return process
-
-    def start_service(self, name: str, module: str, **extra_env: str) -> ServiceProcess:
-        """A NATS-driven service, once FastStream says it has started."""
-        process = self.spawn(name, module, **extra_env)
-        process.wait_for_log("started")
-        return process
-
-    def start_auth(self, **extra_env: str) -> ServiceProcess:
-        return self.start_service("auth", "auth_service", **extra_env)
-
-    def start_gateway(self, *, wait_for: str = "/ready", **extra_env: str) -> str:
-        """A gateway on a free port; returns its base URL once `wait_for` answers 200.
-
-        Its `/ready` requires no live worker unless `TERRA_READY_WORKERS` is given (here or
-        in the stack's env): tests and benches start their workers when they need them,
-        often after the gateway."""
-        if "TERRA_READY_WORKERS" not in {**self.env, **extra_env}:
-            extra_env["TERRA_READY_WORKERS"] = "[]"
-        port = free_port()
-        process = self.spawn("gateway", "gateway", TERRA_PORT=str(port), **extra_env)
-        url = f"http://{LOOPBACK}:{port}"
-        process.wait_for_http(url + wait_for)
-        return url
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()

@@ -24,16 +24,17 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 
 from contracts.topology import ConsumerSpec
-from terra import supervise
-from terra.broker import build_broker, jetstream
-from terra.liveness import Heartbeat, WorkLoad
-from terra.logs import setup_logging
-from terra.provisioning import require_provisioned
+from terra.nats.connection import build_broker, jetstream
+from terra.nats.faults import BROKER_ERRORS
+from terra.nats.provisioning import require_provisioned
+from terra.records.objects import ObjectStorage
+from terra.runtime import supervise
+from terra.runtime.liveness import Heartbeat, WorkLoad
+from terra.runtime.logs import setup_logging
+from terra.runtime.supervise import Supervisor
+from terra.runtime.telemetry import flush_spans, setup_tracing
+from terra.runtime.worker import Handle, PullConsumer, consuming, watch_dead_letters
 from terra.settings import RuntimeSettings
-from terra.storage import ObjectStorage
-from terra.supervise import Supervisor
-from terra.telemetry import flush_spans, setup_tracing
-from terra.worker import BROKER_ERRORS, Handle, PullConsumer, consuming, watch_dead_letters
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from contracts.topology import MODELS_KV, active_training_key
 from contracts.training import ModelRecord
 from terra.errors import TerraError
-from terra.records import OwnedRecords
+from terra.records.store import OwnedRecords
 
 _ATTEMPTS = 20
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.base import checked_id
 from terra.errors import TerraError
-from terra.kvscan import live_entries
+from terra.nats.listings import live_entries
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 

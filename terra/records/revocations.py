@@ -13,7 +13,7 @@ user overwrites it.
 
 `RevocationWatch` keeps the whole list in memory for a process that checks tokens on
 every request (the gateway): it lists the bucket, then follows every write to it
-(`terra.follow`: the stream's republished copy, what was missed read by sequence; no
+(`terra.nats.follow`: the stream's republished copy, what was missed read by sequence; no
 consumer). A broker fault makes it start over after a pause, and it is not `caught_up`
 until the new listing is read. Until then `revoked_at` asks the bucket directly.
 Listeners hear of every time that moves a user's revocation later (to close that user's
@@ -34,9 +34,9 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.topology import REVOCATIONS_KV, revocation_key
-from terra.follow import Stored, StreamFollower
-from terra.kvscan import live_entries
-from terra.worker import BROKER_ERRORS
+from terra.nats.faults import BROKER_ERRORS
+from terra.nats.follow import Stored, StreamFollower
+from terra.nats.listings import live_entries
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Revocations:
 
 class RevocationWatch:
     """Every user's revocation time, in memory, kept current from the bucket. Run `run`
-    under a `terra.supervise.Supervisor`; it never returns and waits out broker faults."""
+    under a `terra.runtime.supervise.Supervisor`; it never returns and waits out broker faults."""
 
     def __init__(self, nc: NatsClient, js: JetStreamContext, store: Revocations, *,
                  quiet_s: float = 1.0, retry_pause_s: float = 1.0,

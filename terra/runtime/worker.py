@@ -33,10 +33,11 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.topology import MAX_DELIVERIES_ADVISORY, ConsumerSpec
-from terra.retry import retry_delay_s
+from terra.backoff import retry_delay_s
+from terra.nats.faults import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("terra.worker")
+tracer = trace.get_tracer("terra.runtime.worker")
 
 
 class PermanentFailure(Exception):
@@ -58,20 +59,6 @@ class BrokerUnavailable(Exception):
 
 class ConsumerGone(Exception):
     """The durable consumer or our subscription to it no longer exists: bind again."""
-
-
-# What nats-py raises while a stream or consumer has no leader, while the client
-# reconnects, or when a pull request is answered with a temporary status.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServerError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.SlowConsumerError,
-)
 
 
 async def fetch(subscription: JetStreamContext.PullSubscription, batch: int,
@@ -109,10 +96,6 @@ async def bind(js: JetStreamContext, spec: ConsumerSpec) -> JetStreamContext.Pul
     except TRANSIENT_ERRORS as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-
-# Everything a call into NATS raises when the broker, not our code, is the problem
-# (every nats-py error derives from nats.errors.Error; a lost socket is an OSError).
-BROKER_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
 
 Handle = Callable[[Msg], Awaitable[None]]
 

@@ -32,29 +32,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from terra.errors import ConfigurationError, ProvisioningConflict
+from terra.ops.services import SERVICES, named
 
 if TYPE_CHECKING:
-    from terra.local import EmbeddedNats, EmbeddedS3
+    from terra.ops.servers import EmbeddedNats, EmbeddedS3
     from terra.settings import RuntimeSettings
 
-# Services that exist, in start order (the gateway last, once its backends listen).
-SERVICES: dict[str, str] = {
-    "auth": "auth_service",
-    "prompt": "prompt_service",
-    "trainer": "trainer_service",
-    "generator": "generator_service",
-    "gateway": "gateway",
-}
-
-
 def _run_service(name: str) -> int:
-    module = SERVICES.get(name)
-    if module is None:
-        print(f"unknown service {name!r}; choose from {', '.join(SERVICES)}", file=sys.stderr)
+    service = named(name)
+    if service is None:
+        print(f"unknown service {name!r}; choose from "
+              f"{', '.join(s.name for s in SERVICES)}", file=sys.stderr)
         return 2
     import runpy
 
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    runpy.run_module(service.module, run_name="__main__", alter_sys=True)
     return 0
 
 
@@ -77,9 +69,9 @@ def operator_settings(data_dir: Path) -> RuntimeSettings:
 async def provision_all(settings: RuntimeSettings, *, quiet: bool = False) -> int:
     from contracts import topology
     from contracts.permissions import OPERATOR
-    from terra.broker import connect
-    from terra.provisioning import provision
-    from terra.storage import ObjectStorage
+    from terra.nats.connection import connect
+    from terra.nats.provisioning import provision
+    from terra.records.objects import ObjectStorage
 
     nc = await connect(settings, name=OPERATOR)
     try:
@@ -98,7 +90,7 @@ async def provision_all(settings: RuntimeSettings, *, quiet: bool = False) -> in
 
 
 def _credentials(action: str, directory: Path, identity: str | None) -> int:
-    from terra.nats_auth import Credentials
+    from terra.nats.accounts import Credentials
 
     credentials = Credentials.ensure(directory)
     if action == "rotate":
@@ -114,7 +106,8 @@ def _credentials(action: str, directory: Path, identity: str | None) -> int:
 
 
 def _storage_credentials(action: str, directory: Path) -> int:
-    from terra.storage_auth import S3Credentials, write_minio_policies
+    from terra.credentials import S3Credentials
+    from terra.ops.storage_policies import write_minio_policies
 
     if action == "policies":
         for path in write_minio_policies(directory):
@@ -129,9 +122,10 @@ def _storage_credentials(action: str, directory: Path) -> int:
 async def _status(settings: RuntimeSettings, as_json: bool) -> int:
     import nats.errors
 
+    from contracts.jobs import JobKind
     from contracts.permissions import OPERATOR
-    from terra.broker import connect
-    from terra.status import gather
+    from terra.nats.connection import connect
+    from terra.ops.status import gather
 
     try:
         nc = await connect(settings, name=OPERATOR, max_reconnect_attempts=0)
@@ -147,7 +141,7 @@ async def _status(settings: RuntimeSettings, as_json: bool) -> int:
     finally:
         await nc.drain()
     print(status.as_json() if as_json else status.as_text())
-    return 0 if all(status.served.get(d) for d in ("prompt", "training", "generation")) else 3
+    return 0 if all(status.served.get(kind) for kind in JobKind) else 3
 
 
 def _embedded_servers(
@@ -155,7 +149,7 @@ def _embedded_servers(
 ) -> list[EmbeddedNats | EmbeddedS3]:
     """Start NATS and S3 unless the environment points elsewhere; fill `env` with their
     addresses. The default ports are preferred; when taken, any free one does."""
-    from terra.local import EmbeddedNats, EmbeddedS3, port_is_free
+    from terra.ops.servers import EmbeddedNats, EmbeddedS3, port_is_free
 
     started: list[EmbeddedNats | EmbeddedS3] = []
     try:
@@ -198,7 +192,7 @@ def _gateway_socket(env: dict[str, str]) -> socket.socket:
     """The gateway's listener, bound here and inherited by every gateway process we start:
     no other program can take the port between a check and a bind, and a restarted gateway
     serves on the same address (connections wait in the backlog meanwhile)."""
-    from terra.local import listening_socket
+    from terra.ops.servers import listening_socket
 
     host = env.get("TERRA_HOST", "127.0.0.1")
     if "TERRA_PORT" in env:
@@ -218,9 +212,8 @@ def _settings_of(env: dict[str, str]) -> RuntimeSettings:
 
 
 def up(data_dir: Path) -> int:
-    from terra.local import is_loopback
-    from terra.processes import ProcessSupervisor, ServiceChild
-    from terra.settings import RuntimeSettings
+    from terra.ops.processes import ProcessSupervisor, ServiceChild
+    from terra.settings import RuntimeSettings, is_loopback
 
     settings = RuntimeSettings(data_dir=data_dir)
     env = {k: v for k, v in os.environ.items() if k != "TERRA_LISTEN_FD"}
@@ -268,15 +261,15 @@ def up(data_dir: Path) -> int:
         "nats_url": env["TERRA_NATS_URL"], "s3_endpoint": env.get("TERRA_S3_ENDPOINT"),
         "nats_credentials_dir": env.get("TERRA_NATS_CREDENTIALS_DIR"),
         "gateway_url": f"http://{host}:{port}", "pid": os.getpid()}, indent=2))
-    width = max(map(len, SERVICES))
-    for name, module in SERVICES.items():
-        gateway = name == "gateway"
+    width = max(len(service.name) for service in SERVICES)
+    for service in SERVICES:
+        gateway = service.name == "gateway"
         supervisor.watch(ServiceChild(
-            name, module, gateway_env if gateway else env, width=width,
+            service.name, service.module, gateway_env if gateway else env, width=width,
             pass_fds=(listener.fileno(),) if gateway else (),
         ).start())
     print(f"gateway    http://{host}:{port}  (API docs at /docs, WebSockets at /ws)")
-    print(f"services   {', '.join(SERVICES)}; restarted when they die; Ctrl-C stops everything",
+    print(f"services   {', '.join(s.name for s in SERVICES)}; restarted when they die; Ctrl-C stops everything",
           flush=True)
 
     exit_code = supervisor.run(stopping)
@@ -296,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--data-dir", type=Path,
                            default=Path(os.environ.get("TERRA_DATA_DIR", ".terra")))
     run_parser = commands.add_parser("run", help="run one service")
-    run_parser.add_argument("service", choices=sorted(SERVICES))
+    run_parser.add_argument("service", choices=sorted(s.name for s in SERVICES))
     commands.add_parser("provision", help="create or verify streams, KV and buckets")
     status_parser = commands.add_parser(
         "status", help="live workers, what each holds, queue depths (exit 3: a domain has "

@@ -30,10 +30,10 @@ from nats.js.errors import (
 from contracts import topology
 from contracts.jobs import JobState
 from contracts.topology import ConsumerSpec, KvSpec, StreamSpec
+from terra.backoff import retry_while
 from terra.errors import ConfigurationError, ProvisioningConflict
-from terra.events import is_broker_fault
-from terra.kvscan import live_entries
-from terra.retry import retry_while
+from terra.nats.faults import is_broker_fault
+from terra.nats.listings import live_entries
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ async def verify_identity(nc: NatsClient, identity: str) -> list[str]:
     matrix) that does not exist, or, for its durables, differs in any field from the
     contract; it reads with INFO only, which is all it may do."""
     from contracts.permissions import identities
-    from terra.broker import jetstream
+    from terra.nats.connection import jetstream
 
     me = identities()[identity]
     js = jetstream(nc, identity)

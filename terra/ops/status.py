@@ -14,15 +14,15 @@ from nats.js import JetStreamContext
 
 from contracts import topology
 from contracts.base import utcnow
+from contracts.jobs import JobKind
 from contracts.topology import ConsumerSpec
 from contracts.workers import WorkerHeartbeat
-from terra.liveness import domains_served, live_workers
-from terra.queues import commands_waiting
+from terra.nats.queues import commands_waiting
+from terra.runtime.liveness import domains_served, live_workers
 
 # The consumers whose depth is a queue of work (the others are control and clean-up).
 WORK_QUEUES: tuple[ConsumerSpec, ...] = (
     topology.PROMPT_WORKERS, topology.TRAINING_WORKERS, topology.GENERATION_WORKERS)
-DOMAINS = ("prompt", "training", "generation")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Status:
         return json.dumps({
             "workers": [w.model_dump(mode="json") for w in self.workers],
             "queues": [asdict(q) for q in self.queues],
-            "live_workers": {d: self.served.get(d, 0) for d in DOMAINS},
+            "live_workers": {d: self.served.get(d, 0) for d in JobKind},
         }, indent=2)
 
     def as_text(self) -> str:
@@ -64,7 +64,7 @@ class Status:
         for q in self.queues:
             lines.append(f"  {q.consumer:<22} {q.waiting:>8} {q.in_hand:>8} {q.redelivered:>12}")
         lines += ["", "DOMAINS"]
-        for domain in DOMAINS:
+        for domain in JobKind:
             count = self.served.get(domain, 0)
             lines.append(f"  {domain:<11} {count} live worker{'s' if count != 1 else ''}"
                          + ("" if count else "  <- jobs of this kind wait"))

@@ -33,6 +33,7 @@ from contracts.permissions import (
     Import,
     identities,
 )
+from terra.credentials import write_secret
 from terra.errors import ConfigurationError
 
 KEYS_FILE = "keys.json"
@@ -123,7 +124,7 @@ def accounts_config(keys: dict[str, list[str]]) -> str:
     """The server's `accounts` block. Anonymous clients are refused (no `no_auth_user`,
     ever); an account exports only what another imports, and only to that account."""
     everyone = identities()
-    lines = ["# Generated from contracts/permissions.py by terra.nats_auth: do not edit.",
+    lines = ["# Generated from contracts/permissions.py by terra.nats.accounts: do not edit.",
              "accounts {"]
     exports = _exports(everyone.values())
     lines += _account(JETSTREAM_ACCOUNT, ["jetstream: enabled"],
@@ -202,9 +203,3 @@ def _account(name: str, settings: list[str], users: list[tuple[str, dict]],
     return lines
 
 
-def write_secret(path: Path, text: str) -> None:
-    """Write a secret only its owner may read (0600, a file that existed included)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text + "\n")
-    path.chmod(0o600)  # O_CREAT's mode applies to a new file only
