@@ -11,7 +11,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, EmailStr, Field
 
-from contracts.base import Event, Id, Message, Model
+from contracts.base import Event, Message, Model
+from contracts.ids import Id
 
 
 class Provider(StrEnum):

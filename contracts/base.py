@@ -6,33 +6,13 @@ unknown fields so that producers may add optional fields within a version.
 
 from __future__ import annotations
 
-import re
-import uuid
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-# Ids become subject tokens (events end in the user id) and KV keys, so they may not hold
-# `.`, `*`, `>` or whitespace. The one rule for every such token: `checked_id`.
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-_ID_RE = re.compile(ID_PATTERN)
-
-
-class InvalidId(ValueError):
-    """A value that would break out of its subject token or KV key."""
-
-
-def checked_id(value: str, what: str = "id") -> str:
-    """`value` when it is safe as one subject token or key part; else `InvalidId`."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise InvalidId(f"invalid {what}: {value!r:.80}")
-    return value
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
+from contracts.ids import Id, new_id
+from contracts.topology import command_subject, event_subject
 
 
 def utcnow() -> datetime:
@@ -62,8 +42,6 @@ class Command(Message):
     verb: ClassVar[str]
 
     def subject(self) -> str:
-        from contracts.topology import command_subject
-
         return command_subject(self.domain, self.verb)
 
 
@@ -75,6 +53,4 @@ class Event(Message):
     user_id: Id
 
     def subject(self) -> str:
-        from contracts.topology import event_subject
-
         return event_subject(self.domain, self.name, self.user_id)

@@ -7,7 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from contracts.base import Command, Event, Id, Model, utcnow
+from contracts.base import Command, Event, Model, utcnow
+from contracts.ids import Id
 from contracts.prompt import PROMPT_MAX_CHARS
 
 

@@ -7,7 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from contracts.base import Command, Event, Id, Model, utcnow
+from contracts.base import Command, Event, Model, utcnow
+from contracts.ids import Id
 
 
 class JobKind(StrEnum):

@@ -7,7 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Command, Event, Id, Model
+from contracts.base import Command, Event, Model
+from contracts.ids import Id
 
 PROMPT_MAX_CHARS = 2000
 

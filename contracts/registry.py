@@ -34,6 +34,3 @@ COMMANDS: dict[str, type[Command]] = {
     name: model for name, model in MESSAGES.items() if issubclass(model, Command)
 }
 
-
-def message_type(model: type[Message]) -> str:
-    return model.model_fields["type"].default

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from contracts.base import checked_id
+from contracts.ids import checked_id
 
 PREFIX = "terra"
 DAY = 86_400.0

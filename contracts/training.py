@@ -7,7 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from contracts.base import Command, Event, Id, Model, utcnow
+from contracts.base import Command, Event, Model, utcnow
+from contracts.ids import Id
 
 # The LoRA contract between trainer_service (which writes LoRAs) and generator_service
 # (which loads them, hot-swapped into a slot of exactly this rank when its transformer is

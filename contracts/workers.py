@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from contracts.base import Id, Model, utcnow
+from contracts.base import Model, utcnow
+from contracts.ids import Id
 
 
 class WorkerHeartbeat(Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from terra.runtime.logs import correlation_id
 
 HEADER = b"x-request-id"

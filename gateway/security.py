@@ -23,7 +23,7 @@ import jwt
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from contracts.auth import GetSigningKeys, SigningKeys
-from contracts.base import InvalidId, checked_id
+from contracts.ids import InvalidId, checked_id
 from contracts.topology import AuthRpc
 from gateway.auth_client import AuthClient
 from terra.records.revocations import is_revoked

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from terra.errors import TerraError
 from terra.ops.servers import (
     LOOPBACK,
     LocalServer,
@@ -49,7 +50,7 @@ from terra.ops.servers import (
 NODE_NAMES = ("n1", "n2", "n3")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TerraError, RuntimeError):
     """A node exited, or the cluster did not reach the state waited for in time."""
 
 
@@ -311,9 +312,6 @@ class EmbeddedNatsCluster:
         status, body = self.monitor(name, "/healthz")
         return status == 200, body.get("error") or body.get("status", "")
 
-    def meta_leader(self, name: str) -> str | None:
-        return (self.jsz(name).get("meta_cluster") or {}).get("leader") or None
-
     def _check_formed(self, required: list[str]) -> str | None:
         """None when every live node is routed to the other live ones, healthy, and all agree
         on a meta leader; else what is still missing. `required` nodes must be alive."""
@@ -397,22 +395,6 @@ class EmbeddedNatsCluster:
         claims = [name for name, leader in self._claims(stream, consumer).items()
                   if leader == name]
         return claims[0] if len(claims) == 1 else None
-
-    def consumer_leader(self, stream: str, consumer: str) -> str | None:
-        return self.stream_leader(stream, consumer)
-
-    def wait_for_leader(
-        self, stream: str, consumer: str | None = None, *, other_than: str | None = None,
-        timeout_s: float = 30.0,
-    ) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            leader = self.stream_leader(stream, consumer)
-            if leader is not None and leader != other_than:
-                return leader
-            time.sleep(0.02)
-        what = f"{stream}/{consumer}" if consumer else stream
-        raise ClusterError(f"no leader for {what} within {timeout_s}s")
 
     async def move_leader(self, nc, node: str, stream: str, consumer: str | None = None) -> None:
         """Make `node` lead `stream` (or its consumer): a stepdown naming it as preferred.

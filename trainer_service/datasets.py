@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from contracts.base import InvalidId, checked_id, utcnow
+from contracts.base import utcnow
+from contracts.ids import InvalidId, checked_id
 from contracts.topology import OBJECTS
 from contracts.training import DatasetManifest, ModelRecord, ModelStatus
 from terra.errors import StorageError

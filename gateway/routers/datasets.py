@@ -12,7 +12,7 @@ import asyncio
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from contracts.base import Id, InvalidId, checked_id
+from contracts.ids import Id, InvalidId, checked_id
 from contracts.topology import OBJECTS
 from contracts.training import ModelStatus
 from gateway.deps import CurrentUser, Runtime

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.base import Id, new_id, utcnow
+from contracts.base import utcnow
 from contracts.generation import (
     MAX_SIDE,
     MIN_SIDE,
@@ -19,6 +19,7 @@ from contracts.generation import (
     GenerateImage,
     GenerationQueued,
 )
+from contracts.ids import Id, new_id
 from contracts.jobs import JobKind, JobState
 from contracts.prompt import PROMPT_MAX_CHARS
 from contracts.topology import GENERATION_COMMANDS, GENERATION_WORKERS

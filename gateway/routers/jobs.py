@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from contracts.base import Id
+from contracts.ids import Id
 from contracts.jobs import JobState
 from gateway.deps import CurrentUser, Runtime
 from gateway.problems import Problem

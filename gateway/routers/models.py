@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from contracts.base import Id
+from contracts.ids import Id
 from contracts.training import DeleteModel, ModelStatus
 from gateway.commands import ask_owner
 from gateway.deps import CurrentUser, Runtime

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from contracts.base import Id, new_id
+from contracts.ids import Id, new_id
 from contracts.jobs import JobKind, JobStatus
 from contracts.prompt import (
     PROMPT_MAX_CHARS,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Header, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.base import Id, new_id
+from contracts.ids import Id, new_id
 from contracts.jobs import JobKind, JobState
 from contracts.topology import OBJECTS, TRAINING_COMMANDS, TRAINING_WORKERS
 from contracts.training import (

@@ -32,7 +32,8 @@ from nats.aio.msg import Msg
 from pydantic import TypeAdapter, ValidationError
 
 from contracts.auth import AccountDeleted
-from contracts.base import Event, Id, utcnow
+from contracts.base import Event, utcnow
+from contracts.ids import Id
 from contracts.jobs import (
     CancelJob,
     FailureCode,

@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.base import checked_id
+from contracts.ids import checked_id
 from contracts.topology import QUEUE_SLOTS_KV
 from terra.errors import TerraError
 

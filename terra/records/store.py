@@ -11,7 +11,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
-from contracts.base import checked_id
+from contracts.ids import checked_id
 from terra.errors import TerraError
 from terra.nats.listings import live_entries
 

@@ -21,7 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
+from contracts.ids import new_id
 from contracts.topology import WORKERS_KV
 from contracts.workers import WorkerHeartbeat
 from terra.nats.faults import BROKER_ERRORS

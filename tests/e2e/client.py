@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import httpx
 import websockets
 
-from contracts.base import Event, new_id
+from contracts.base import Event
+from contracts.ids import new_id
 from terra.nats.events import EventPublisher
 
 PASSWORD = "a long enough passphrase 42"

@@ -108,7 +108,7 @@ async def test_a_command_of_a_deleted_account_coming_late_runs_nothing(http, nc,
     waited in its stream): the workers drop them, so nothing of the account comes back."""
     from minio import Minio
 
-    from contracts.base import new_id
+    from contracts.ids import new_id
     from terra.records.objects import ObjectStorage
     from tests.e2e.test_invalid_ids import COMMANDS, publish_and_settle
 

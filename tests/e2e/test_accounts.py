@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auth_service.bootstrap import build_token_issuer
 from auth_service.config import AuthSettings
-from contracts.base import new_id
+from contracts.ids import new_id
 from tests.e2e.client import PASSWORD, register, ws_url
 
 pytestmark = pytest.mark.e2e

@@ -27,7 +27,7 @@ import pytest
 import websockets
 
 from contracts import topology
-from contracts.base import new_id
+from contracts.ids import new_id
 from terra.nats.accounts import Credentials
 from terra.nats.provisioning import provision
 from testing.cluster import EmbeddedNatsCluster

@@ -9,8 +9,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
 from contracts.generation import BaseModelName, ImageRecord
+from contracts.ids import new_id
 from contracts.topology import OBJECTS
 from contracts.training import ModelRecord, ModelStatus
 from terra.records.images import ImageStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.jobs import JobKind, JobState, JobStatus
 from contracts.topology import GENERATION_JOBS_KV, job_key
 from terra.ops.servers import free_port

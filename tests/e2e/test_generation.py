@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.training import ModelRecord, ModelStatus
 from tests.e2e.client import frames_until, open_socket, register, stored_events
 

@@ -13,7 +13,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from contracts import topology
-from contracts.base import new_id
+from contracts.ids import new_id
 from tests.e2e.client import stored_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,7 +18,7 @@ import json
 import pytest
 
 from contracts import topology as t
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.permissions import IMPORTED_API
 from terra.nats.connection import jetstream
 from terra.nats.provisioning import consumer_differences

@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
 from contracts.generation import BaseModelName, ImageRecord
+from contracts.ids import new_id
 from contracts.topology import OBJECTS
 from terra.records.images import ImageStore
 from testing.stack import ServiceStack

@@ -8,7 +8,7 @@ import json
 import pytest
 from nats.js.errors import NotFoundError
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.prompt import OptimizePrompt
 from contracts.topology import EVENTS, MODELS_KV, model_key, user_events_filter
 from contracts.training import ModelRecord, ModelStatus

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from tests.e2e.client import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

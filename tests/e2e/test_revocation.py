@@ -13,8 +13,8 @@ import httpx
 import pytest
 import websockets
 
-from contracts.base import new_id
 from contracts.generation import GenerationStarted
+from contracts.ids import new_id
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from tests.e2e.client import (

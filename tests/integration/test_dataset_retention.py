@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
+from contracts.ids import new_id
 from contracts.topology import OBJECTS, TRAINER
 from contracts.training import DatasetImage, DatasetManifest, ModelRecord, ModelStatus
 from terra.nats.connection import jetstream

@@ -17,7 +17,7 @@ import pytest
 from fastapi import Request
 
 from contracts import topology
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.jobs import JobKind, JobState, JobStatus
 from contracts.topology import OBJECTS, active_training_key
 from contracts.training import DatasetImage, DatasetManifest

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
 from contracts.generation import BaseModelName, ImageRecord
+from contracts.ids import new_id
 from terra.nats.provisioning import provision
 from terra.records.images import ImageStore
 

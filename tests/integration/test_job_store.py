@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.jobs import JobKind, JobState, JobStatus
 from terra.jobs.store import InvalidTransition, JobStore
 from terra.nats.provisioning import provision

@@ -19,7 +19,7 @@ import nats
 import pytest
 
 from contracts import topology as t
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.permissions import OPERATOR, SERVICE_IDENTITIES, inbox_prefix
 from terra.nats.accounts import Credentials
 from terra.nats.provisioning import provision

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.training import ModelRecord, ModelStatus
 from terra.nats.provisioning import provision
 from terra.records.models import ModelStore

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from minio import Minio
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from terra.errors import StorageError
 from terra.records.objects import ObjectStorage
 

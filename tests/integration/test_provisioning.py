@@ -9,7 +9,7 @@ import pytest
 from nats.js import api
 
 from contracts import topology
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.jobs import JobKind, JobState
 from contracts.topology import job_key
 from terra.errors import ConfigurationError, ProvisioningConflict

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from terra.jobs.slots import QueueSlots
 from terra.nats.provisioning import provision
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import topology
-from contracts.base import new_id
+from contracts.ids import new_id
 from terra.nats.connection import jetstream
 from terra.records.revocations import UNREADABLE, Revocations, RevocationWatch, is_revoked
 from terra.runtime.supervise import Supervisor

@@ -16,7 +16,7 @@ import pytest
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.storage_access import STORAGE_IDENTITIES, Verb, grants, matches
 from contracts.topology import GATEWAY, GENERATOR, OBJECTS, TRAINER
 from terra.errors import StorageError

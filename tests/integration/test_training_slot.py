@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from terra.records.models import ModelStore
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from contracts import export, topology
-from contracts.base import InvalidId
+from contracts.ids import InvalidId
 from contracts.registry import COMMANDS, EVENTS, MESSAGES
 
 USER = "u1a2b3"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nats.js.errors import KeyNotFoundError
 
-from contracts.base import new_id
+from contracts.ids import new_id
 from contracts.training import ModelRecord
 from terra.nats.listings import held_keys, live_entries
 from terra.records.models import ModelStore
