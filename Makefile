@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install unit integration e2e lint schemas bench clean
+.PHONY: run test install unit integration e2e lint schemas docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 schemas: $(STAMP)
+	$(BIN)/python -m contracts.export
+
+# The generated pages: the settings reference, what each key reaches, the wire schemas.
+docs: $(STAMP)
+	$(BIN)/python -m terra.ops.config_page --write
+	$(BIN)/python -m terra.ops.security_matrix --write
 	$(BIN)/python -m contracts.export
 
 bench: $(STAMP)

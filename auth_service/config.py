@@ -35,17 +35,20 @@ def local_signing_key_pem() -> str:
 class AuthSettings(RuntimeSettings):
     uses_storage: ClassVar[bool] = False
 
-    issuer: str = "terra-auth"
-    audience: str = "terra-api"
+    issuer: str = Field(default="terra-auth", description="Access tokens' iss.")
+    audience: str = Field(default="terra-api", description="Access tokens' aud.")
     access_token_ttl_s: int = Field(
         default=900, ge=30,
         description="Lifetime of access tokens; at most the time the revocation list keeps "
         "an entry (terra_revocations: a day), or a token could outlive its revocation.")
-    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=60, le=30 * 86_400)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=60, le=30 * 86_400,
+                                     description="Lifetime of refresh tokens.")
 
     signing_key: SecretStr = Field(
         default_factory=lambda: SecretStr(local_signing_key_pem()),
-        description="Ed25519 private key (PKCS#8 PEM) that signs access tokens.",
+        description="Ed25519 private key (PKCS#8 PEM) that signs access tokens; every "
+        "replica needs the same. The published local key is refused in production "
+        "(make one: openssl genpkey -algorithm ed25519).",
     )
     previous_public_keys: list[str] = Field(
         default_factory=list,
@@ -55,15 +58,19 @@ class AuthSettings(RuntimeSettings):
 
     google_client_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="OAuth client ids (web, iOS, Android): comma-separated or a JSON list.",
+        description="OAuth client ids (web, iOS, Android) accepted as a Google ID token's "
+        "aud: comma-separated or a JSON list; empty: Google sign-in is refused.",
     )
-    google_certs_url: str = GOOGLE_CERTS_URL
-    google_http_timeout_s: float = 5.0
+    google_certs_url: str = Field(default=GOOGLE_CERTS_URL,
+                                  description="Google's signing certificates.")
+    google_http_timeout_s: float = Field(default=5.0, description="Timeout fetching them.")
 
     # OWASP's argon2id minimum: m=19 MiB, t=2, p=1.
-    argon2_memory_kib: int = Field(default=19_456, ge=1024)
-    argon2_time_cost: int = Field(default=2, ge=1)
-    argon2_parallelism: int = Field(default=1, ge=1)
+    argon2_memory_kib: int = Field(default=19_456, ge=1024, description="argon2id memory "
+                                   "(KiB); production refuses less than 19456.")
+    argon2_time_cost: int = Field(default=2, ge=1, description="argon2id iterations; "
+                                  "production refuses less than 2.")
+    argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes.")
 
     # Throttles (auth_service.throttle). A client network is an IPv4 address or an IPv6 /64.
     # The windows cannot outlast their buckets' TTL, which is what forgets the counts.
@@ -82,7 +89,8 @@ class AuthSettings(RuntimeSettings):
         default=10, ge=1,
         description="Recent failures for one email (from anywhere) after which every "
         "attempt for it waits before its password is checked.")
-    login_slowdown_first_delay_s: float = Field(default=0.25, gt=0, le=4.0)
+    login_slowdown_first_delay_s: float = Field(default=0.25, gt=0, le=4.0,
+                                                description="That wait at first.")
     login_slowdown_max_delay_s: float = Field(
         default=3.0, gt=0, le=4.0,
         description="Cap of that wait (it doubles with each further failure); kept under the "
@@ -94,7 +102,8 @@ class AuthSettings(RuntimeSettings):
         default=10, ge=1,
         description="Sign-up attempts from one client network in the window before 429.")
 
-    max_concurrent_requests: int = Field(default=32, ge=1)
+    max_concurrent_requests: int = Field(default=32, ge=1,
+                                         description="Requests one replica handles at once.")
 
     @field_validator("google_client_ids", mode="before")
     @classmethod

@@ -7,9 +7,11 @@ from terra.settings import RuntimeSettings
 
 
 class GatewaySettings(RuntimeSettings):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    cors_origins: list[str] = Field(default_factory=list, description="JSON list of origins.")
+    host: str = Field(default="127.0.0.1", description="Listen address (0.0.0.0 in "
+                      "containers; the local profile listens on loopback only).")
+    port: int = Field(default=8000, description="Listen port.")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed browser "
+                                    "origins (JSON list); none: no CORS headers.")
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON request body.")
     max_upload_bytes: int = Field(
         default=21 * 20 * 1024 * 1024 + 1024 * 1024,
@@ -33,7 +35,8 @@ class GatewaySettings(RuntimeSettings):
     max_generations_per_user: int = Field(
         default=4, ge=1, description="Queued and running generation jobs per user (then 429)."
     )
-    ws_queue_size: int = Field(default=256, description="Events buffered per socket.")
+    ws_queue_size: int = Field(default=256, description="Events buffered per socket "
+                               "before it is closed with 4408.")
     ws_send_timeout_s: float = Field(
         default=5.0, gt=0, description="Longest one WebSocket send may wait for the client to "
         "read; then the socket is closed (4408) and its buffer freed.")

@@ -18,7 +18,8 @@ class GeneratorSettings(RuntimeSettings):
     compile: bool = Field(default=False, description="torch.compile the transformers "
                           "(LoRAs then hot-swap).")
     adapter_cache_size: int = Field(default=16, ge=1, description="LoRAs kept in memory.")
-    adapter_cache_bytes: int = Field(default=2 * 2**30, ge=1)
+    adapter_cache_bytes: int = Field(default=2 * 2**30, ge=1,
+                                     description="Bytes of LoRAs kept in memory.")
     batch_max_images: int | None = Field(
         default=None, ge=1, description="Images one denoising loop carries: of compatible "
         "jobs (same model, LoRA, size, steps, guidance), or of one job asking for more; "
@@ -26,15 +27,19 @@ class GeneratorSettings(RuntimeSettings):
         "large images makes a cancel wait).")
     queue_window: int = Field(default=32, ge=1, description="Commands a worker holds to "
                               "serve users in turn.")
-    image_retention_days: float = Field(default=7.0, gt=0)
+    image_retention_days: float = Field(default=7.0, gt=0,
+                                        description="Days a generated image is kept.")
     retention_sweep_s: float = Field(default=600.0, gt=0, description="How often expired "
                                      "images are deleted.")
-    progress_interval_s: float = Field(default=0.5, gt=0)
+    progress_interval_s: float = Field(default=0.5, gt=0, description="Least time between "
+                                       "progress events.")
 
     @property
     def images_per_loop(self) -> int:
         if self.batch_max_images is not None:
             return self.batch_max_images
         return 4 if self.generate_device.startswith("cuda") else 1
-    heartbeat_s: float = Field(default=8.0, gt=0)
-    cancel_poll_s: float = Field(default=0.5, gt=0)
+    heartbeat_s: float = Field(default=8.0, gt=0, description="in_progress() interval for "
+                               "the held commands; well under the consumer's ack_wait.")
+    cancel_poll_s: float = Field(default=0.5, gt=0, description="How often a running "
+                                 "generation looks for a cancel.")

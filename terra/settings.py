@@ -61,12 +61,22 @@ class RuntimeSettings(BaseSettings):
     # not: they are given no S3 key, and are not refused for lacking one).
     uses_storage: ClassVar[bool] = True
 
-    profile: Profile = Profile.LOCAL
-    data_dir: Path = Field(default=Path(".terra"), description="Embedded servers' data.")
+    profile: Profile = Field(
+        default=Profile.LOCAL, description="local or production: production refuses "
+        "placeholder secrets, weak argon2 costs, a missing NATS credential or NATS CA. "
+        "auth_service accepts the published local signing key only when local is set "
+        "explicitly, and the gateway with local listens on loopback only.")
+    data_dir: Path = Field(
+        default=Path(".terra"), description="Where `terra up` keeps the embedded servers' "
+        "data, their logs, the NATS and S3 keys and stack.json.")
 
-    nats_url: str = Field(default="nats://127.0.0.1:4222", description="Comma-separated.")
-    nats_replicas: int = Field(default=1, ge=1, le=5, description="Stream/KV replicas.")
-    nats_connect_timeout_s: float = 5.0
+    nats_url: str = Field(default="nats://127.0.0.1:4222",
+                          description="NATS servers, comma-separated (tls://… with TLS).")
+    nats_replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas of every stream and KV bucket `terra "
+        "provision` creates (3 on a 3-node cluster); a value other than the existing "
+        "streams' is reported as a difference.")
+    nats_connect_timeout_s: float = Field(default=5.0, description="NATS connect timeout.")
     nats_nkey_file: Path | None = Field(
         default=None, description="This process's NATS credential: an NKEY seed file "
         "(`terra nats-credentials`). Required outside the local profile.")
@@ -81,27 +91,41 @@ class RuntimeSettings(BaseSettings):
         "use another (an IP address, a proxy).")
 
     s3_endpoint: str = Field(default="127.0.0.1:8333", description="host:port, no scheme.")
-    s3_secure: bool = False
-    s3_region: str = "us-east-1"
-    s3_connect_timeout_s: float = 2.0
+    s3_secure: bool = Field(default=False, description="Use HTTPS for S3.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_connect_timeout_s: float = Field(default=2.0, description="S3 connect timeout.")
     s3_public_endpoint: str | None = Field(
         default=None, description="host:port clients reach for presigned downloads, when "
         "it differs from TERRA_S3_ENDPOINT (e.g. behind a proxy).")
-    s3_public_secure: bool = True
+    s3_public_secure: bool = Field(
+        default=True, description="HTTPS for the public endpoint's presigned URLs.")
     # This process's S3 key: each service's own in production (deploy/minio/); the root
     # key is the operator's, for `terra provision` and `terra up` only.
-    s3_access_key: SecretStr = SecretStr(LOCAL_S3_ACCESS_KEY)
-    s3_secret_key: SecretStr = SecretStr(LOCAL_S3_SECRET_KEY)
+    s3_access_key: SecretStr = Field(
+        default=SecretStr(LOCAL_S3_ACCESS_KEY), description="This process's S3 access key: "
+        "a service's own (limited to its prefixes), or the operator's root key for `terra "
+        "up` and `terra provision`. The local placeholder is refused in production.")
+    s3_secret_key: SecretStr = Field(
+        default=SecretStr(LOCAL_S3_SECRET_KEY), description="Its secret; the local "
+        "placeholder is refused in production.")
     s3_credentials_dir: Path | None = Field(
         default=None, description="A directory of S3 keys, `<identity>.json` each (what "
         "`terra up` and the tests hand their processes); each service takes its own.")
 
-    log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.JSON
-    trace_exporter: TraceExporter = TraceExporter.NONE
-    otlp_endpoint: str | None = Field(default=None, description="e.g. http://collector:4318")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(
+        default=LogFormat.JSON, description="json: one object per line, with correlation "
+        "and trace ids; text for people (what `terra up` sets).")
+    trace_exporter: TraceExporter = Field(
+        default=TraceExporter.NONE, description="OpenTelemetry traces. With none no "
+        "tracing is installed at all (no spans, no instrumentation), so it costs nothing; "
+        "metrics are exported with otlp only.")
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector, e.g. http://collector:4318.")
 
-    shutdown_grace_s: float = Field(default=30.0, description="Time to finish in-flight work.")
+    shutdown_grace_s: float = Field(
+        default=30.0, description="Time to finish in-flight work on SIGTERM; what is left "
+        "goes back to its queue.")
     # At most a minute: a pull's answers reach the service through an import that keeps
     # them flowing for two (`contracts.permissions.STREAMED_RESPONSE_THRESHOLD`).
     fetch_timeout_s: float = Field(default=1.0, gt=0, le=60, description="How long one pull "

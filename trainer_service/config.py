@@ -12,7 +12,9 @@ class TrainerSettings(RuntimeSettings):
     )
     train_device: str = Field(default="cpu", description='"cuda", "cuda:1", "cpu".')
     train_dtype: str = Field(default="float32", description="bfloat16 on GPUs.")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in the backward pass: less "
+        "memory, slower steps; true for FLUX.1-dev.")
     quantize_base: str | None = Field(
         default=None, description="qint8 or qfloat8: an 8-bit frozen base for 16–24 GB cards."
     )
