@@ -15,7 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.base import checked_id, utcnow
+from contracts.base import utcnow
+from contracts.ids import checked_id
 from contracts.jobs import JOB_TRANSITIONS, JobKind, JobState
 from contracts.topology import JOBS_KVS, job_key
 from terra.errors import TerraError
