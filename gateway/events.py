@@ -158,7 +158,7 @@ class EventHub:
             self._consuming.set()
             # Short pauses: a stream without a leader gets one within seconds, and the
             # sockets wait on this loop.
-            backoff, never = Backoff(base_s=0.05, max_s=0.5), asyncio.Event()
+            backoff, never = Backoff(base_s=0.1, max_s=0.5), asyncio.Event()
             while True:
                 try:
                     async for stored in follower.messages():

@@ -1,7 +1,7 @@
 """`terra up`'s children kept alive: one that dies is started again after a growing delay;
 one that keeps dying stops the stack with its reason, instead of restarting forever.
 
-`RestartPolicy` is the pure rule (crash times in, a delay or "give up" out).
+`terra.backoff.RestartPolicy` is the pure rule (crash times in, a delay or "give up" out).
 `ProcessSupervisor` applies it to anything shaped like `Child`: a service here
 (`ServiceChild`) or an embedded server (`terra.ops.servers.EmbeddedNats` / `EmbeddedS3`).
 `listening_pid_owns` tells whether a listener on a port is a given process's (Linux /proc).
@@ -20,29 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from terra.backoff import RestartPolicy
+
 PROC = Path("/proc")
 _TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Seconds to wait before a restart, doubling per recent crash; a crash loop gives up."""
-
-    first_delay_s: float = 0.5
-    max_delay_s: float = 10.0
-    max_crashes: int = 5  # within window_s; one more stops the stack
-    window_s: float = 60.0
-
-    def recent_crashes(self, crash_times: Sequence[float], now: float) -> int:
-        return sum(1 for at in crash_times if now - at <= self.window_s)
-
-    def delay_s(self, crash_times: Sequence[float], now: float) -> float | None:
-        """The wait before the next restart, or None: too many crashes, stop."""
-        recent = self.recent_crashes(crash_times, now)
-        if recent > self.max_crashes:
-            return None
-        # A process that stayed up for a window starts again from the shortest delay.
-        return min(self.max_delay_s, self.first_delay_s * 2 ** max(0, recent - 1))
 
 
 class Child(Protocol):
@@ -155,8 +136,8 @@ class ProcessSupervisor:
 
     def watch(self, child: Child) -> None:
         """Supervise a child that is already running."""
-        # Only the last max_crashes + 1 crash times can decide anything.
-        self._watches.append(_Watch(child, deque(maxlen=self.policy.max_crashes + 1)))
+        # Only the last max_restarts + 1 crash times can decide anything.
+        self._watches.append(_Watch(child, deque(maxlen=self.policy.max_restarts + 1)))
 
     def run(self, stopping: threading.Event) -> int:
         """0 once `stopping` is set; 1 when a child crashed too often (the reason printed)."""
@@ -196,7 +177,7 @@ class ProcessSupervisor:
         child = watch.child
         delay = self.policy.delay_s(watch.crash_times, now)
         if delay is None:
-            crashes = self.policy.recent_crashes(watch.crash_times, now)
+            crashes = self.policy.recent_failures(watch.crash_times, now)
             tail = child.output_tail().rstrip() or "(no output)"
             return (f"!! {child.kind} {child.name} crashed {crashes} times in "
                     f"{self.policy.window_s:g} s; stopping the stack: its last output:\n{tail}")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Self
 
 from terra.credentials import S3Credentials, S3Key
-from terra.errors import ConfigurationError
+from terra.errors import ConfigurationError, TerraError
 from terra.nats.accounts import Credentials
 from terra.ops.processes import port_listener_inodes, socket_inodes
 from terra.ops.storage_policies import write_weed_config
@@ -84,7 +84,7 @@ def find_binary(name: str, env_var: str) -> str:
     )
 
 
-class StartupFailed(RuntimeError):
+class StartupFailed(TerraError, RuntimeError):
     """A server child died, or another program holds its port, before it was ready."""
 
 

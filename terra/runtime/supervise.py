@@ -3,8 +3,9 @@
 Every loop that must run for the life of a process (a worker's pull loop, a sweep, the
 gateway's event fan-out, heartbeats) is started here. A loop that raises is logged with
 its stack and restarted after a growing delay; a loop that keeps failing makes the
-supervisor give up, which ends the process with a non-zero code so that whatever runs it
-(`terra up`, an orchestrator) can restart it. Nothing stops silently.
+supervisor give up (both as `terra.backoff.RestartPolicy` says), which ends the process
+with a non-zero code so that whatever runs it (`terra up`, an orchestrator) can restart
+it. Nothing stops silently.
 """
 
 from __future__ import annotations
@@ -18,29 +19,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from terra.backoff import RestartPolicy
+
 log = logging.getLogger(__name__)
+
+# A loop in a process: give up at the 5th failure within a minute (the process then exits
+# and is restarted whole), waiting up to 15 s between tries.
+LOOP_RESTARTS = RestartPolicy(max_restarts=4, max_delay_s=15.0)
 
 # The exit code of a process whose supervisor gave up (EX_SOFTWARE).
 EXIT_SUPERVISION_FAILED = 70
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """How long to wait before restarting a failed loop, and when to give up. Pure."""
-
-    base_delay_s: float = 0.5
-    max_delay_s: float = 15.0
-    max_failures: int = 5
-    window_s: float = 60.0
-
-    def delay_s(self, recent_failures: int) -> float:
-        """Wait before restart number `recent_failures` (1-based) within the window."""
-        return min(self.max_delay_s, self.base_delay_s * 2 ** max(0, recent_failures - 1))
-
-    def gives_up(self, failure_times: deque[float], now: float) -> bool:
-        while failure_times and now - failure_times[0] > self.window_s:
-            failure_times.popleft()
-        return len(failure_times) >= self.max_failures
 
 
 def exit_process(reason: str) -> None:
@@ -72,7 +60,7 @@ class Supervisor:
         on_give_up: Callable[[str], None] = exit_process,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.policy = policy or RestartPolicy()
+        self.policy = policy or LOOP_RESTARTS
         self._on_give_up = on_give_up
         self._clock = clock
         self._tasks: dict[str, asyncio.Task] = {}
@@ -84,7 +72,9 @@ class Supervisor:
         """Run `loop()` until the supervisor stops; a return is as unexpected as a raise."""
         if name in self._tasks:
             raise ValueError(f"a loop named {name!r} is already supervised")
-        state = self.loops[name] = LoopState(name)
+        # Only the last max_restarts + 1 failure times can decide anything.
+        failures = deque(maxlen=self.policy.max_restarts + 1)
+        state = self.loops[name] = LoopState(name, failures=failures)
         self._tasks[name] = asyncio.create_task(self._keep(state, loop), name=name)
 
     @property
@@ -126,12 +116,13 @@ class Supervisor:
             state.running = False
             now = self._clock()
             state.failures.append(now)
-            if self.policy.gives_up(state.failures, now):
-                self.gave_up = (f"loop {state.name} failed {len(state.failures)} times in "
+            delay = self.policy.delay_s(state.failures, now)
+            if delay is None:
+                failures = self.policy.recent_failures(state.failures, now)
+                self.gave_up = (f"loop {state.name} failed {failures} times in "
                                 f"{self.policy.window_s:.0f} s; last: {state.last_error}")
                 self._on_give_up(self.gave_up)
                 return
-            delay = self.policy.delay_s(len(state.failures))
             state.restarts += 1
             log.warning("restarting loop", extra={"loop": state.name, "delay_s": delay,
                                                   "restarts": state.restarts})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -33,18 +34,19 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.topology import MAX_DELIVERIES_ADVISORY, ConsumerSpec
-from terra.backoff import retry_delay_s
+from terra.backoff import Draw, retry_delay_s
+from terra.errors import TerraError
 from terra.nats.faults import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("terra.runtime.worker")
 
 
-class PermanentFailure(Exception):
+class PermanentFailure(TerraError):
     """The command can never succeed (bad input); retrying is pointless."""
 
 
-class AgainLater(Exception):
+class AgainLater(TerraError):
     """Done for now, and to be done once more after `delay_s` (e.g. a second pass of an
     erasure that catches what work in flight wrote after the first)."""
 
@@ -53,11 +55,11 @@ class AgainLater(Exception):
         self.delay_s = delay_s
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(TerraError):
     """NATS cannot serve the call right now (no leader, reconnecting); try again soon."""
 
 
-class ConsumerGone(Exception):
+class ConsumerGone(TerraError):
     """The durable consumer or our subscription to it no longer exists: bind again."""
 
 
@@ -101,12 +103,14 @@ Handle = Callable[[Msg], Awaitable[None]]
 
 
 class Backoff:
-    """The pause between tries while a broker fault lasts: growing, capped, cut short by a
-    stop, reset by the first success."""
+    """The pause between tries while a broker fault lasts: `retry_delay_s` over the faults
+    in a row, from `base_s` up to `max_s`, cut short by a stop, reset by the first success."""
 
-    def __init__(self, base_s: float = 0.1, max_s: float = 2.0) -> None:
+    def __init__(self, base_s: float = 0.2, max_s: float = 2.0,
+                 draw: Draw = random.random) -> None:
         self.base_s = base_s
         self.max_s = max_s
+        self.draw = draw
         self.faults = 0
 
     def reset(self) -> None:
@@ -114,7 +118,7 @@ class Backoff:
 
     async def pause(self, stopping: asyncio.Event, why: str, exc: Exception, what: str) -> None:
         self.faults += 1
-        delay = min(self.max_s, self.base_s * 2 ** min(self.faults, 10))
+        delay = retry_delay_s(self.faults, self.base_s, self.max_s, draw=self.draw)
         log.warning(why, extra={"consumer": what, "error": str(exc), "retry_in_s": delay})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), delay)
@@ -368,7 +372,7 @@ async def watch_dead_letters(
                     return
                 log.warning("dead letter handling failed; retrying",
                             extra={"stream_seq": seq, "attempt": attempt}, exc_info=True)
-                await asyncio.sleep(min(5.0, 0.25 * 2 ** attempt))
+                await asyncio.sleep(retry_delay_s(attempt, base_s=0.5, cap_s=5.0))
 
     return await nc.subscribe(subject, queue=queue, cb=handle)
 

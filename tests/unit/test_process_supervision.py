@@ -8,9 +8,17 @@ import io
 
 import pytest
 
-from terra.ops.processes import ProcessSupervisor, RestartPolicy, listening_pid_owns
+from terra.backoff import RestartPolicy
+from terra.ops.processes import ProcessSupervisor, listening_pid_owns
 
-POLICY = RestartPolicy(first_delay_s=0.5, max_delay_s=10.0, max_crashes=5, window_s=60.0)
+
+def ceiling() -> float:
+    """The random source at its top: every restart waits its step's full delay."""
+    return 1.0
+
+
+POLICY = RestartPolicy(base_delay_s=0.5, max_delay_s=10.0, max_restarts=5, window_s=60.0,
+                       draw=ceiling)
 
 
 def test_the_delay_doubles_with_each_recent_crash_up_to_its_cap():
@@ -20,7 +28,7 @@ def test_the_delay_doubles_with_each_recent_crash_up_to_its_cap():
         crashes.append(float(at))
         delays.append(POLICY.delay_s(crashes, now=float(at)))
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0]
-    capped = RestartPolicy(first_delay_s=0.5, max_delay_s=10.0, max_crashes=20)
+    capped = RestartPolicy(base_delay_s=0.5, max_delay_s=10.0, max_restarts=20, draw=ceiling)
     assert capped.delay_s([float(at) for at in range(8)], now=7.0) == 10.0
 
 
@@ -32,7 +40,14 @@ def test_one_crash_too_many_within_the_window_gives_up():
 def test_crashes_older_than_the_window_are_forgotten():
     old = [0.0, 1.0, 2.0, 3.0, 4.0]
     assert POLICY.delay_s([*old, 100.0], now=100.0) == 0.5  # a fresh start: shortest delay
-    assert POLICY.recent_crashes([*old, 61.5], now=61.5) == 4  # 2.0, 3.0, 4.0 and 61.5
+    assert POLICY.recent_failures([*old, 61.5], now=61.5) == 4  # 2.0, 3.0, 4.0 and 61.5
+
+
+def test_the_default_policy_is_the_documented_one_and_jitters_below_each_step():
+    policy = RestartPolicy()
+    assert (policy.base_delay_s, policy.max_delay_s, policy.max_restarts, policy.window_s) == (
+        0.5, 10.0, 5, 60.0)
+    assert all(0.25 <= policy.delay_s([0.0], now=0.0) <= 0.5 for _ in range(100))
 
 
 class FakeClock:

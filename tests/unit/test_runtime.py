@@ -75,7 +75,21 @@ def test_json_logs_carry_the_correlation_id_and_extras():
 
 
 def test_retry_delays_grow_and_are_capped():
-    assert [retry_delay_s(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert retry_delay_s(30) == 60.0
+    def ceiling() -> float:
+        return 1.0
+
+    def floor() -> float:
+        return 0.0
+
+    assert [retry_delay_s(n, draw=ceiling) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert [retry_delay_s(n, draw=floor) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert retry_delay_s(30, draw=ceiling) == 60.0
+    assert retry_delay_s(5000, draw=ceiling) == 60.0  # no float overflow after long outages
     with pytest.raises(ValueError):
         retry_delay_s(0)
+
+
+def test_retry_delays_are_jittered_within_the_upper_half_of_their_step():
+    delays = {retry_delay_s(3) for _ in range(200)}
+    assert all(2.0 <= delay <= 4.0 for delay in delays)
+    assert len(delays) > 1  # spread, so callers that failed together retry apart

@@ -9,10 +9,18 @@ from collections import deque
 
 import pytest
 
-from terra.runtime.supervise import RestartPolicy, Supervisor
+from terra.backoff import RestartPolicy
+from terra.runtime.supervise import Supervisor
 from tests.fakes import wait_until
 
-TINY = RestartPolicy(base_delay_s=0.001, max_delay_s=0.004, max_failures=100, window_s=60.0)
+
+def ceiling() -> float:
+    """The random source at its top: every restart waits its step's full delay."""
+    return 1.0
+
+
+TINY = RestartPolicy(base_delay_s=0.001, max_delay_s=0.004, max_restarts=100, window_s=60.0,
+                     draw=ceiling)
 
 
 class FakeClock:
@@ -67,29 +75,35 @@ class GiveUps:
 
 
 def test_the_restart_delay_doubles_with_each_recent_failure_up_to_its_cap():
-    policy = RestartPolicy(base_delay_s=0.5, max_delay_s=3.0)
-    assert [policy.delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    assert policy.delay_s(0) == 0.5  # never less than the base
+    policy = RestartPolicy(base_delay_s=0.5, max_delay_s=3.0, max_restarts=10, draw=ceiling)
+    failures = [1.0, 2.0, 3.0, 4.0, 5.0]
+    delays = [policy.delay_s(failures[:n], now=failures[n - 1]) for n in (1, 2, 3, 4, 5)]
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
-def test_the_policy_gives_up_at_max_failures_within_the_window():
-    policy = RestartPolicy(max_failures=3, window_s=10.0)
-    assert not policy.gives_up(deque([1.0, 2.0]), now=3.0)
-    assert policy.gives_up(deque([1.0, 2.0, 3.0]), now=3.0)
+def test_the_restart_delay_is_jittered_between_half_and_all_of_its_step():
+    policy = RestartPolicy(base_delay_s=0.5, max_delay_s=3.0, max_restarts=10)
+    delays = {policy.delay_s([1.0, 2.0, 3.0], now=3.0) for _ in range(200)}
+    assert all(1.0 <= delay <= 2.0 for delay in delays) and len(delays) > 1
+
+
+def test_the_policy_gives_up_when_failures_within_the_window_exceed_max_restarts():
+    policy = RestartPolicy(max_restarts=3, window_s=10.0)
+    assert policy.delay_s(deque([1.0, 2.0, 3.0]), now=3.0) is not None  # restart 3
+    assert policy.delay_s(deque([1.0, 2.0, 3.0, 3.5]), now=3.5) is None  # restart 4: no
 
 
 def test_failures_older_than_the_window_are_forgotten():
-    policy = RestartPolicy(max_failures=3, window_s=10.0)
+    policy = RestartPolicy(max_restarts=2, window_s=10.0, draw=ceiling)
     failures = deque([0.0, 5.0, 10.0, 15.0])
-    assert not policy.gives_up(failures, now=19.5)  # 0 and 5 are more than 10 s old
-    assert list(failures) == [10.0, 15.0]
+    assert policy.recent_failures(failures, now=19.5) == 2  # 0 and 5 are more than 10 s old
+    assert policy.delay_s(failures, now=19.5) == 1.0  # restart 2 of the window
 
 
 def test_a_failure_exactly_window_s_old_still_counts():
-    policy = RestartPolicy(max_failures=3, window_s=10.0)
-    failures = deque([0.0, 5.0, 10.0])
-    assert policy.gives_up(failures, now=10.0)
-    assert list(failures) == [0.0, 5.0, 10.0]
+    policy = RestartPolicy(max_restarts=2, window_s=10.0)
+    assert policy.recent_failures([0.0, 5.0, 10.0], now=10.0) == 3
+    assert policy.delay_s([0.0, 5.0, 10.0], now=10.0) is None
 
 
 # --- Supervisor ---------------------------------------------------------------------------------
@@ -139,7 +153,7 @@ async def test_restarts_wait_the_policy_delay_growing_with_recent_failures(caplo
 
 
 async def test_the_supervisor_is_unhealthy_while_a_loop_waits_to_restart():
-    slow = RestartPolicy(base_delay_s=60.0, max_delay_s=60.0, max_failures=100)
+    slow = RestartPolicy(base_delay_s=60.0, max_delay_s=60.0, max_restarts=100)
     supervisor = Supervisor(slow, on_give_up=GiveUps(), clock=FakeClock())
     steady, failing = ScriptedLoop(), ScriptedLoop("raise")
     supervisor.start("steady", steady)
@@ -153,9 +167,9 @@ async def test_the_supervisor_is_unhealthy_while_a_loop_waits_to_restart():
     assert steady.cancelled
 
 
-async def test_it_gives_up_after_max_failures_within_the_window_naming_the_loop():
+async def test_it_gives_up_after_max_restarts_within_the_window_naming_the_loop():
     give_ups = GiveUps()
-    policy = RestartPolicy(base_delay_s=0.001, max_delay_s=0.001, max_failures=3,
+    policy = RestartPolicy(base_delay_s=0.001, max_delay_s=0.001, max_restarts=2,
                            window_s=10.0)
     supervisor = Supervisor(policy, on_give_up=give_ups, clock=FakeClock(step=1.0))
     loop = ScriptedLoop("raise", "raise", "raise", "raise", "raise")
@@ -174,7 +188,7 @@ async def test_it_gives_up_after_max_failures_within_the_window_naming_the_loop(
 
 async def test_failures_spread_beyond_the_window_never_give_up():
     give_ups = GiveUps()
-    policy = RestartPolicy(base_delay_s=0.001, max_delay_s=0.001, max_failures=3,
+    policy = RestartPolicy(base_delay_s=0.001, max_delay_s=0.001, max_restarts=2,
                            window_s=10.0)
     supervisor = Supervisor(policy, on_give_up=give_ups, clock=FakeClock(step=11.0))
     loop = ScriptedLoop(*["raise"] * 8)
@@ -206,7 +220,7 @@ async def test_after_begin_stop_a_returning_loop_ends_without_a_restart(caplog):
 
 async def test_a_loop_that_raises_during_a_clean_stop_does_not_make_it_give_up():
     give_ups = GiveUps()
-    policy = RestartPolicy(base_delay_s=0.001, max_delay_s=0.001, max_failures=1)
+    policy = RestartPolicy(base_delay_s=0.001, max_delay_s=0.001, max_restarts=0)
     supervisor = Supervisor(policy, on_give_up=give_ups, clock=FakeClock())
     loop = ScriptedLoop()
 

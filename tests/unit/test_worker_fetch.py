@@ -133,7 +133,7 @@ async def test_binding_translates_broker_faults_and_a_missing_consumer(error, ou
 
 
 class RecordedBackoff(Backoff):
-    """Each fault pause recorded instead of waited (0.2-2 s each)."""
+    """Each fault pause recorded instead of waited (0.1-2 s each)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -238,6 +238,19 @@ async def test_a_broker_fault_is_waited_out_with_the_real_pause(monkeypatch):
     await stop(consumer, task)  # re-raises anything that escaped run()
     assert handler.handled == [msg]
     assert len(subscription.fetches) >= 2  # pulled again after the fault
+
+
+async def test_fault_pauses_grow_to_their_cap_and_start_over_after_a_success(caplog):
+    caplog.set_level(logging.WARNING, logger="terra.runtime.worker")
+    backoff = Backoff(base_s=0.2, max_s=2.0, draw=lambda: 1.0)  # each step's ceiling
+    stopped = asyncio.Event()
+    stopped.set()  # a stop cuts every pause short: the test waits for none
+    fault = BrokerUnavailable("no leader")
+    for _ in range(6):
+        await backoff.pause(stopped, "broker unavailable", fault, "generation-workers")
+    backoff.reset()
+    await backoff.pause(stopped, "broker unavailable", fault, "generation-workers")
+    assert [r.retry_in_s for r in caplog.records] == [0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 0.2]
 
 
 async def test_never_more_than_concurrency_messages_in_hand(monkeypatch):
@@ -392,7 +405,8 @@ async def test_settle_naks_a_failed_attempt_with_a_delay_that_grows_with_deliver
         raise RuntimeError("flaky")
 
     await settle(msg, work)
-    assert msg.calls == [("nak", 4.0)]
+    [(action, delay)] = msg.calls
+    assert action == "nak" and 2.0 <= delay <= 4.0  # the third step (4 s), jittered
 
 
 async def test_settle_acks_a_command_that_can_never_succeed():
