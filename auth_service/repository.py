@@ -20,11 +20,11 @@ from pydantic import TypeAdapter
 from auth_service.domain import UserRecord, email_digest
 from contracts.topology import CREDENTIALS_KV, REFRESH_TOKENS_KV, USERS_KV
 from terra.nats.listings import live_entries
+from terra.records.store import update_entry
 
 log = logging.getLogger(__name__)
 
 _USER_RECORD = TypeAdapter(UserRecord)
-_MAX_UPDATE_ATTEMPTS = 20
 
 
 def email_key(email: str) -> str:
@@ -69,21 +69,10 @@ class UserRepository:
         checked and retried, so a concurrent write is never overwritten by a stale copy and
         a purged record is never written back. Returns what is stored, None when the
         record is gone."""
-        for _ in range(_MAX_UPDATE_ATTEMPTS):
-            entry = await _get(self._users, user_id)
-            if entry is None:
-                return None
-            current = _USER_RECORD.validate_json(entry.value)
-            changed = change(current)
-            if changed is None:
-                return current
-            try:
-                await self._users.update(user_id, _USER_RECORD.dump_json(changed),
-                                         last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
-            return changed
-        raise RuntimeError(f"the record of {user_id} kept changing under us")
+        seen, written = await update_entry(self._users, user_id, change,
+                                           decode=_USER_RECORD.validate_json,
+                                           encode=_USER_RECORD.dump_json, create=False)
+        return seen if written is None else written
 
     async def delete_record(self, user_id: str) -> None:
         await self._users.purge(user_id)  # purge: no earlier revision stays readable
@@ -164,6 +153,10 @@ class TokenFamily:
     revoked: bool = False
 
 
+def _family(value: bytes) -> TokenFamily:
+    return TokenFamily(**json.loads(value))
+
+
 class RefreshTokenStore:
     """`rt.<sha256>` -> token state; `family.<id>` -> the rotation chain it belongs to."""
 
@@ -179,22 +172,16 @@ class RefreshTokenStore:
 
     async def get_family(self, family_id: str) -> tuple[TokenFamily, int] | None:
         entry = await _get(self._kv, f"family.{family_id}")
-        return (TokenFamily(**json.loads(entry.value)), entry.revision) if entry else None
+        return (_family(entry.value), entry.revision) if entry else None
 
     async def revoke_family(self, family_id: str, user_id: str) -> None:
         """Mark the family revoked, revision-checked: a family already gone (erased with
         its account) stays gone, which refuses its tokens just the same."""
-        for _ in range(_MAX_UPDATE_ATTEMPTS):
-            found = await self.get_family(family_id)
-            if found is None or found[0].revoked:
-                return
-            try:
-                await self._kv.update(f"family.{family_id}", json.dumps(asdict(
-                    TokenFamily(user_id=user_id, revoked=True))).encode(), last=found[1])
-            except KeyWrongLastSequenceError:
-                continue
-            return
-        raise RuntimeError(f"token family {family_id} kept changing under us")
+        await update_entry(
+            self._kv, f"family.{family_id}",
+            lambda family: None if family.revoked else TokenFamily(user_id=user_id, revoked=True),
+            decode=_family, encode=lambda family: json.dumps(asdict(family)).encode(),
+            create=False)
 
     async def forget(self, family_id: str, token_hash: str) -> None:
         """A family and token written for an account deleted meanwhile."""

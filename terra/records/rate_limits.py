@@ -1,10 +1,10 @@
 """Sliding-window rate limits counted in NATS KV, so every replica of a service agrees.
 
 Each key holds the times of its recent admissions (a sliding-window log, a JSON list). An
-admission is one revision-checked write that appends its time only while the window has
-room, so N concurrent callers are N increments and at most `limit` of them get through; a
-write that loses a race (`KeyWrongLastSequenceError`) reads again and retries. A full
-window is not written, so a key under attack is only read.
+admission is one revision-checked write (`terra.records.store.update_entry`) that appends
+its time only while the window has room, so N concurrent callers are N increments and at
+most `limit` of them get through. A full window is not written, so a key under attack is
+only read.
 
 Why a log rather than a fixed-window counter: Retry-After is exact (when the oldest
 admission leaves the window), there is no double burst at window edges, and a log never
@@ -18,24 +18,22 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-_MAX_CAS_ATTEMPTS = 50
+from terra.errors import TerraError
+from terra.records.store import KeptChanging, update_entry
+
 _MAX_REMEMBERED = 10_000  # full keys remembered in-process; expired ones go first
 
-
-class ThrottleBusy(Exception):
-    """A key kept changing under us: too many writers at once."""
+ThrottleBusy = KeptChanging  # the name auth_service's throttles catch it by
 
 
-class RateLimitExceeded(Exception):
+class RateLimitExceeded(TerraError):
     """The key's window is full; another admission fits in `retry_after_s` seconds."""
 
     def __init__(self, retry_after_s: int) -> None:
@@ -79,15 +77,6 @@ class AttemptLogs:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def read(self, key: str) -> tuple[list[float], int | None]:
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:  # also a deleted or purged key
-            return [], None
-        if not entry.value:
-            return [], entry.revision
-        return [float(t) for t in json.loads(entry.value)], entry.revision
-
     async def change(
         self, key: str, change: Callable[[list[float]], list[float] | None]
     ) -> tuple[list[float], bool]:
@@ -96,23 +85,11 @@ class AttemptLogs:
         Returns the log the change saw and whether it was written (a None change writes
         nothing); raises `ThrottleBusy` when the key keeps changing under us.
         """
-        for attempt in range(_MAX_CAS_ATTEMPTS):
-            times, revision = await self.read(key)
-            updated = change(times)
-            if updated is None:
-                return times, False
-            value = json.dumps(updated).encode()
-            try:
-                if revision is None:
-                    await self._kv.create(key, value)
-                else:
-                    await self._kv.update(key, value, last=revision)
-                return times, True
-            except KeyWrongLastSequenceError:
-                # Someone else counted meanwhile: count on top of it, after a short random
-                # pause so that contenders spread out.
-                await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-        raise ThrottleBusy(key)
+        seen, written = await update_entry(
+            self._kv, key, lambda times: change(times or []),
+            decode=lambda value: [float(t) for t in json.loads(value)],
+            encode=lambda times: json.dumps(times).encode())
+        return seen or [], written is not None
 
 
 class SlidingWindowLimit:

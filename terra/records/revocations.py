@@ -30,18 +30,18 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.topology import REVOCATIONS_KV, revocation_key
 from terra.nats.faults import BROKER_ERRORS
 from terra.nats.follow import Stored, StreamFollower
 from terra.nats.listings import live_entries
+from terra.records.store import update_entry
 
 log = logging.getLogger(__name__)
 
 _KEY_PREFIX = revocation_key("x")[:-1]  # "user."
-_MAX_WRITE_ATTEMPTS = 20
 
 Listener = Callable[[str, datetime], None]
 
@@ -86,25 +86,16 @@ class Revocations:
         """Refuse the user's tokens issued up to `at` (or a later time already stored);
         returns the time stored. Revision-checked, so a concurrent earlier time never
         overwrites a later one."""
-        key = revocation_key(user_id)
-        for _ in range(_MAX_WRITE_ATTEMPTS):
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                entry = None
-            current = _decode(entry.value) if entry is not None else None
+
+        def later(current: datetime | None) -> datetime | None:
             if current is not None and current is not UNREADABLE and current >= at:
-                return current  # a damaged entry is overwritten with a real time
-            value = at.astimezone(UTC).isoformat().encode()
-            try:
-                if entry is None:
-                    await self._kv.create(key, value)
-                else:
-                    await self._kv.update(key, value, last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue  # written meanwhile: compare with that
+                return None  # a damaged entry is overwritten with a real time
             return at
-        raise RuntimeError(f"revocation of {user_id} kept changing under us")
+
+        seen, written = await update_entry(
+            self._kv, revocation_key(user_id), later, decode=_decode,
+            encode=lambda moment: moment.astimezone(UTC).isoformat().encode())
+        return seen if written is None else written
 
     async def revoked_at(self, user_id: str) -> datetime | None:
         try:
