@@ -13,11 +13,12 @@ from functools import cache
 from importlib import resources
 
 from contracts.auth import AuthErrorCode, Provider, User
+from terra.errors import TerraError
 
 MIN_PASSWORD_LENGTH = 10
 
 
-class AuthError(Exception):
+class AuthError(TerraError):
     """Root of auth_service's errors: each carries the code the caller receives."""
 
     def __init__(self, code: AuthErrorCode, detail: str, retry_after_s: int | None = None):

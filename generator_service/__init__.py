@@ -1,1 +1,1 @@
-"""Image generation service. Not built yet: see the generation issue. Nothing here runs."""
+"""Image generation: FLUX images from users' prompts (with their LoRAs), in fair batches."""

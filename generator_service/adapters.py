@@ -38,11 +38,12 @@ from fluxkit.lora import (
     load_lora,
     read_lora,
 )
+from terra.errors import TerraError
 
 SLOT_ADAPTER = "terra_slot"
 
 
-class AdapterError(ValueError):
+class AdapterError(TerraError, ValueError):
     """A LoRA that cannot be applied: unreadable, too large, or not fitting the slot."""
 
 

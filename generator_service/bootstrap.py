@@ -22,7 +22,7 @@ from contracts.training import ModelDeleted
 from generator_service.adapters import AdapterCache
 from generator_service.config import GeneratorSettings
 from generator_service.handlers import GeneratorHandlers
-from generator_service.jobs import GenerationEvents
+from generator_service.jobs import GenerationCleanUp, GenerationEvents
 from generator_service.pipelines import FluxGenerator
 from generator_service.worker import FairWorker
 from terra.jobs.deleted_accounts import DeletedAccounts
@@ -55,26 +55,28 @@ def build_handlers(settings: GeneratorSettings, generator: FluxGenerator, *, job
                    models: ModelStore, images: ImageStore, slots: QueueSlots,
                    events: EventPublisher, storage: ObjectStorage,
                    deleted_accounts: DeletedAccounts | None = None) -> GeneratorHandlers:
-    handlers = GeneratorHandlers(settings=settings, generator=generator, lifecycle=None,
-                                 models=models, images=images, slots=slots, events=events,
-                                 storage=storage)
-    handlers.lifecycle = JobLifecycle(JobKind.GENERATION, jobs, events, GenerationEvents(),
-                                      on_end=handlers.job_ended,
-                                      deleted_accounts=deleted_accounts,
-                                      progress_interval_s=settings.progress_interval_s)
-    return handlers
+    lifecycle = JobLifecycle(JobKind.GENERATION, jobs, events, GenerationEvents(),
+                             on_end=GenerationCleanUp(slots), deleted_accounts=deleted_accounts,
+                             progress_interval_s=settings.progress_interval_s)
+    return GeneratorHandlers(settings=settings, generator=generator, lifecycle=lifecycle,
+                             jobs=jobs, models=models, images=images, slots=slots,
+                             events=events, storage=storage)
 
 
 async def bootstrap(connection: NatsClient, storage: ObjectStorage,
                     settings: GeneratorSettings) -> ServiceParts:
     js = jetstream(connection, GENERATOR)
     generator = await asyncio.to_thread(load_generator, settings)
+    jobs, events = await JobStore.open(js, [JobKind.GENERATION]), EventPublisher(js)
     handlers = build_handlers(
-        settings, generator, jobs=await JobStore.open(js, [JobKind.GENERATION]), models=await ModelStore.open(js),
+        settings, generator, jobs=jobs, models=await ModelStore.open(js),
         images=await ImageStore.open(js), slots=await QueueSlots.open(js, "generation"),
-        events=EventPublisher(js), storage=storage,
-        deleted_accounts=await DeletedAccounts.open(js))
-    worker = FairWorker(js, handlers, fetch_timeout_s=settings.fetch_timeout_s)
+        events=events, storage=storage, deleted_accounts=await DeletedAccounts.open(js))
+    worker = FairWorker(js, handlers, handlers.lifecycle, jobs=jobs, events=events,
+                        queue_window=settings.queue_window,
+                        batch_max_images=settings.images_per_loop,
+                        heartbeat_s=settings.heartbeat_s,
+                        fetch_timeout_s=settings.fetch_timeout_s)
 
     log.info("pipelines loaded", extra={"profile": generator.profile.name,
                                         "device": settings.generate_device})

@@ -25,7 +25,7 @@ from contracts.generation import (
     ImageGenerated,
     ImageRecord,
 )
-from contracts.jobs import CancelJob, FailureCode, JobKind, JobState
+from contracts.jobs import CancelJob, FailureCode, JobKind
 from contracts.topology import OBJECTS
 from contracts.training import ModelDeleted
 from fluxkit.errors import OutOfGpuMemory
@@ -33,9 +33,10 @@ from generator_service import pipelines
 from generator_service.adapters import AdapterError, LoraRef
 from generator_service.config import GeneratorSettings
 from generator_service.jobs import ref_of
-from terra.errors import ObjectMissing
+from terra.errors import ObjectMissing, TerraError
 from terra.jobs.lifecycle import JobFailure, JobLifecycle
 from terra.jobs.slots import QueueSlots
+from terra.jobs.store import JobStore
 from terra.nats.events import EventPublisher
 from terra.records.images import ImageStore
 from terra.records.models import ModelStore
@@ -49,17 +50,13 @@ class GeneratorHandlers:
     settings: GeneratorSettings
     generator: pipelines.FluxGenerator
     lifecycle: JobLifecycle
+    jobs: JobStore
     models: ModelStore
     images: ImageStore
     slots: QueueSlots
     events: EventPublisher
     storage: ObjectStorage
     running: list[str] = field(default_factory=list)  # job ids in the loop now
-
-    @property
-    def batch_max_images(self) -> int:
-        """Images one denoising loop may carry: batching pays on a GPU, not on a CPU."""
-        return self.settings.images_per_loop
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -154,10 +151,6 @@ class GeneratorHandlers:
 
     # --- endings, cancels, housekeeping -----------------------------------------------------
 
-    async def job_ended(self, job: JobState) -> None:
-        """Every ending frees the job's place under the user's cap."""
-        await self.slots.release(job.user_id, job.job_id)
-
     async def cancel(self, command: CancelJob) -> None:
         await self.lifecycle.request_cancel(command)
 
@@ -202,7 +195,7 @@ class GeneratorHandlers:
         jobs and queue slots, its LoRAs in the adapter cache."""
         await self.images.erase(user_id)
         erased = await self.storage.delete_prefix(f"images/{user_id}/")
-        jobs = await self.lifecycle.jobs.erase(user_id, JobKind.GENERATION)
+        jobs = await self.jobs.erase(user_id, JobKind.GENERATION)
         await self.slots.forget(user_id)
         for model in await self.models.list(user_id):
             await asyncio.to_thread(self.generator.forget_adapter, model.model_id)
@@ -210,7 +203,7 @@ class GeneratorHandlers:
                  extra={"user_id": user_id, "objects": erased, "jobs": jobs})
 
 
-class LoraFileMissing(Exception):
+class LoraFileMissing(TerraError):
     """The model's record names a LoRA file that storage does not have."""
 
 

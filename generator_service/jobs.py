@@ -1,4 +1,5 @@
-"""The generation domain's job vocabulary: its events, and a command's job reference."""
+"""The generation domain's job vocabulary: its events, what every ending leaves, and a
+command's job reference."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contracts.generation import (
 )
 from contracts.jobs import JobKind, JobState
 from terra.jobs.lifecycle import JobRef
+from terra.jobs.slots import QueueSlots
 
 
 class GenerationEvents:
@@ -24,6 +26,17 @@ class GenerationEvents:
 
     def cancelled(self, job: JobState) -> Event:
         return GenerationCancelled(user_id=job.user_id, job_id=job.job_id)
+
+
+class GenerationCleanUp:
+    """What every ending of a generation leaves (the lifecycle's `on_end`, run again when a
+    redelivery meets the ended job): its place under the user's cap is free."""
+
+    def __init__(self, slots: QueueSlots) -> None:
+        self.slots = slots
+
+    async def __call__(self, job: JobState) -> None:
+        await self.slots.release(job.user_id, job.job_id)
 
 
 def ref_of(command: GenerateImage) -> JobRef:

@@ -1,6 +1,6 @@
-"""generator_service's entrypoint: the fair worker on `generation_workers`, cancels on
-`generation_control` and account erasure, served by `terra.runtime.service`; base pipelines are
-loaded once at start-up."""
+"""generator_service's entrypoint: the fair worker on `generation_workers`; cancels, image
+and model deletions and account erasure from their own consumers; served by
+`terra.runtime.service`. Base pipelines are loaded once at start-up."""
 
 from __future__ import annotations
 

@@ -19,7 +19,9 @@ ItemT = TypeVar("ItemT")
 
 
 @dataclass(frozen=True)
-class Queued(Generic[ItemT]):
+class QueueEntry(Generic[ItemT]):
+    """One job a worker holds: whose it is, and its command (`item`)."""
+
     job_id: str
     user_id: str
     item: ItemT
@@ -29,7 +31,7 @@ class FairQueue(Generic[ItemT]):
     """Users take turns in the order they first queued; each user's jobs stay in order."""
 
     def __init__(self) -> None:
-        self._by_user: OrderedDict[str, deque[Queued[ItemT]]] = OrderedDict()
+        self._by_user: OrderedDict[str, deque[QueueEntry[ItemT]]] = OrderedDict()
 
     def __len__(self) -> int:
         return sum(len(jobs) for jobs in self._by_user.values())
@@ -37,14 +39,14 @@ class FairQueue(Generic[ItemT]):
     def __contains__(self, job_id: str) -> bool:
         return any(q.job_id == job_id for q in self)
 
-    def __iter__(self) -> Iterator[Queued[ItemT]]:
+    def __iter__(self) -> Iterator[QueueEntry[ItemT]]:
         for jobs in self._by_user.values():
             yield from jobs
 
     def add(self, job_id: str, user_id: str, item: ItemT) -> None:
-        self._by_user.setdefault(user_id, deque()).append(Queued(job_id, user_id, item))
+        self._by_user.setdefault(user_id, deque()).append(QueueEntry(job_id, user_id, item))
 
-    def pop(self) -> Queued[ItemT] | None:
+    def pop(self) -> QueueEntry[ItemT] | None:
         """The next job: the head of the first user's jobs; that user goes to the back."""
         if not self._by_user:
             return None
@@ -55,7 +57,7 @@ class FairQueue(Generic[ItemT]):
             self._by_user[user_id] = jobs  # back of the line
         return queued
 
-    def remove(self, job_id: str) -> Queued[ItemT] | None:
+    def remove(self, job_id: str) -> QueueEntry[ItemT] | None:
         for user_id, jobs in self._by_user.items():
             for queued in jobs:
                 if queued.job_id == job_id:
@@ -112,7 +114,7 @@ class Window(Generic[ItemT]):
     def room(self) -> int:
         return max(0, self.capacity - len(self.queue))
 
-    def held(self) -> list[Queued[ItemT]]:
+    def held(self) -> list[QueueEntry[ItemT]]:
         return list(self.queue)
 
     def add(self, job_id: str, user_id: str, item: ItemT) -> bool:
@@ -122,7 +124,7 @@ class Window(Generic[ItemT]):
         self.queue.add(job_id, user_id, item)
         return True
 
-    def remove(self, job_id: str) -> Queued[ItemT] | None:
+    def remove(self, job_id: str) -> QueueEntry[ItemT] | None:
         self._announced.pop(job_id, None)
         return self.queue.remove(job_id)
 
@@ -130,7 +132,7 @@ class Window(Generic[ItemT]):
         """Its position was not announced after all: the next pass says it again."""
         self._announced.pop(job_id, None)
 
-    def position_changes(self) -> list[tuple[Queued[ItemT], int]]:
+    def position_changes(self) -> list[tuple[QueueEntry[ItemT], int]]:
         """Held jobs whose position differs from the one last announced, with the new
         one (0: next to run). Records them."""
         by_id = {queued.job_id: queued for queued in self.queue}
@@ -141,7 +143,7 @@ class Window(Generic[ItemT]):
                 changes.append((by_id[job_id], position))
         return changes
 
-    def next_batch(self) -> list[Queued[ItemT]]:
+    def next_batch(self) -> list[QueueEntry[ItemT]]:
         """The next job in turn, and the held jobs that can join its loop within the
         image budget; all of them leave the window."""
         first = self.queue.pop()

@@ -25,9 +25,11 @@ from contracts.generation import GenerateImage, GenerationQueuePositionChanged
 from contracts.jobs import FailureCode, JobKind
 from contracts.topology import GENERATION_WORKERS
 from generator_service.jobs import ref_of
-from generator_service.scheduling import Queued, Window, compatible
+from generator_service.scheduling import QueueEntry, Window, compatible
 from terra.backoff import retry_delay_s
-from terra.jobs.lifecycle import JobFailure, fields_of, ref_from_raw
+from terra.jobs.lifecycle import JobFailure, JobLifecycle, fields_of, ref_from_raw
+from terra.jobs.store import JobStore
+from terra.nats.events import EventPublisher
 from terra.nats.faults import BROKER_ERRORS
 from terra.runtime.liveness import WorkLoad
 from terra.runtime.worker import Puller, settle_quietly
@@ -45,15 +47,24 @@ class Held:
 
 
 class FairWorker:
-    def __init__(self, js: JetStreamContext, handlers: GeneratorHandlers, *,
+    """Takes commands in and generates batches through `handlers`; ends or requeues a
+    batch that raised through `lifecycle`; reads `jobs` and publishes positions with
+    `events`. A loop carries at most `batch_max_images` images; `queue_window` commands
+    are held, each kept alive every `heartbeat_s`."""
+
+    def __init__(self, js: JetStreamContext, handlers: GeneratorHandlers,
+                 lifecycle: JobLifecycle, *, jobs: JobStore, events: EventPublisher,
+                 queue_window: int, batch_max_images: int, heartbeat_s: float,
                  fetch_timeout_s: float = 1.0, stale_after_s: float = 10.0) -> None:
         self.js = js
         self.handlers = handlers
-        settings = handlers.settings
+        self.lifecycle = lifecycle
+        self.jobs = jobs
+        self.events = events
         self.window: Window[Held] = Window(
-            settings.queue_window, handlers.batch_max_images,
-            images=lambda held: held.command.num_images,
+            queue_window, batch_max_images, images=lambda held: held.command.num_images,
             compatible=lambda a, b: compatible(a.command, b.command))
+        self.heartbeat_s = heartbeat_s
         self.fetch_timeout_s = fetch_timeout_s
         self.stale_after_s = stale_after_s
         self.batch: list[Held] = []
@@ -77,7 +88,7 @@ class FairWorker:
     async def keep_alive(self) -> None:
         """`in_progress()` for everything held or running, well within ack_wait."""
         while True:
-            await asyncio.sleep(self.handlers.settings.heartbeat_s)
+            await asyncio.sleep(self.heartbeat_s)
             for held in [q.item for q in self.window.held()] + self.batch:
                 try:
                     await held.msg.in_progress()
@@ -126,8 +137,8 @@ class FairWorker:
             log.warning("invalid generation command", extra={"error": str(exc)})
             if ref is not None:
                 with contextlib.suppress(Exception):
-                    await self.handlers.lifecycle.fail(ref, FailureCode.INVALID_INPUT,
-                                                       f"Invalid command: {fields_of(exc)}.")
+                    await self.lifecycle.fail(ref, FailureCode.INVALID_INPUT,
+                                              f"Invalid command: {fields_of(exc)}.")
             await settle_quietly(msg.ack)
             return
         if command.job_id in self.window:
@@ -146,22 +157,21 @@ class FairWorker:
             await settle_quietly(msg.ack)  # finished before, or not this user's job
 
     async def _announce_positions(self) -> None:
-        jobs = self.handlers.lifecycle.jobs
         for queued, position in self.window.position_changes():
             try:
-                job = await jobs.get(queued.user_id, queued.job_id)
+                job = await self.jobs.get(queued.user_id, queued.job_id)
                 if job is None or job.status.is_terminal:
                     # Cancelled while it waited here: out of the window, no stale positions.
                     self.window.remove(queued.job_id)
                     await settle_quietly(queued.item.msg.ack)
                     continue
-                await self.handlers.events.publish(self._position(queued, position))
+                await self.events.publish(self._position(queued, position))
             except BROKER_ERRORS as exc:  # best effort: the next pass announces it again
                 self.window.forget_announcement(queued.job_id)
                 log.warning("position not announced", extra={
                     "job_id": queued.job_id, "error": f"{type(exc).__name__}: {exc}"})
 
-    def _position(self, queued: Queued[Held], position: int) -> GenerationQueuePositionChanged:
+    def _position(self, queued: QueueEntry[Held], position: int) -> GenerationQueuePositionChanged:
         command = queued.item.command
         return GenerationQueuePositionChanged(
             message_id=f"{command.job_id}-position-{next(self._announcements)}-{id(self):x}",
@@ -172,13 +182,12 @@ class FairWorker:
         """Generate a batch and settle each of its commands: done or failed for good
         (acked), or queued again for another attempt (nak with a growing delay)."""
         self.batch = batch
-        lifecycle = self.handlers.lifecycle
         try:
             await self.handlers.generate([held.command for held in batch])
         except JobFailure as failure:
             for held in batch:
                 try:
-                    await lifecycle.fail(ref_of(held.command), failure.code, failure.reason)
+                    await self.lifecycle.fail(ref_of(held.command), failure.code, failure.reason)
                 except Exception:
                     log.exception("could not record a failure; retrying the command")
                     await settle_quietly(held.msg.nak, delay=1.0)
@@ -188,15 +197,11 @@ class FairWorker:
             log.exception("generation failed; will retry")
             for held in batch:
                 with contextlib.suppress(Exception):
-                    await lifecycle.requeue(ref_of(held.command),
-                                            "An attempt failed; it will be retried shortly.")
+                    await self.lifecycle.requeue(ref_of(held.command),
+                                                 "An attempt failed; it will be retried shortly.")
                 await settle_quietly(held.msg.nak, delay=retry_delay_s(held.msg.metadata.num_delivered))
         else:
             for held in batch:
                 await settle_quietly(held.msg.ack)
         finally:
             self.batch = []
-
-
-
-

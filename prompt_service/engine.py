@@ -24,6 +24,7 @@ from prompt_service.styles import (
     find_style,
 )
 from prompt_service.tokens import CLIP_BUDGET, T5_BUDGET, T5Tokenizer, clip_count, count_tokens
+from terra.errors import TerraError
 
 # Aspects the analysis reports, in the order a FLUX prompt should present them.
 ASPECTS: tuple[str, ...] = (
@@ -64,7 +65,7 @@ class Optimizer(Protocol):
     def optimize(self, request: PromptRequest) -> Optimization: ...
 
 
-class UnknownStyle(ValueError):
+class UnknownStyle(TerraError, ValueError):
     """The request names a style preset that does not exist."""
 
 

@@ -26,7 +26,7 @@ from terra.runtime.service import Consumer, ServiceParts
 from terra.runtime.worker import handling
 from trainer_service.config import TrainerSettings
 from trainer_service.datasets import DatasetRetention
-from trainer_service.handlers import TrainerHandlers, TrainingEvents
+from trainer_service.handlers import TrainerHandlers, TrainingCleanUp, TrainingEvents
 from trainer_service.store import TrainingStore
 
 ACCOUNT_CLEANUP = account_cleanup_consumer("trainer")
@@ -35,12 +35,11 @@ ACCOUNT_CLEANUP = account_cleanup_consumer("trainer")
 def build_handlers(settings: TrainerSettings, *, jobs: JobStore, models: ModelStore,
                    events: EventPublisher, store: TrainingStore,
                    deleted_accounts: DeletedAccounts | None = None) -> TrainerHandlers:
-    handlers = TrainerHandlers(settings=settings, lifecycle=None, models=models,
-                               events=events, store=store)
-    handlers.lifecycle = JobLifecycle(JobKind.TRAINING, jobs, events, TrainingEvents(),
-                                      on_end=handlers.job_ended,
-                                      deleted_accounts=deleted_accounts)
-    return handlers
+    lifecycle = JobLifecycle(JobKind.TRAINING, jobs, events, TrainingEvents(),
+                             on_end=TrainingCleanUp(models, store, settings.base_model),
+                             deleted_accounts=deleted_accounts)
+    return TrainerHandlers(settings=settings, lifecycle=lifecycle, jobs=jobs, models=models,
+                           events=events, store=store)
 
 
 async def bootstrap(connection: NatsClient, storage: ObjectStorage,

@@ -38,6 +38,7 @@ from contracts.training import (
 from fluxkit.loading import base_model_name, load_flux_pipeline
 from fluxkit.placements import resolve_profile
 from terra.jobs.lifecycle import JobFailure, JobLifecycle, JobRef
+from terra.jobs.store import JobStore
 from terra.nats.events import EventPublisher
 from terra.nats.faults import BROKER_ERRORS
 from terra.records.models import ModelStore
@@ -77,10 +78,36 @@ class TrainingEvents:
                                  model_id=job.result["model_id"])
 
 
+class TrainingCleanUp:
+    """What every ending of a training leaves (the lifecycle's `on_end`, run again when a
+    redelivery meets the ended job): the model record says how it ended, its checkpoints
+    and the user's slot are freed."""
+
+    def __init__(self, models: ModelStore, store: TrainingStore, base_model: str | None) -> None:
+        self.models = models
+        self.store = store
+        self.base_model = base_model  # what a ready model records it was trained on
+
+    async def __call__(self, job: JobState) -> None:
+        model_id = job.result.get("model_id")
+        if model_id is not None:
+            update = {"status": MODEL_STATUS_AT_END[job.status]}
+            if job.status is JobStatus.SUCCEEDED:
+                update |= {"lora_key": job.result["lora_key"],
+                           "sample_image_keys": job.result.get("sample_image_keys", []),
+                           "base_model": base_model_name(self.base_model)}
+            with contextlib.suppress(KeyError):  # deleted meanwhile (account erased)
+                await self.models.update(job.user_id, model_id,
+                                         lambda m: m.model_copy(update=update))
+            await self.store.drop_checkpoints(job.user_id, model_id)
+        await self.models.release_active(job.user_id, job.job_id)
+
+
 @dataclass
 class TrainerHandlers:
     settings: TrainerSettings
     lifecycle: JobLifecycle
+    jobs: JobStore
     models: ModelStore
     events: EventPublisher
     store: TrainingStore
@@ -114,8 +141,8 @@ class TrainerHandlers:
             watchers.append(asyncio.create_task(keep_alive(heartbeat, self.settings.heartbeat_s)))
         try:
             result = await asyncio.to_thread(run.train, images, checkpoint)
-        except errors.TrainingCancelled as cancelled:
-            await self.lifecycle.cancel(ref, f"cancelled after step {cancelled.step}")
+        except errors.StopRequested as stopped:
+            await self.lifecycle.cancel(ref, f"cancelled after step {stopped.step}")
             return
         except torch.OutOfMemoryError as exc:
             raise JobFailure(FailureCode.OUT_OF_MEMORY, "The GPU ran out of memory while "
@@ -175,22 +202,6 @@ class TrainerHandlers:
 
     # --- endings, cancels, erasure -------------------------------------------------------------
 
-    async def job_ended(self, job: JobState) -> None:
-        """What every ending leaves (run again when a redelivery meets the ended job): the
-        model record says how it ended, its checkpoints and the user's slot are freed."""
-        model_id = job.result.get("model_id")
-        if model_id is not None:
-            update = {"status": MODEL_STATUS_AT_END[job.status]}
-            if job.status is JobStatus.SUCCEEDED:
-                update |= {"lora_key": job.result["lora_key"],
-                           "sample_image_keys": job.result.get("sample_image_keys", []),
-                           "base_model": base_model_name(self.settings.base_model)}
-            with contextlib.suppress(KeyError):  # deleted meanwhile (account erased)
-                await self.models.update(job.user_id, model_id,
-                                         lambda m: m.model_copy(update=update))
-            await self.store.drop_checkpoints(job.user_id, model_id)
-        await self.models.release_active(job.user_id, job.job_id)
-
     async def cancel(self, command: CancelJob) -> None:
         await self.lifecycle.request_cancel(command)
 
@@ -218,7 +229,7 @@ class TrainerHandlers:
             await self.events.publish(ModelDeleted(
                 message_id=f"{model_id}-deleted", user_id=user_id, model_id=model_id))
         await self.models.forget_active(user_id)
-        jobs = await self.lifecycle.jobs.erase(user_id, JobKind.TRAINING)
+        jobs = await self.jobs.erase(user_id, JobKind.TRAINING)
         log.info("account erased", extra={"user_id": user_id, "objects": erased, "jobs": jobs})
 
     @property

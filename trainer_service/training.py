@@ -1,9 +1,10 @@
 """LoRA training on a FLUX transformer, after diffusers' `train_dreambooth_lora_flux.py`.
 
-1. Encode once: every image to VAE latents and every caption to CLIP + T5 embeddings,
-   then drop the text encoders and the VAE from the pipeline (they are not needed again).
-2. Add a peft LoRA to the frozen transformer (the contract's target modules, rank at
-   most `MAX_LORA_RANK`); with a quantized base, quanto quantizes the base layers *after*
+1. Encode once: every image to VAE latents and every distinct caption to CLIP + T5
+   embeddings, then drop the text encoders and the VAE from the pipeline (they are not
+   needed again).
+2. Add a peft LoRA to the frozen transformer (`fluxkit.lora`'s target modules, rank at
+   most `MAX_RANK`); with a quantized base, quanto quantizes the base layers *after*
    the LoRA is in place and leaves the LoRA layers alone (FACTS.md: the other order fails).
 3. Each step: one example, a flow-matching sigma, noisy packed latents, the FLUX
    guidance embedding when the transformer has one, loss against `noise - latents`,
@@ -36,7 +37,7 @@ from fluxkit.errors import out_of_memory_as
 from fluxkit.loading import MAX_SEQUENCE_LENGTH
 from fluxkit.lora import MAX_RANK, TARGET_MODULES, transformer_lora_bytes
 from fluxkit.quantize import quantize_module, weights_of
-from trainer_service.errors import CheckpointError, TrainingCancelled
+from trainer_service.errors import CheckpointError, StopRequested
 from trainer_service.preprocess import TrainingExample
 
 CHECKPOINT_FORMAT = 1
@@ -109,7 +110,7 @@ def train_lora(
     """Train a LoRA on `pipeline`'s transformer and return it with its metadata.
 
     The pipeline is consumed: its text encoders and VAE are dropped after encoding and
-    its transformer keeps the LoRA. Raises `TrainingCancelled` when `should_stop()` says
+    its transformer keeps the LoRA. Raises `StopRequested` when `should_stop()` says
     so, `OutOfGpuMemory` with a readable reason, `CheckpointError` for a foreign checkpoint.
     """
     device = torch.device(device)
@@ -140,6 +141,8 @@ def encode_examples(
 ) -> list[EncodedExample]:
     """VAE latents and text embeddings for every example, computed once, without grads.
 
+    Each distinct caption is encoded once (the captions are usually all the same, and
+    CLIP + T5 cost more than the VAE): examples with equal captions share the tensors.
     The encoders visit `device` only for this (the pipeline may be loaded on the CPU so
     that the full bf16 FLUX never has to fit on the card at once)."""
     vae = pipeline.vae
@@ -147,20 +150,25 @@ def encode_examples(
         if encoder is not None:
             encoder.to(device)
     shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
+    texts: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     encoded = []
     with torch.no_grad():
         for example in examples:
             pixels = _to_pixels(example).to(device=device, dtype=vae.dtype)
             latents = vae.encode(pixels).latent_dist.mode()  # the mean: deterministic
-            prompt_embeds, pooled, text_ids = pipeline.encode_prompt(
-                example.caption, prompt_2=None, device=device,
-                max_sequence_length=max_sequence_length,
-            )
+            if example.caption not in texts:
+                prompt_embeds, pooled, text_ids = pipeline.encode_prompt(
+                    example.caption, prompt_2=None, device=device,
+                    max_sequence_length=max_sequence_length,
+                )
+                texts[example.caption] = (prompt_embeds.to(device, dtype),
+                                          pooled.to(device, dtype), text_ids.to(device, dtype))
+            prompt_embeds, pooled, text_ids = texts[example.caption]
             encoded.append(EncodedExample(
-                latents=((latents - shift) * scale).to(dtype),
-                prompt_embeds=prompt_embeds.to(dtype),
-                pooled_prompt_embeds=pooled.to(dtype),
-                text_ids=text_ids.to(dtype),
+                latents=((latents - shift) * scale).to(device, dtype),
+                prompt_embeds=prompt_embeds,
+                pooled_prompt_embeds=pooled,
+                text_ids=text_ids,
             ))
     return encoded
 
@@ -214,6 +222,12 @@ class LoraTrainer:
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.step = 0
         self.losses: list[float] = []
+        # The inputs fixed by an example's shape and the config, built once per distinct
+        # latent shape (resolution buckets differ) on the device, in the step's dtype.
+        self.shape_inputs = {
+            shape: self._shape_inputs(shape)
+            for shape in {example.latents.shape for example in self.encoded}
+        }
 
     def run(self, callbacks: TrainingCallbacks) -> None:
         """Steps `step + 1 … config.steps`, with the callbacks around each one."""
@@ -221,7 +235,7 @@ class LoraTrainer:
         every = self.config.checkpoint_every
         while self.step < total:
             if callbacks.should_stop is not None and callbacks.should_stop():
-                raise TrainingCancelled(self.step)
+                raise StopRequested(self.step)
             loss = self.train_step()
             if callbacks.on_step is not None:
                 callbacks.on_step(self.step, total, loss)
@@ -246,13 +260,7 @@ class LoraTrainer:
 
         batch, channels, height, width = latents.shape
         packed = FluxPipeline._pack_latents(noisy, batch, channels, height, width)
-        image_ids = FluxPipeline._prepare_latent_image_ids(
-            batch, height // 2, width // 2, self.device, self.dtype
-        )
-        guidance = None
-        if self.transformer.config.guidance_embeds:
-            guidance = torch.full((batch,), self.config.guidance_scale,
-                                  device=self.device, dtype=self.dtype)
+        image_ids, guidance = self.shape_inputs[latents.shape]
         prediction = self.transformer(
             hidden_states=packed,
             timestep=timesteps / 1000,
@@ -276,6 +284,19 @@ class LoraTrainer:
         value = float(loss.detach())
         self.losses.append(value)
         return value
+
+    def _shape_inputs(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The packed latents' position ids (one per 2×2 patch) and, for a transformer
+        with a guidance embedding, the guidance, for latents of `shape`."""
+        batch, _, height, width = shape
+        image_ids = FluxPipeline._prepare_latent_image_ids(
+            batch, height // 2, width // 2, self.device, self.dtype
+        )
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((batch,), self.config.guidance_scale,
+                                  device=self.device, dtype=self.dtype)
+        return image_ids, guidance
 
     # --- checkpoints -------------------------------------------------------------
 

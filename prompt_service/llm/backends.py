@@ -16,12 +16,13 @@ from typing import Any, Protocol
 import httpx
 
 from prompt_service.llm.prompting import ChatMessage
+from terra.errors import TerraError
 
 BACKEND_KINDS = ("none", "openai", "transformers")
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
-class LlmError(Exception):
+class LlmError(TerraError):
     """A backend could not produce an answer; the message is short enough for a user."""
 
 

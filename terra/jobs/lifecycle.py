@@ -13,6 +13,9 @@ message id (the stream drops it as a duplicate if it was stored), so an ending r
 just before a crash still reaches its user, and runs the ending's clean-up again.
 
 Services keep only their domain steps: what to run, and their own events (`JobEvents`).
+
+Each step of a job's life (received, started, requeued, cancel requested, ended) is one
+INFO line naming the job, its kind and its request, and nothing a user wrote.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from contracts.jobs import (
     JobStatus,
 )
 from contracts.registry import EVENTS
+from terra.errors import TerraError
 from terra.jobs.deleted_accounts import DeletedAccounts
 from terra.jobs.store import InvalidTransition, JobStore
 from terra.nats.events import EventPublisher
@@ -53,6 +57,7 @@ from terra.runtime.worker import AgainLater, Handle, PermanentFailure, handling
 
 log = logging.getLogger(__name__)
 _ID = TypeAdapter(Id)
+_RECENT = 10_000  # jobs a process remembers (endings, arrivals of unrecorded jobs)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class JobEvents(Protocol):
     def cancelled(self, job: JobState) -> Event: ...
 
 
-class JobFailure(Exception):
+class JobFailure(TerraError):
     """Raised by a domain step: the job cannot succeed (bad input, a missing LoRA). It is
     failed once with this code and reason, and its command is not retried."""
 
@@ -89,7 +94,7 @@ class JobFailure(Exception):
         self.reason = reason
 
 
-class _AlreadyEnded(Exception):
+class _AlreadyEnded(TerraError):
     pass
 
 
@@ -111,6 +116,8 @@ class JobLifecycle:
         self.max_attempts = max_attempts  # attempts that started work (held ones do not count)
         self._progress_written: dict[str, float] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # recent endings in this process
+        # When the jobs recorded only as they end arrived: their durations count from here.
+        self._arrived: OrderedDict[str, datetime] = OrderedDict()
 
     # --- arrival and start -----------------------------------------------------------
 
@@ -131,11 +138,13 @@ class JobLifecycle:
             log.info("command of a deleted account dropped", extra={"job_id": ref.job_id})
             return None
         job = await self.jobs.get(ref.user_id, ref.job_id)
-        if job is None:
-            if not create:
-                return JobState(job_id=ref.job_id, user_id=ref.user_id, kind=self.kind,
-                                result=result or {})
+        if job is None and not create:  # a job of milliseconds: queued, not stored
+            job = JobState(job_id=ref.job_id, user_id=ref.user_id, kind=self.kind,
+                           result=result or {})
+            _remember(self._arrived, ref.job_id, job.created_at)
+        elif job is None:
             job = await self._create(ref, result or {})
+        _log_step(ref, "received", delivery=delivery, status=job.status.value)
         if job.status.is_terminal:
             await self._announce_ending_again(job)
             return None
@@ -171,9 +180,11 @@ class JobLifecycle:
             if started is not None:
                 await self.events.publish(_stamp(started, f"{ref.job_id}-started", ref))
         try:
-            return await self.jobs.update(ref.user_id, ref.job_id, start)
+            job = await self.jobs.update(ref.user_id, ref.job_id, start)
         except (_AlreadyEnded, InvalidTransition):
             return None
+        _log_step(ref, "started", attempt=job.attempts)
+        return job
 
     # --- progress and cancels ------------------------------------------------------------
 
@@ -198,6 +209,7 @@ class JobLifecycle:
         if job is None or job.status.is_terminal:  # read under its owner's key: theirs
             return
         ref = JobRef(job.job_id, job.user_id, self.kind, command.correlation_id)
+        _log_step(ref, "cancel requested", status=job.status.value)
         if job.status is JobStatus.QUEUED:
             await self.cancel(ref, "cancelled while queued")
             return
@@ -266,11 +278,13 @@ class JobLifecycle:
             job_id=ref.job_id, kind=self.kind, reason=reason, attempt=attempt,
             resumed_from_step=resumed_from_step, correlation_id=ref.correlation_id))
         try:
-            return await self.jobs.update(ref.user_id, ref.job_id, lambda s: s.model_copy(update={
+            job = await self.jobs.update(ref.user_id, ref.job_id, lambda s: s.model_copy(update={
                 "status": JobStatus.QUEUED, "detail": reason}) if s.status is JobStatus.RUNNING
                 else s)
         except InvalidTransition:
             return await self.jobs.get(ref.user_id, ref.job_id)
+        _log_step(ref, "requeued", attempt=attempt, reason=reason)
+        return job
 
     async def attempt(self, ref: JobRef, work: Callable[[], Awaitable[None]]) -> None:
         """Run one attempt of a job's work. A `JobFailure` fails the job for good (and its
@@ -333,9 +347,11 @@ class JobLifecycle:
             if not await self.jobs.create(job):
                 return await self._end(ref, status, event, update)
         self._progress_written.pop(ref.job_id, None)
-        self._ended[ref.job_id] = None
-        while len(self._ended) > 10_000:
-            self._ended.popitem(last=False)
+        _remember(self._ended, ref.job_id, None)
+        since = self._arrived.pop(ref.job_id, None) or job.created_at
+        _log_step(ref, "ended", outcome=status.value,
+                  duration_s=round((utcnow() - since).total_seconds(), 3),
+                  **({"code": job.error.code.value} if job.error is not None else {}))
         # The domain's clean-up before the event: a client that hears of the ending finds
         # its effects (a ready model, a free slot). A crash in between is mended by the
         # redelivery, which meets the ended job and runs both again.
@@ -397,6 +413,23 @@ def ref_from_raw(body: bytes, kind: JobKind) -> JobRef | None:
 def fields_of(error: ValidationError) -> str:
     """The fields a validation error names, for a reason a person can read."""
     return ", ".join(".".join(map(str, e["loc"])) or "body" for e in error.errors())
+
+
+def _remember(recent: OrderedDict[str, Any], job_id: str, value: Any) -> None:
+    """Keep the first value for a job, and only the most recent jobs."""
+    recent.setdefault(job_id, value)
+    while len(recent) > _RECENT:
+        recent.popitem(last=False)
+
+
+def _log_step(ref: JobRef, step: str, **details: Any) -> None:
+    """One line of a job's life. Its ids are fields (JSON logs) and in the message too
+    (text logs show the message alone); details are ids, counts and our own words."""
+    shown = "".join(f" {key}={value}" for key, value in details.items())
+    log.info("%s job %s %s (correlation %s)%s", ref.kind.value, ref.job_id, step,
+             ref.correlation_id, shown,
+             extra={"job_id": ref.job_id, "kind": ref.kind.value,
+                    "correlation_id": ref.correlation_id, "step": step, **details})
 
 
 def _stamp(event: Event, message_id: str, ref: JobRef) -> Event:

@@ -23,6 +23,7 @@ from generator_service.pipelines import (
 )
 from generator_service.render import png_parameters
 
+pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
 SOURCES = {"schnell": None, "dev": None}
 SMALL = {"width": 64, "height": 64, "steps": 3}

@@ -17,7 +17,7 @@ from fluxkit.tiny import random_lora_bytes
 from generator_service.adapters import LoraRef
 from generator_service.pipelines import FluxGenerator, GenerationRequest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CPU = torch.device("cpu")
 
 

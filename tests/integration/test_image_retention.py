@@ -55,7 +55,7 @@ async def test_the_sweep_deletes_object_and_record(nc, s3):
     await images.create(fresh)
 
     handlers = GeneratorHandlers(settings=GeneratorSettings(), generator=None, lifecycle=None,
-                                 models=None, images=images, slots=None, events=None,
+                                 jobs=None, models=None, images=images, slots=None, events=None,
                                  storage=storage)
     # Counted here, or by a generator of the test session sweeping the shared bucket first.
     await handlers.sweep_expired()

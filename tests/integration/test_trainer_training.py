@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from tests.unit.test_trainer_loop import CONFIG, tiny_examples
 from trainer_service.sampling import generate_samples, sample_prompts
 from trainer_service.training import TrainingCallbacks, train_lora
 
+pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
 
 
@@ -38,10 +38,8 @@ def pixels(images) -> np.ndarray:
     return np.stack([np.asarray(image, dtype=np.int16) for image in images])
 
 
-def test_tiny_flux_builds_in_under_two_seconds(tmp_path):
-    started = time.perf_counter()
+def test_tiny_flux_saves_as_a_diffusers_folder(tmp_path):
     build_tiny_flux().save_pretrained(tmp_path)
-    assert time.perf_counter() - started < 2.0
     assert (tmp_path / "model_index.json").exists()
 
 

@@ -31,7 +31,7 @@ from trainer_service import training
 from trainer_service.preprocess import prepare_examples
 from trainer_service.training import TrainingConfig, encode_examples, train_lora
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CPU = torch.device("cpu")
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220)}
 PROMPT = "a photo of sks person"

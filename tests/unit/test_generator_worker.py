@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from types import SimpleNamespace
 
 import nats.errors
 import nats.js.errors
@@ -39,16 +38,15 @@ REQUEUED = "job.requeued.v1"
 
 
 class FakeHandlers:
-    """What FairWorker uses of GeneratorHandlers. `take` is the real one's (the lifecycle
-    decides); `generate` starts the jobs, waits for `gate`, then ends them or raises the
-    next of `outcomes`."""
+    """What FairWorker uses of GeneratorHandlers, and the real lifecycle over fakes that the
+    worker is given too. `take` is the real one's (the lifecycle decides); `generate`
+    starts the jobs, waits for `gate`, then ends them or raises the next of `outcomes`."""
 
-    def __init__(self, *, queue_window: int = 32, batch_max_images: int = 1) -> None:
-        self.settings = SimpleNamespace(queue_window=queue_window, heartbeat_s=3600.0)
-        self.batch_max_images = batch_max_images
+    def __init__(self) -> None:
         self.kv = FakeKeyValue("jobs")
+        self.jobs = JobStore({JobKind.GENERATION: self.kv})
         self.events = FakeEventPublisher()
-        self.lifecycle = JobLifecycle(JobKind.GENERATION, JobStore({JobKind.GENERATION: self.kv}), self.events,
+        self.lifecycle = JobLifecycle(JobKind.GENERATION, self.jobs, self.events,
                                       GenerationEvents())
         self.batches: list[list[str]] = []
         self.gate = asyncio.Event()
@@ -80,7 +78,7 @@ class FakeHandlers:
 
     async def status(self, job_id: str) -> JobStatus:
         owner = self.kv.key_ending(job_id).split(".")[0]
-        return (await self.lifecycle.jobs.get(owner, job_id)).status
+        return (await self.jobs.get(owner, job_id)).status
 
 
 def command(job_id: str, user_id: str, **fields) -> GenerateImage:
@@ -95,12 +93,16 @@ def msg_of(cmd: GenerateImage, *, delivery: int = 1) -> FakeMsg:
 
 class Harness:
     def __init__(self, monkeypatch, script: list, *, then=None, max_fetches=None,
-                 **handler_options) -> None:
-        self.handlers = FakeHandlers(**handler_options)
+                 queue_window: int = 32, batch_max_images: int = 1,
+                 heartbeat_s: float = 3600.0) -> None:
+        self.handlers = FakeHandlers()
         self.subscription = FakePullSubscription(script, then=then, max_fetches=max_fetches)
         self.binder = FakeBinder(self.subscription)
         monkeypatch.setattr(terra.runtime.worker, "bind", self.binder)  # what Puller binds with
-        self.worker = FairWorker(None, self.handlers, fetch_timeout_s=0.01)
+        self.worker = FairWorker(None, self.handlers, self.handlers.lifecycle,
+                                 jobs=self.handlers.jobs, events=self.handlers.events,
+                                 queue_window=queue_window, batch_max_images=batch_max_images,
+                                 heartbeat_s=heartbeat_s, fetch_timeout_s=0.01)
         self.task: asyncio.Task | None = None
 
     def start(self) -> Harness:
@@ -338,8 +340,7 @@ async def test_stop_hands_back_the_held_commands(monkeypatch):
 
 async def test_held_and_running_commands_are_kept_alive(monkeypatch):
     a1_msg, b1_msg = msg_of(command("a1", "alice")), msg_of(command("b1", "bob"))
-    h = Harness(monkeypatch, [[a1_msg, b1_msg]]).start()
-    h.handlers.settings.heartbeat_s = 0.001
+    h = Harness(monkeypatch, [[a1_msg, b1_msg]], heartbeat_s=0.001).start()
     h.handlers.gate.clear()
     await wait_until(lambda: h.handlers.batches == [["a1"]])
     keep_alive = asyncio.create_task(h.worker.keep_alive())

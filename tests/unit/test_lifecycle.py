@@ -16,10 +16,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from contracts.auth import AccountDeleted
 from contracts.base import utcnow
-from contracts.generation import GeneratedImage, GenerationProgressed, ImageGenerated
+from contracts.generation import (
+    GeneratedImage,
+    GenerateImage,
+    GenerationProgressed,
+    ImageGenerated,
+)
 from contracts.jobs import CancelJob, FailureCode, JobKind, JobState, JobStatus
 from contracts.topology import job_key
-from generator_service.jobs import GenerationEvents
+from generator_service.jobs import GenerationEvents, ref_of
 from terra.jobs.deleted_accounts import DeletedAccounts
 from terra.jobs.lifecycle import (
     JobFailure,
@@ -30,6 +35,7 @@ from terra.jobs.lifecycle import (
     ref_from_raw,
 )
 from terra.jobs.store import JobStore
+from terra.runtime.logs import JsonFormatter
 from terra.runtime.worker import AgainLater, PermanentFailure
 from tests.fakes import FakeEventPublisher, FakeKeyValue, wait_until
 
@@ -483,6 +489,125 @@ async def test_a_permanent_failure_in_an_attempt_passes_through_untouched(jobs):
         await jobs.lifecycle.attempt(REF, work)
     assert (await jobs.state()).status is JobStatus.RUNNING
     assert jobs.events.sent() == [QUEUED, STARTED]
+
+
+# --- the job's life in the logs -----------------------------------------------------------------
+
+PROMPT = "a lighthouse only alice has seen"
+
+
+@pytest.fixture
+def logged(caplog) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)  # every line of every logger, for the prompt search
+    return caplog
+
+
+def job_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "terra.jobs.lifecycle" and hasattr(r, "step")]
+
+
+def assert_followed(lines: list[logging.LogRecord], steps: list[str],
+                    correlation_ids: list[str] | None = None) -> None:
+    """The steps in order, each an INFO line naming the job, its kind and its request,
+    as fields and in the message (a text log shows the message alone)."""
+    assert [line.step for line in lines] == steps
+    correlation_ids = correlation_ids or [REF.correlation_id] * len(steps)
+    for line, correlation_id in zip(lines, correlation_ids, strict=True):
+        assert line.levelno == logging.INFO
+        assert (line.job_id, line.kind, line.correlation_id) == (
+            REF.job_id, KIND.value, correlation_id)
+        message = line.getMessage()
+        assert all(part in message for part in (REF.job_id, KIND.value, correlation_id,
+                                                line.step))
+
+
+def assert_no_prompt(caplog) -> None:
+    """Not in any line, however it is written out (JSON with every field, or text)."""
+    as_json, as_text = JsonFormatter("test"), logging.Formatter("%(levelname)s %(message)s")
+    for record in caplog.records:
+        assert PROMPT not in as_json.format(record) + as_text.format(record)
+
+
+async def test_a_job_that_succeeds_is_followed_in_the_logs_without_its_prompt(jobs, logged):
+    ref = ref_of(GenerateImage(job_id=REF.job_id, user_id=REF.user_id, prompt=PROMPT,
+                               model="schnell", steps=4, correlation_id=REF.correlation_id))
+    await jobs.lifecycle.receive(ref, 1)
+    await jobs.lifecycle.begin(ref)
+    await jobs.lifecycle.progress(ref, progressed(1, ref), 0.25)
+    await jobs.lifecycle.succeed(ref, completed(ref), result={"prompt": PROMPT})
+
+    lines = job_lines(logged)
+    assert_followed(lines, ["received", "started", "ended"])
+    received, started, ended = lines
+    assert received.delivery == 1 and received.status == "queued"
+    assert started.attempt == 1
+    assert ended.outcome == "succeeded" and ended.duration_s >= 0
+    assert "outcome=succeeded" in ended.getMessage()
+    assert_no_prompt(logged)
+
+
+async def test_a_job_that_fails_logs_its_ending_with_the_code_not_the_reason(jobs, logged):
+    await jobs.running()
+
+    async def work():
+        raise JobFailure(FailureCode.INVALID_INPUT, f"cannot draw {PROMPT}")
+
+    with pytest.raises(PermanentFailure):
+        await jobs.lifecycle.attempt(REF, work)
+    lines = job_lines(logged)
+    assert_followed(lines, ["received", "started", "ended"])
+    assert (lines[-1].outcome, lines[-1].code) == ("failed", "invalid_input")
+    assert_no_prompt(logged)
+
+
+async def test_a_requeued_job_logs_each_attempt(jobs, logged):
+    await jobs.running()
+    await jobs.lifecycle.receive(REF, 2)  # its worker died
+    await jobs.lifecycle.begin(REF)
+
+    lines = job_lines(logged)
+    assert_followed(lines, ["received", "started", "received", "requeued", "started"])
+    assert (lines[2].delivery, lines[2].status) == (2, "running")
+    assert lines[3].attempt == 1 and "stopped" in lines[3].reason
+    assert lines[4].attempt == 2
+
+
+async def test_a_cancelled_job_logs_the_request_then_its_ending(jobs, logged):
+    await jobs.running()
+    await jobs.lifecycle.request_cancel(cancel_command())
+    await jobs.lifecycle.cancel(REF, "cancelled while running")  # its worker stops
+
+    lines = job_lines(logged)
+    assert_followed(lines, ["received", "started", "cancel requested", "ended"],
+                    ["req-1", "req-1", "req-cancel", "req-1"])
+    assert lines[2].status == "running"
+    assert lines[3].outcome == "cancelled"
+
+
+async def test_a_job_cancelled_while_queued_ends_under_the_cancels_request(jobs, logged):
+    await jobs.lifecycle.receive(REF, 1)
+    await jobs.lifecycle.request_cancel(cancel_command())
+
+    lines = job_lines(logged)
+    assert_followed(lines, ["received", "cancel requested", "ended"],
+                    ["req-1", "req-cancel", "req-cancel"])
+    assert lines[-1].outcome == "cancelled"
+
+
+async def test_a_jobs_duration_counts_from_its_record_or_its_arrival(jobs, logged):
+    await jobs.store.create(JobState(job_id=REF.job_id, user_id=REF.user_id, kind=KIND,
+                                     created_at=utcnow() - timedelta(seconds=30)))
+    await jobs.lifecycle.receive(REF, 1)
+    await jobs.lifecycle.fail(REF, FailureCode.INTERNAL, "broken")
+    # A job of milliseconds has no record until it ends: from its command's arrival.
+    quick = JobRef("job-2", REF.user_id, KIND, REF.correlation_id)
+    await jobs.lifecycle.receive(quick, 1, create=False)
+    await asyncio.sleep(0.05)
+    await jobs.lifecycle.succeed(quick, completed(quick), result={})
+
+    recorded, unrecorded = [line for line in job_lines(logged) if line.step == "ended"]
+    assert 30 <= recorded.duration_s < 60
+    assert 0.05 <= unrecorded.duration_s < 30
 
 
 # --- commands too broken to decode ------------------------------------------------------------

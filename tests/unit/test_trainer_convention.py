@@ -11,6 +11,8 @@ way). A flipped target or another packing makes the loss large.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -76,7 +78,11 @@ def oracle_trainer(monkeypatch) -> tuple[LoraTrainer, OracleSpy, OracleSpy]:
     """A trainer over three examples whose transformer answers like the oracle, and the
     pipeline's own calls for comparison."""
     pipeline = build_tiny_flux()
-    encoded = encode_examples(pipeline, tiny_examples(), device=CPU, dtype=torch.float32,
+    # A caption each, so the oracle can tell the examples apart by their text tensors (one
+    # caption shared by every photo is encoded once, and its tensors shared).
+    examples = [dataclasses.replace(example, caption=f"{example.caption}, photo {number}")
+                for number, example in enumerate(tiny_examples())]
+    encoded = encode_examples(pipeline, examples, device=CPU, dtype=torch.float32,
                               max_sequence_length=CONFIG.max_sequence_length)
     trainer = LoraTrainer(pipeline.transformer, encoded, CONFIG, device=CPU,
                           dtype=torch.float32, scheduler_config=pipeline.scheduler.config)

@@ -74,7 +74,7 @@ class Training:
         held_until = time.monotonic() + HELD_AT_MOST_S
         while not self.gate.wait(0.002):
             if run.cancel.is_set():
-                raise errors.TrainingCancelled(1)
+                raise errors.StopRequested(1)
             if time.monotonic() > held_until:  # a lost cancel must fail, not hang, the test
                 raise AssertionError("held at the gate and never cancelled")
         if self.error is not None:

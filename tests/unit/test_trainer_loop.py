@@ -17,7 +17,7 @@ from fluxkit.errors import OutOfGpuMemory
 from fluxkit.loading import base_model_name
 from fluxkit.lora import MAX_RANK
 from fluxkit.tiny import build_tiny_flux
-from trainer_service.errors import CheckpointError, TrainingCancelled
+from trainer_service.errors import CheckpointError, StopRequested
 from trainer_service.preprocess import prepare_examples
 from trainer_service.training import (
     LoraTrainer,
@@ -84,6 +84,49 @@ def test_only_lora_parameters_reach_the_optimizer():
     assert optimised == {id(p) for p in trainer.parameters.values()}
 
 
+def test_each_distinct_caption_is_encoded_once_and_shared():
+    pipeline = build_tiny_flux()
+    encode_prompt, captions = pipeline.encode_prompt, []
+
+    def counting(prompt, *args, **kwargs):
+        captions.append(prompt)
+        return encode_prompt(prompt, *args, **kwargs)
+
+    pipeline.encode_prompt = counting
+    examples = prepare_examples(noise_images(3), "sks", 64, captions=[None, "sks a cat", None])
+    encoded = encode_examples(pipeline, examples, device=CPU, dtype=torch.float32,
+                              max_sequence_length=32)
+
+    assert sorted(captions) == sorted({example.caption for example in examples})
+    assert encoded[0].prompt_embeds is encoded[2].prompt_embeds
+    with torch.no_grad():
+        alone, pooled, _ = encode_prompt(examples[1].caption, prompt_2=None, device=CPU,
+                                         max_sequence_length=32)
+    assert torch.equal(encoded[1].prompt_embeds, alone)
+    assert torch.equal(encoded[1].pooled_prompt_embeds, pooled)
+
+
+def test_position_ids_and_guidance_are_built_once_not_every_step(monkeypatch):
+    from diffusers import FluxPipeline
+
+    build, built = FluxPipeline._prepare_latent_image_ids, []
+
+    def counting(*args):
+        built.append(args)
+        return build(*args)
+
+    monkeypatch.setattr(FluxPipeline, "_prepare_latent_image_ids", staticmethod(counting))
+    trainer = tiny_trainer()
+    for _ in range(3):
+        trainer.train_step()
+
+    shapes = {example.latents.shape for example in trainer.encoded}
+    assert len(built) == len(shapes)
+    for image_ids, guidance in trainer.shape_inputs.values():
+        assert (image_ids.device, image_ids.dtype) == (CPU, torch.float32)
+        assert guidance is not None and guidance.tolist() == [CONFIG.guidance_scale]
+
+
 def test_training_scheduler_is_not_the_pipelines_object():
     pipeline = build_tiny_flux()
     pipeline.scheduler.set_timesteps(2)  # what an inference call leaves behind
@@ -118,7 +161,7 @@ def test_should_stop_cancels_within_one_step():
         stop = step == 2
 
     trainer = tiny_trainer()
-    with pytest.raises(TrainingCancelled) as cancelled:
+    with pytest.raises(StopRequested) as cancelled:
         trainer.run(TrainingCallbacks(on_step=on_step, should_stop=lambda: stop))
     assert cancelled.value.step == 2
     assert done == [1, 2] and trainer.step == 2
