@@ -13,6 +13,8 @@ from contracts.ids import Id
 # The LoRA contract between trainer_service (which writes LoRAs) and generator_service
 # (which loads them, hot-swapped into a slot of exactly this rank when its transformer is
 # compiled or quantized): the API's limit, the trainer's and the slot's are this one value.
+# The ML kit owns these numbers (`fluxkit.lora.MAX_RANK`, `TARGET_MODULES`); this is the
+# API's copy, since contracts import no ML code. tests/unit/test_fluxkit.py holds them equal.
 MAX_LORA_RANK = 128
 LORA_TARGET_MODULES: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
 

@@ -7,7 +7,10 @@ its keys prefixed `transformer.`. Written and read here in memory, one way, with
 temporary folder; `tests/unit/test_fluxkit.py` checks these against diffusers' own writer
 (the same header, the same tensor bytes) and reader (the same tensors and config).
 
-The contract's numbers (the largest rank, the target modules) are `contracts.training`'s.
+The LoRA's numbers live here, with the model they describe: the attention projections
+every LoRA adapts (`TARGET_MODULES`) and the largest rank (`MAX_RANK`), also the size of
+the generator's hot-swap slot. The API's limits repeat them in the message schemas (which
+import no ML code); tests/unit/test_fluxkit.py holds the two copies equal.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import torch
 from diffusers import FluxPipeline
 from peft.utils import get_peft_model_state_dict
 
-from contracts.training import LORA_TARGET_MODULES, MAX_LORA_RANK
-
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' name when a LoRA is a file
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' header key for the adapter config
 PREFIX = "transformer"  # FluxPipeline's LoRA-loadable component
-TARGET_MODULES = LORA_TARGET_MODULES
-MAX_RANK = MAX_LORA_RANK
+# FLUX's attention projections: query, key, value and (joint blocks) output.
+TARGET_MODULES: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+# The largest rank the trainer writes and the generator's slot holds (a compiled or
+# quantized transformer hot-swaps every LoRA into one slot of exactly this rank).
+MAX_RANK = 128
 
 
 class LoraFormatError(ValueError):

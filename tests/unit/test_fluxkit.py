@@ -179,11 +179,19 @@ def test_what_is_not_a_lora_is_refused():
         read_lora(no_lora)
 
 
+def test_the_contract_repeats_the_kits_lora_numbers():
+    """fluxkit owns the LoRA's numbers; contracts keep a copy (they import no ML code):
+    the two must not drift, or the API would accept ranks the generator's slot cannot hold."""
+    from contracts.training import LORA_TARGET_MODULES, MAX_LORA_RANK
+
+    assert MAX_LORA_RANK == MAX_RANK
+    assert LORA_TARGET_MODULES == TARGET_MODULES
+
+
 def test_one_maximum_rank_for_the_whole_system():
-    from contracts.training import LORA_TARGET_MODULES, MAX_LORA_RANK, StartTraining
+    from contracts.training import MAX_LORA_RANK, StartTraining
     from gateway.routers.training import StartBody
 
-    assert (MAX_RANK, TARGET_MODULES) == (MAX_LORA_RANK, LORA_TARGET_MODULES)
     for model in (StartTraining, StartBody):
         limits = {type(m).__name__: m for m in model.model_fields["rank"].metadata}
         assert limits["Le"].le == MAX_LORA_RANK, model.__name__
