@@ -3,7 +3,7 @@
 
 - services never import each other (they meet on NATS, through `contracts/`);
 - the gateway and `terra/` import no service; the gateway no ML library and no `fluxkit/`;
-- `fluxkit/` imports no service, no `terra/` and no broker;
+- `fluxkit/` imports no service, no `terra/`, no `contracts/` and no broker;
 - `contracts/` imports pydantic and the standard library only;
 - nothing outside `tests/` imports `tests/` (`bench/` and `testing/` included), and only
   tests and benches import `testing/`;
@@ -30,7 +30,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     **{service: SERVICES - {service} | {"gateway"} | CODE for service in SERVICES},
     "gateway": SERVICES | ML | CODE,
     "terra": SERVICES | {"gateway", "fluxkit"} | CODE,
-    "fluxkit": SERVICES | {"terra", "gateway"} | BROKER | CODE,
+    "fluxkit": SERVICES | {"terra", "gateway", "contracts"} | BROKER | CODE,
     "bench": frozenset({"tests"}),
     "testing": frozenset({"tests", "bench"}),
 }
