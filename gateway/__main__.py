@@ -9,7 +9,12 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from gateway.server import AbortStalledWebSocket, header_limited, refuse_public_listener
+from gateway.server import (
+    AbortStalledWebSocket,
+    header_limited,
+    quiet_probes,
+    refuse_public_listener,
+)
 from terra.errors import ConfigurationError
 from terra.runtime.logs import setup_logging
 from terra.runtime.telemetry import setup_tracing
@@ -27,6 +32,7 @@ def main() -> None:
     # Tokens reach the server in `?token=` (browsers' WebSockets) and headers; uvicorn logs
     # the path with its query string: every record is redacted before it is written.
     setup_logging(settings, "gateway")
+    quiet_probes()
     setup_tracing(settings, "gateway")
     where = ({"fd": listen_fd} if listen_fd is not None
              else {"host": settings.host, "port": settings.port})

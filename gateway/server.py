@@ -13,11 +13,15 @@ out of every log line and span attribute.
   go through) to the request span's URL attributes.
 - Where it listens: `refuse_public_listener` keeps the local profile (published signing
   key, placeholder S3 key) on loopback.
+- Probes: `quiet_probes` drops the access-log line of every successful `/health` and
+  `/ready` (polled every few seconds by `terra up`, load balancers and orchestrators); a
+  failing probe is still logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Any
 
@@ -26,7 +30,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from gateway.config import GatewaySettings
 from gateway.problems import PROBLEM_JSON, TYPE_BASE
-from terra.errors import ConfigurationError
+from terra.errors import ConfigurationError, TerraError
 from terra.runtime.logs import redact
 from terra.settings import Profile, is_loopback
 
@@ -84,7 +88,7 @@ def _bound_address(fd: int) -> str | None:
 LINGER_S = 1.0  # after a 431, what the client still sends is read and dropped this long
 
 
-class _HeadTooLarge(Exception):
+class _HeadTooLarge(TerraError):
     pass
 
 
@@ -191,3 +195,22 @@ class AbortStalledWebSocket(WebSocketsSansIOProtocol):
         super().keepalive_timeout()
         if not self.writable.is_set():
             self.transport.abort()
+
+
+PROBE_PATHS = frozenset({"/health", "/ready"})
+
+
+class SuccessfulProbes(logging.Filter):
+    """Drops uvicorn's access line for a probe answered 2xx. uvicorn's access record carries
+    (client, method, path with query, HTTP version, status) as its args."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 5:
+            return True
+        path, status = str(args[2]).partition("?")[0], args[4]
+        return not (path in PROBE_PATHS and isinstance(status, int) and 200 <= status < 300)
+
+
+def quiet_probes() -> None:
+    logging.getLogger("uvicorn.access").addFilter(SuccessfulProbes())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -211,6 +212,38 @@ def _settings_of(env: dict[str, str]) -> RuntimeSettings:
                               if key.startswith("TERRA_") and key != "TERRA_LISTEN_FD"})
 
 
+def report_readiness(url: str, stopping: threading.Event, *, poll_s: float = 1.0,
+                     out=None) -> None:
+    """Say when the stack is first ready (`/ready` answers 200), and each time that changes
+    afterwards, with the gateway's reasons; silent while nothing changes."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    out = out or sys.stdout
+    started, was_ready, said_once = time.monotonic(), None, False
+    while not stopping.wait(poll_s):
+        reasons: list[str] = []
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                ready = answer.status == 200
+        except urllib.error.HTTPError as refused:  # 503 with the reasons
+            ready = False
+            with contextlib.suppress(ValueError):
+                reasons = json.loads(refused.read() or b"{}").get("reasons") or []
+        except OSError:
+            ready = False
+            reasons = ["the gateway is not answering"]
+        if ready == was_ready or (not ready and not said_once):
+            continue  # nothing new; and "not ready yet" while starting is no news
+        if ready:
+            when = "" if said_once else f" in {time.monotonic() - started:.0f} s"
+            print(f"ready      every service answers{when} ({url})", file=out, flush=True)
+        else:
+            print(f"NOT READY  {'; '.join(reasons) or 'see the logs'}", file=out, flush=True)
+        was_ready, said_once = ready, True
+
+
 def up(data_dir: Path) -> int:
     from terra.ops.processes import ProcessSupervisor, ServiceChild
     from terra.settings import RuntimeSettings, is_loopback
@@ -262,15 +295,22 @@ def up(data_dir: Path) -> int:
         "nats_credentials_dir": env.get("TERRA_NATS_CREDENTIALS_DIR"),
         "gateway_url": f"http://{host}:{port}", "pid": os.getpid()}, indent=2))
     width = max(len(service.name) for service in SERVICES)
+    logs = data_dir / "logs"
     for service in SERVICES:
         gateway = service.name == "gateway"
         supervisor.watch(ServiceChild(
             service.name, service.module, gateway_env if gateway else env, width=width,
+            log_path=logs / f"{service.name}.log",
             pass_fds=(listener.fileno(),) if gateway else (),
         ).start())
-    print(f"gateway    http://{host}:{port}  (API docs at /docs, WebSockets at /ws)")
-    print(f"services   {', '.join(s.name for s in SERVICES)}; restarted when they die; Ctrl-C stops everything",
+    gateway_url = f"http://{host}:{port}"
+    print(f"gateway    {gateway_url}  (API docs at /docs, WebSockets at /ws)")
+    print(f"services   {', '.join(s.name for s in SERVICES)}; restarted when they die; "
+          "Ctrl-C stops everything")
+    print(f"logs       {logs}/<service>.log; here: readiness, restarts, warnings and errors",
           flush=True)
+    threading.Thread(target=report_readiness, args=(gateway_url + "/ready", stopping),
+                     daemon=True).start()
 
     exit_code = supervisor.run(stopping)
     (data_dir / STACK_FILE).unlink(missing_ok=True)

@@ -5,11 +5,17 @@ one that keeps dying stops the stack with its reason, instead of restarting fore
 `ProcessSupervisor` applies it to anything shaped like `Child`: a service here
 (`ServiceChild`) or an embedded server (`terra.ops.servers.EmbeddedNats` / `EmbeddedS3`).
 `listening_pid_owns` tells whether a listener on a port is a given process's (Linux /proc).
+
+A service's whole output goes to its log file; the terminal gets only what a person
+needs to see (`worth_showing`: warnings, errors and the traceback that follows one), so
+library chatter (progress bars, import warnings, access lines) stays in the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -46,8 +52,44 @@ class Child(Protocol):
     def wait_or_kill(self, timeout_s: float) -> None: ...
 
 
+# A text log line (`terra.runtime.logs`): "<date> <time> <service> <LEVEL> <logger>: …".
+_TEXT_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \S+ \S+ (?P<level>[A-Z]+) ")
+_SHOWN_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
+
+
+def record_level(line: str) -> str | None:
+    """The level of a log record line (text or JSON format); None for any other output."""
+    if match := _TEXT_RECORD.match(line):
+        return match["level"]
+    if line.startswith("{"):
+        try:
+            level = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            return None
+        return str(level).upper() if level else None
+    return None
+
+
+class OutputFilter:
+    """Which lines of a service's output reach the terminal: records at WARNING or above,
+    and the lines that follow one until the next record (its traceback)."""
+
+    def __init__(self) -> None:
+        self._in_shown_record = False
+
+    def worth_showing(self, line: str) -> bool:
+        level = record_level(line)
+        if level is not None:
+            self._in_shown_record = level in _SHOWN_LEVELS
+            return self._in_shown_record
+        if line.startswith(("Traceback", "Fatal Python error")):  # a crash outside logging
+            self._in_shown_record = True
+        return self._in_shown_record
+
+
 class ServiceChild:
-    """`python -m <module>` in its own session, each output line prefixed with its name."""
+    """`python -m <module>` in its own session: its output to `log_path`, and what is worth
+    showing (`OutputFilter`) to the terminal, prefixed with its name."""
 
     kind = "service"
 
@@ -58,11 +100,12 @@ class ServiceChild:
         env: dict[str, str],
         *,
         width: int,
+        log_path: Path | None = None,
         pass_fds: Sequence[int] = (),
         out: TextIO | None = None,
         tail_lines: int = 20,
     ) -> None:
-        self.name, self.module, self.env = name, module, env
+        self.name, self.module, self.env, self.log_path = name, module, env, log_path
         self.width, self.pass_fds, self.out = width, tuple(pass_fds), out or sys.stdout
         self._tail: deque[str] = deque(maxlen=tail_lines)
         self.proc: subprocess.Popen | None = None
@@ -88,11 +131,24 @@ class ServiceChild:
         self.start()
 
     def _copy_output(self, stream) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace")
-            self._tail.append(line)
-            self.out.write(f"{self.name:<{self.width}} | {line}")
-            self.out.flush()
+        shown = OutputFilter() if self.log_path else None  # no file: everything is shown
+        log = None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = self.log_path.open("a", encoding="utf-8")
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace")
+                self._tail.append(line)
+                if log:
+                    log.write(line)
+                    log.flush()
+                if shown is None or shown.worth_showing(line):
+                    self.out.write(f"{self.name:<{self.width}} | {line}")
+                    self.out.flush()
+        finally:
+            if log:
+                log.close()
 
     def exit_code(self) -> int | None:
         return self.proc.poll() if self.proc else None

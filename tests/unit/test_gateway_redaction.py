@@ -95,3 +95,22 @@ def test_a_delete_account_request_logged_whole_loses_its_token():
     request = DeleteAccount(user_id="u1", access_token="opaque-access")
     for text in (request.model_dump_json(), repr(request), str(request.model_dump())):
         assert "opaque-access" not in redact(text)
+
+
+def test_successful_probes_leave_no_access_line_and_failing_ones_do():
+    import logging
+
+    from gateway.server import SuccessfulProbes
+
+    def access(path: str, status: int) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                                 '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:5000", "GET", path, "1.1", status), None)
+
+    quiet = SuccessfulProbes()
+    assert not quiet.filter(access("/ready", 200))
+    assert not quiet.filter(access("/health", 200))
+    assert quiet.filter(access("/ready", 503))  # a failing probe is news
+    assert quiet.filter(access("/ready?verbose=1", 503))
+    assert quiet.filter(access("/api/jobs/x", 200))
+    assert quiet.filter(access("/readyz", 200))

@@ -204,3 +204,101 @@ def test_the_listener_is_owned_only_by_the_process_holding_its_socket(proc):
 
 def test_without_proc_ownership_is_unknown(tmp_path):
     assert listening_pid_owns(42, 8333, tmp_path / "no-proc") is None
+
+
+def test_the_terminal_gets_warnings_errors_and_their_tracebacks_only():
+    from terra.ops.processes import OutputFilter
+
+    shown = OutputFilter()
+    lines = {
+        "2026-12-07 09:00:00,001 trainer INFO faststream: started\n": False,
+        "Loading weights: 100%|##########| 12/12\n": False,  # a library's progress bar
+        "/venv/transformers/utils.py:1: UserWarning: torchvision is not available\n": False,
+        "2026-12-07 09:00:01,002 gateway WARNING terra.runtime.supervise: restarting loop\n":
+            True,
+        "2026-12-07 09:00:02,003 gateway ERROR terra.runtime.supervise: loop failed\n": True,
+        "Traceback (most recent call last):\n": True,  # the record's traceback follows it
+        '  File "x.py", line 1, in <module>\n': True,
+        "ValueError: boom\n": True,
+        "2026-12-07 09:00:03,004 gateway INFO uvicorn.access: GET /api/jobs 200\n": False,
+        '{"level": "error", "message": "json format too"}\n': True,
+        '{"level": "info", "message": "quiet"}\n': False,
+    }
+    assert [shown.worth_showing(line) for line in lines] == list(lines.values())
+
+
+def test_a_crash_outside_logging_is_shown():
+    from terra.ops.processes import OutputFilter
+
+    shown = OutputFilter()
+    assert not shown.worth_showing("Writing model shards: 50%\n")
+    assert shown.worth_showing("Traceback (most recent call last):\n")
+    assert shown.worth_showing("ImportError: no module named x\n")
+
+
+def test_a_service_output_goes_whole_to_its_log_and_the_worth_showing_to_the_terminal(
+        tmp_path):
+    import io
+    import subprocess
+    import sys
+
+    from terra.ops.processes import ServiceChild
+
+    out, log = io.StringIO(), tmp_path / "logs" / "demo.log"
+    script = ("import sys; print('2026-12-07 09:00:00,001 demo INFO x: hello'); "
+              "print('progress 50%'); "
+              "print('2026-12-07 09:00:00,002 demo ERROR x: bad', flush=True)")
+    child = ServiceChild("demo", "demo", {}, width=5, log_path=log, out=out)
+    # What `start` pumps, from a one-liner rather than `python -m <module>`:
+    child.proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+    child._copy_output(child.proc.stdout)
+    child.proc.wait(10)
+    assert log.read_text().splitlines() == [
+        "2026-12-07 09:00:00,001 demo INFO x: hello", "progress 50%",
+        "2026-12-07 09:00:00,002 demo ERROR x: bad"]
+    assert out.getvalue() == "demo  | 2026-12-07 09:00:00,002 demo ERROR x: bad\n"
+
+
+def test_readiness_is_said_when_first_ready_and_at_each_change_after(tmp_path):
+    import http.server
+    import io
+    import json
+    import threading
+
+    from terra.ops.cli import report_readiness
+
+    answers = [503, 200, 200, 503, 200]  # starting, ready, ready, a worker lost, back
+    served = threading.Event()
+    stopping = threading.Event()
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status = answers.pop(0) if answers else 200
+            if not answers:
+                served.set()
+            body = json.dumps({"reasons": ["no live training worker"]} if status != 200
+                              else {}).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = io.StringIO()
+    url = f"http://127.0.0.1:{server.server_port}/ready"
+    watcher = threading.Thread(target=report_readiness, args=(url, stopping),
+                               kwargs={"poll_s": 0.01, "out": out})
+    watcher.start()
+    assert served.wait(10)
+    stopping.set()
+    watcher.join(10)
+    server.shutdown()
+    said = out.getvalue().splitlines()
+    assert [line.split()[0] for line in said] == ["ready", "NOT", "ready"]
+    assert " in " in said[0] and " in " not in said[2]  # the first says how long it took
+    assert said[1] == "NOT READY  no live training worker"
