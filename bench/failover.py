@@ -9,6 +9,8 @@ prompt_service and one gateway. A client sends `POST /api/prompt/optimize` every
 (a 503 is expected while there is no leader) and listens on `/ws/prompt`. For each kill,
 both leaders are moved to one node, the node is SIGKILLed, the two delays are taken, and
 the node is restarted before the next round. Not a test: figures depend on the machine.
+An answer other than 202 or 503, or a round the service never came back from, and it
+exits 1 (no median over the rounds that did).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +27,14 @@ from pathlib import Path
 import httpx
 import websockets
 
-from bench.common import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, print_machine, raise_fd_limit
+from bench.common import (
+    ROOT,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    check_answers,
+    print_machine,
+    raise_fd_limit,
+)
 from contracts import topology
 from contracts.permissions import OPERATOR, inbox_prefix
 from terra.nats.accounts import Credentials
@@ -104,7 +114,8 @@ async def measure(cluster: EmbeddedNatsCluster, credentials: Credentials, url: s
         for task in tasks:
             task.cancel()
         await operator.close()
-    print(f"answers during the run: {traffic.statuses}")
+    # A 503 is the answer while a stream has no leader; anything else is a fault.
+    check_answers("POST /api/prompt/optimize during the run", traffic.statuses, {202, 503})
     return rounds
 
 
@@ -142,10 +153,11 @@ def main() -> None:
     print(f"{'node':>6} {'first 202 after':>18} {'first live event after':>24}")
     for node, answered, delivered in rounds:
         print(f"{node:>6} {_s(answered):>18} {_s(delivered):>24}")
-    answered = [a for _, a, _ in rounds if a is not None]
-    delivered = [d for _, _, d in rounds if d is not None]
-    if answered and delivered:
-        print(f"median {statistics.median(answered):>11.2f} s {statistics.median(delivered):>22.2f} s")
+    if any(None in (a, d) for _, a, d in rounds):
+        sys.exit("the service never came back after a kill: no median over the other rounds")
+    answered = [a for _, a, _ in rounds]
+    delivered = [d for _, _, d in rounds]
+    print(f"median {statistics.median(answered):>11.2f} s {statistics.median(delivered):>22.2f} s")
 
 
 def _s(value: float | None) -> str:

@@ -143,14 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench.generation_gpu needs a CUDA GPU and this machine has none "
-                 f"(torch {torch.__version__}); use --tiny --device cpu to check the code path")
+        parser.exit(2, "bench.generation_gpu needs a CUDA GPU and this machine has none "
+                    f"(torch {torch.__version__}); use --tiny --device cpu to check the code "
+                    "path\n")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{'tiny' if args.tiny else 'full-size'} FLUX (random weights), {args.size}², {name}, "
           f"torch {torch.__version__}, {dtype}, median of {args.runs} after a warm-up")
     print(f"{'model':>8} {'profile':>20} {'compile':>7} {'seconds':>9} {'peak GB':>8} "
           f"{'expected':>9}")
+    failed = 0
     for model in args.models.split(","):
         for profile in args.profiles.split(","):
             for compiled in (c == "on" for c in args.compile.split(",")):
@@ -160,11 +162,14 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{model:>8} {profile:>20} {'on' if compiled else 'off':>7} "
                           "out of memory", flush=True)
                 except Exception as exc:  # noqa: BLE001 (one failing profile must not hide the rest)
+                    failed += 1
                     print(f"{model:>8} {profile:>20} {'on' if compiled else 'off':>7} "
                           f"failed: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                 gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+    if failed:  # out of memory is a result; a failure is not
+        sys.exit(f"{failed} of the runs failed")
 
 
 if __name__ == "__main__":

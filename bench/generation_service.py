@@ -9,7 +9,8 @@ sending `POST /api/generate/image` to its `image_generated` frame on `/ws/genera
 and the bare `FluxGenerator.generate()` call for the same request is timed in this
 process; the overhead is the service time minus the bare median. Target: p99 < 50 ms.
 (2) Throughput: a burst of jobs, four per user, with one generator worker and then with
-two. On two cores, two workers share the same CPU. Not a test.
+two. On two cores, two workers share the same CPU. Not a test. Answers (202) and job
+endings (image generated) are counted first: any other, and no figure is printed (exit 1).
 """
 
 from __future__ import annotations
@@ -20,18 +21,29 @@ import json
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import torch
 import websockets
 
-from bench.common import Stack, percentile, print_machine, raise_fd_limit, register_users, verdict
+from bench.common import (
+    Stack,
+    check_answers,
+    percentile,
+    print_machine,
+    raise_fd_limit,
+    register_users,
+    verdict,
+)
 from generator_service.pipelines import FluxGenerator, GenerationRequest
 
 TARGET_P99_MS = 50.0
 JOB = {"prompt": "a lighthouse at dusk", "model": "schnell", "width": 256, "height": 256,
        "steps": 4, "seed": 1}
+GENERATED = "generation.image_generated.v1"
+JOB_ENDINGS = (GENERATED, "job.failed.v1", "generation.cancelled.v1")
 
 
 async def service_latencies(stack: Stack, jobs: int) -> list[float]:
@@ -39,6 +51,8 @@ async def service_latencies(stack: Stack, jobs: int) -> list[float]:
     headers = {"Authorization": f"Bearer {account.access_token}"}
     ws_url = stack.gateway_url.replace("http://", "ws://")
     latencies = []
+    statuses: Counter[int] = Counter()
+    endings: Counter[str] = Counter()
     async with (httpx.AsyncClient(base_url=stack.gateway_url, headers=headers,
                                   timeout=60) as http,
                 websockets.connect(f"{ws_url}/ws/generate?token={account.access_token}",
@@ -47,13 +61,19 @@ async def service_latencies(stack: Stack, jobs: int) -> list[float]:
             pass
         for _ in range(jobs + 3):  # the first three warm the worker up
             started = time.perf_counter()
-            job_id = (await http.post("/api/generate/image", json=JOB)).json()["job_id"]
+            response = await http.post("/api/generate/image", json=JOB)
+            statuses[response.status_code] += 1
+            if response.status_code != 202:
+                continue
+            job_id = response.json()["job_id"]
             while True:
                 frame = json.loads(await socket.recv())
-                if frame.get("job_id") == job_id and frame["type"] == \
-                        "generation.image_generated.v1":
+                if frame.get("job_id") == job_id and frame["type"] in JOB_ENDINGS:
+                    endings[frame["type"]] += 1
                     break
             latencies.append((time.perf_counter() - started) * 1000)
+    check_answers("POST /api/generate/image, one at a time", statuses, {202})
+    check_answers("jobs one at a time, ended", endings, {GENERATED})
     return latencies[3:]
 
 
@@ -69,12 +89,13 @@ def bare_latencies(jobs: int) -> list[float]:
     return times[3:]
 
 
-async def burst_seconds(stack: Stack, burst: int) -> float:
+async def burst_seconds(stack: Stack, burst: int, workers: str) -> float:
     users = -(-burst // 4)  # four jobs each: the per-user cap
     accounts, _ = await register_users(stack.gateway_url, users)
     done = asyncio.Event()
-    finished: set[str] = set()
+    finished: dict[str, str] = {}  # job id -> the type of the frame that ended it
     wanted: set[str] = set()
+    statuses: Counter[int] = Counter()
     ws_url = stack.gateway_url.replace("http://", "ws://")
 
     async def listen(account) -> None:
@@ -82,9 +103,10 @@ async def burst_seconds(stack: Stack, burst: int) -> float:
                                       compression=None) as socket:
             async for text in socket:
                 frame = json.loads(text)
-                if frame.get("type") in ("generation.image_generated.v1", "job.failed.v1"):
-                    finished.add(frame["job_id"])
-                    if wanted and wanted <= finished:
+                if frame.get("type") in JOB_ENDINGS:
+                    finished[frame["job_id"]] = frame["type"]
+                    # Done once every job is posted and ended, not when the first ones are.
+                    if len(wanted) == burst and wanted <= finished.keys():
                         done.set()
 
     listeners = [asyncio.create_task(listen(a)) for a in accounts]
@@ -96,11 +118,18 @@ async def burst_seconds(stack: Stack, burst: int) -> float:
             response = await http.post(
                 "/api/generate/image", json={**JOB, "seed": i},
                 headers={"Authorization": f"Bearer {account.access_token}"})
-            wanted.add(response.json()["job_id"])
+            statuses[response.status_code] += 1
+            if response.status_code == 202:
+                wanted.add(response.json()["job_id"])
+    check_answers(f"POST /api/generate/image, a burst of {burst}, {workers}", statuses, {202})
+    if wanted <= finished.keys():  # the last ending came before its answer was read
+        done.set()
     await asyncio.wait_for(done.wait(), timeout=600)
     elapsed = time.perf_counter() - started
     for task in listeners:
         task.cancel()
+    check_answers(f"a burst of {burst}, {workers}, jobs ended",
+                  Counter(finished[j] for j in wanted), {GENERATED})
     return elapsed
 
 
@@ -118,9 +147,9 @@ def main() -> None:
         try:
             stack.start()
             service = asyncio.run(service_latencies(stack, args.jobs))
-            one_worker = asyncio.run(burst_seconds(stack, args.burst))
+            one_worker = asyncio.run(burst_seconds(stack, args.burst, "one worker"))
             stack.services.start_service("generator-2", "generator_service")
-            two_workers = asyncio.run(burst_seconds(stack, args.burst))
+            two_workers = asyncio.run(burst_seconds(stack, args.burst, "two workers"))
         finally:
             stack.stop()
     bare_p50 = statistics.median(bare)

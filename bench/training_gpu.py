@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from dataclasses import dataclass
 
@@ -129,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench.training_gpu needs a CUDA GPU and this machine has none "
-                 f"(torch {torch.__version__}); use --tiny --device cpu to check the code path")
+        parser.exit(2, "bench.training_gpu needs a CUDA GPU and this machine has none "
+                    f"(torch {torch.__version__}); use --tiny --device cpu to check the code "
+                    "path\n")
     architecture = TINY_TRANSFORMER if args.tiny else FLUX_DEV_TRANSFORMER
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

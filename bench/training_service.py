@@ -24,12 +24,20 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import Stack, print_machine, raise_fd_limit, register_users, verdict
+from bench.common import (
+    Stack,
+    check_answers,
+    print_machine,
+    raise_fd_limit,
+    register_users,
+    verdict,
+)
 from bench.training_loop import time_steps, tiny_trainer
 from trainer_service.handlers import TINY_RESOLUTION
 from trainer_service.training import TrainingConfig
 
 TARGET_OVERHEAD = 0.05
+ENDINGS = ("training.completed.v1", "training.cancelled.v1", "job.failed.v1")
 RANK = 16
 IMAGES = 10
 
@@ -49,24 +57,30 @@ async def train_through_service(stack: Stack, steps: int) -> list[tuple[float, i
     headers = {"Authorization": f"Bearer {account.access_token}"}
     nc = await stack.connect()
     progress: list[tuple[float, int]] = []
+    ended: list[str] = []
     done = asyncio.Event()
 
     async def on_event(msg) -> None:
         event = json.loads(msg.data)
         if event["type"] == "training.progressed.v1":
             progress.append((time.perf_counter(), event["step"]))
-        elif event["type"] in ("training.completed.v1", "job.failed.v1"):
+        elif event["type"] in ENDINGS:
+            ended.append(event["type"])
             done.set()
 
     await nc.subscribe(f"terra.evt.training.*.{account.user_id}", cb=on_event)
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers,
                                  timeout=120) as client:
-        dataset = (await client.post("/api/training/upload", files=photos())).json()
+        upload = await client.post("/api/training/upload", files=photos())
+        check_answers("POST /api/training/upload", {upload.status_code: 1}, {201})
         response = await client.post("/api/training/start", json={
-            "dataset_id": dataset["dataset_id"], "steps": steps, "rank": RANK})
-        response.raise_for_status()
+            "dataset_id": upload.json()["dataset_id"], "steps": steps, "rank": RANK})
+        check_answers("POST /api/training/start", {response.status_code: 1}, {202})
         await asyncio.wait_for(done.wait(), timeout=steps)
     await nc.drain()
+    # A failed or cancelled run has no pace worth printing.
+    check_answers("training outcome", {kind: ended.count(kind) for kind in ended},
+                  {"training.completed.v1"})
     return progress
 
 
