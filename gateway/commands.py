@@ -15,8 +15,9 @@ from faststream.nats import NatsBroker
 from contracts import topology
 from contracts.base import Command, Event, utcnow
 from contracts.jobs import CancelJob, JobKind, JobState, JobStatus
-from gateway.events import EventHub
+from gateway.events import EventHub, Subscription
 from gateway.problems import Problem
+from terra.jobs.store import JobStore
 from terra.nats.events import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -29,77 +30,97 @@ def job_id_for(user_id: str, idempotency_key: str | None) -> str | None:
     return hashlib.sha256(f"{user_id}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
-async def send(broker: NatsBroker, command: Command, *, timeout_s: float) -> bool:
-    """Publish to the command's work queue; False when the stream dropped it as a duplicate
-    (same `Nats-Msg-Id` within the duplicate window: the job is already on its way).
+class CommandSender:
+    """Commands to their work queues, each publish bounded by `send_timeout_s`, and the
+    events they cause, each waited for at most `wait_timeout_s`."""
 
-    Not retried here: a publish that timed out may have been stored, and the client's retry
-    (same `Idempotency-Key`, so the same message id) is deduplicated by the stream."""
-    domain = command.subject().split(".")[2]
-    ack = await broker.publish(
-        command.model_dump_json().encode(),
-        command.subject(),
-        headers={"Nats-Msg-Id": command.message_id},
-        correlation_id=command.correlation_id,
-        stream=topology.COMMAND_STREAMS[domain].name,
-        timeout=timeout_s,
-    )
-    return not ack.duplicate
+    def __init__(self, broker: NatsBroker, hub: EventHub, *, send_timeout_s: float,
+                 wait_timeout_s: float) -> None:
+        self.broker = broker
+        self.hub = hub
+        self.send_timeout_s = send_timeout_s
+        self.wait_timeout_s = wait_timeout_s
+
+    async def send(self, command: Command) -> bool:
+        """Publish to the command's work queue; False when the stream dropped it as a
+        duplicate (same `Nats-Msg-Id` within the duplicate window: the job is already on
+        its way).
+
+        Not retried here: a publish that timed out may have been stored, and the client's
+        retry (same `Idempotency-Key`, so the same message id) is deduplicated by the
+        stream."""
+        domain = command.subject().split(".")[2]
+        ack = await self.broker.publish(
+            command.model_dump_json().encode(),
+            command.subject(),
+            headers={"Nats-Msg-Id": command.message_id},
+            correlation_id=command.correlation_id,
+            stream=topology.COMMAND_STREAMS[domain].name,
+            timeout=self.send_timeout_s,
+        )
+        return not ack.duplicate
+
+    async def send_and_wait(
+        self, user_id: str, command: Command, types: set[str], *, value: str,
+        about: str = "job_id", unless_duplicate: bool = False,
+    ) -> tuple[bool, dict | None]:
+        """Send `command`, then wait for the first event of `types` whose `about` field is
+        `value`: whether the command was new (see `send`), and the event or None after
+        the wait timeout. `unless_duplicate`: a duplicate is not waited for (what it
+        caused may be over already)."""
+        domain = command.subject().split(".")[2]
+        sub = self.hub.subscribe(user_id, domain)  # before sending: a fast answer is not missed
+        try:
+            fresh = await self.send(command)
+        except BaseException:
+            self.hub.unsubscribe(sub)
+            raise
+        if unless_duplicate and not fresh:
+            self.hub.unsubscribe(sub)
+            return fresh, None
+        return fresh, await self._first_event(sub, types, about, value)
+
+    async def _first_event(self, sub: Subscription, types: set[str], about: str,
+                           value: str) -> dict | None:
+        """The first event on `sub` of `types` whose `about` field is `value`, or None
+        after the wait timeout; `sub` ends either way."""
+        deadline = time.monotonic() + self.wait_timeout_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), left)
+                except TimeoutError:
+                    return None
+                payload = json.loads(event.data)
+                if payload.get(about) == value and payload.get("type") in types:
+                    return payload
+            return None
+        finally:
+            self.hub.unsubscribe(sub)
 
 
-async def wait_for_event(
-    hub: EventHub, user_id: str, domain: str, job_id: str, types: set[str], timeout_s: float,
-    subscription=None, *, about: str = "job_id",
-) -> dict | None:
-    """The first event of `types` whose `about` field is `job_id` (a job's, by default),
-    or None after `timeout_s`.
-
-    Pass a subscription made before the command was sent, or the event may come first.
-    """
-    sub = subscription or hub.subscribe(user_id, domain)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = await asyncio.wait_for(sub.queue.get(), left)
-            except TimeoutError:
-                return None
-            payload = json.loads(event.data)
-            if payload.get(about) == job_id and payload.get("type") in types:
-                return payload
-        return None
-    finally:
-        hub.unsubscribe(sub)
-
-
-async def cancel_job(runtime, user_id: str, job_id: str, kind: JobKind) -> dict[str, str]:
+async def cancel_job(jobs: JobStore, commands: CommandSender, user_id: str, job_id: str,
+                     kind: JobKind) -> dict[str, str]:
     """Ask the job's service to cancel it: queued, it ends at once; running, its worker
     stops within a step. Another user's job, or another kind, is not found."""
-    job = await runtime.jobs.get(user_id, job_id, kind)
+    job = await jobs.get(user_id, job_id, kind)
     if job is None or job.kind is not kind:
         raise Problem(404, "not-found", f"No {kind.value} {job_id}.")
     if job.status.is_terminal:
         raise Problem(409, "conflict", f"The {kind.value} {job_id} has already "
                       f"{job.status.value}.")
-    await send(runtime.broker, CancelJob(job_id=job_id, user_id=user_id, kind=kind),
-               timeout_s=runtime.settings.nats_request_timeout_s)
+    await commands.send(CancelJob(job_id=job_id, user_id=user_id, kind=kind))
     return {"job_id": job_id, "status": "cancel_requested"}
 
 
-async def ask_owner(runtime, user_id: str, command: Command, *, done: str,
+async def ask_owner(commands: CommandSender, user_id: str, command: Command, *, done: str,
                     about: str, value: str) -> Response:
     """Send `command` to the service that owns the record, and answer 204 once its `done`
     event (whose `about` field is `value`) arrives, or 202 if it takes longer than the
     wait timeout (it is on its way: the event will reach the user's sockets)."""
-    domain = command.subject().split(".")[2]
-    sub = runtime.hub.subscribe(user_id, domain)  # before sending: a fast answer is not missed
-    try:
-        await send(runtime.broker, command, timeout_s=runtime.settings.nats_request_timeout_s)
-    except BaseException:
-        runtime.hub.unsubscribe(sub)
-        raise
-    if await wait_for_event(runtime.hub, user_id, domain, value, {done},
-                            runtime.settings.wait_timeout_s, sub, about=about) is None:
+    _, event = await commands.send_and_wait(user_id, command, {done}, value=value,
+                                            about=about)
+    if event is None:
         return JSONResponse({about: value, "status": "deleting"}, status_code=202)
     return Response(status_code=204)
 

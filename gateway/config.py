@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from contracts.jobs import JobKind
 from contracts.topology import RATE_LIMITS_KV
 from terra.settings import RuntimeSettings
 
@@ -25,7 +26,7 @@ class GatewaySettings(RuntimeSettings):
         "503 with Retry-After. nats-py's own default is 5 s."
     )
     ready_workers: list[str] = Field(
-        default_factory=lambda: ["prompt", "training", "generation"],
+        default_factory=lambda: [kind.value for kind in JobKind],
         description="JSON list of job domains `/ready` requires a live worker for; `[]` makes "
         "`/ready` about the gateway's own dependencies (NATS, streams, object storage) only.",
     )

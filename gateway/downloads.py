@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from contracts.storage_access import downloadable
-from gateway.runtime import GatewayRuntime
+from terra.records.objects import ObjectStorage
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ def refused(user_id: str, key: str) -> bool:
     return True
 
 
-async def download_url(runtime: GatewayRuntime, user_id: str, key: str) -> str | None:
+async def download_url(storage: ObjectStorage, user_id: str, key: str) -> str | None:
     """A presigned GET of `key` for `user_id`, valid 15 minutes; None when refused."""
     if refused(user_id, key):
         return None
-    return await runtime.storage.presigned_get(key)
+    return await storage.presigned_get(key)

@@ -7,9 +7,10 @@ import json
 from starlette.exceptions import HTTPException
 
 from gateway.problems import PROBLEM_JSON, TYPE_BASE
+from terra.errors import TerraError
 
 
-class BodyTooLarge(HTTPException):
+class BodyTooLarge(HTTPException, TerraError):
     """An HTTPException, so FastAPI's body parsing passes it on as a 413."""
 
     def __init__(self, max_bytes: int) -> None:

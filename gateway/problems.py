@@ -13,7 +13,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from terra.errors import StorageError
+from gateway.admission import (
+    AdmissionRefused,
+    DatasetNotFound,
+    ModelNotFound,
+    ModelNotReady,
+    TooManyGenerations,
+    TrainingRunning,
+)
+from terra.errors import StorageError, TerraError
 
 log = logging.getLogger("gateway")
 
@@ -40,7 +48,7 @@ DEPENDENCY_FAULTS: tuple[type[Exception], ...] = (
 RETRY_AFTER_S = 5
 
 
-class Problem(Exception):
+class Problem(TerraError):
     """Raise from a route or dependency to answer with a problem document."""
 
     def __init__(
@@ -83,6 +91,15 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+# Each admission refusal's answer: status, problem type, headers.
+_REFUSALS: dict[type[AdmissionRefused], tuple[int, str, dict[str, str]]] = {
+    ModelNotFound: (404, "not-found", {}),
+    DatasetNotFound: (404, "not-found", {}),
+    ModelNotReady: (409, "conflict", {}),
+    TrainingRunning: (409, "training-running", {}),
+    TooManyGenerations: (429, "too-many-jobs", {"Retry-After": "5"}),
+}
+
 _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
           405: "method-not-allowed", 409: "conflict", 413: "payload-too-large",
           415: "unsupported-media-type", 422: "validation-error", 429: "rate-limited",
@@ -96,6 +113,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status, exc.slug, exc.detail, title=exc.title, instance=request.url.path,
             headers=exc.headers, **exc.extensions,
         )
+
+    @app.exception_handler(AdmissionRefused)
+    async def _refused(request: Request, exc: AdmissionRefused) -> JSONResponse:
+        status, slug, headers = _REFUSALS[type(exc)]
+        return problem_response(status, slug, str(exc), instance=request.url.path,
+                                headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

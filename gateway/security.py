@@ -26,12 +26,13 @@ from contracts.auth import GetSigningKeys, SigningKeys
 from contracts.ids import InvalidId, checked_id
 from contracts.topology import AuthRpc
 from gateway.auth_client import AuthClient
+from terra.errors import TerraError
 from terra.records.revocations import is_revoked
 
 VERIFIED_CACHE_SIZE = 50_000  # tokens; about 10 MB at most
 
 
-class InvalidToken(Exception):
+class InvalidToken(TerraError):
     """The token is missing, malformed, forged, expired or signed by an unknown key."""
 
 

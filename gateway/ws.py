@@ -25,9 +25,11 @@ import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from gateway.events import Delivered, Subscription, continue_trace
-from gateway.runtime import GatewayRuntime
-from gateway.security import InvalidToken
+from contracts.jobs import JobKind
+from gateway.deps import Hub, Settings, Verifier
+from gateway.events import Delivered, EventHub, Subscription, continue_trace
+from gateway.security import InvalidToken, TokenVerifier
+from terra.errors import TerraError
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -38,7 +40,12 @@ CLOSE_TOO_SLOW = 4408
 CLOSE_TOKEN_EXPIRED = 4440
 REPLAY_PAGE = 500
 
-DOMAINS = {"/ws": None, "/ws/prompt": "prompt", "/ws/training": "training", "/ws/generate": "generation"}
+# A domain's socket is named as its REST prefix (`/api/generate`: `/ws/generate`).
+_PATH_NAMES = {JobKind.GENERATION: "generate"}
+DOMAINS: dict[str, str | None] = {
+    "/ws": None,
+    **{f"/ws/{_PATH_NAMES.get(kind, kind.value)}": kind.value for kind in JobKind},
+}
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -57,19 +64,20 @@ def _since(websocket: WebSocket) -> int | None:
     return int(raw)
 
 
-class TooSlow(Exception):
+class TooSlow(TerraError):
     """The client did not read a frame within the send timeout."""
 
 
 class EventStreamSession:
     """One socket: replay what was missed, then forward live events, answer pings."""
 
-    def __init__(self, websocket: WebSocket, runtime: GatewayRuntime, sub: Subscription) -> None:
+    def __init__(self, websocket: WebSocket, hub: EventHub, sub: Subscription, *,
+                 send_timeout_s: float) -> None:
         self.websocket = websocket
-        self.runtime = runtime
+        self.hub = hub
         self.sub = sub
         self.last_sent = 0
-        self.send_timeout_s = runtime.settings.ws_send_timeout_s
+        self.send_timeout_s = send_timeout_s
 
     async def send_text(self, text: str) -> None:
         """One frame, or `TooSlow`: a client that stops reading fills the server's buffer,
@@ -87,7 +95,7 @@ class EventStreamSession:
         self.last_sent = event.seq
 
     async def replay(self, since: int) -> int:
-        hub = self.runtime.hub
+        hub = self.hub
         up_to = await hub.last_sequence()
         self.last_sent = since
         replayed = 0
@@ -129,11 +137,11 @@ class EventStreamSession:
             await asyncio.wait_for(self.websocket.close(code, reason), self.send_timeout_s)
 
 
-async def serve(websocket: WebSocket, domain: str | None) -> None:
-    runtime: GatewayRuntime = websocket.app.state.runtime
+async def serve(websocket: WebSocket, domain: str | None, *, verifier: TokenVerifier,
+                hub: EventHub, send_timeout_s: float) -> None:
     await websocket.accept()
     try:
-        caller = await runtime.tokens.verify(_token(websocket))
+        caller = await verifier.verify(_token(websocket))
     except InvalidToken as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
         return
@@ -148,10 +156,10 @@ async def serve(websocket: WebSocket, domain: str | None) -> None:
 
     # Subscribe before reading the stream's last sequence: every later event reaches the
     # queue, every earlier one the replay; the session drops what both delivered.
-    sub = runtime.hub.subscribe(caller.user_id, domain, issued_at=caller.issued_at)
-    session = EventStreamSession(websocket, runtime, sub)
-    if not runtime.tokens.still_valid(caller):  # revoked while we were verifying
-        runtime.hub.unsubscribe(sub)
+    sub = hub.subscribe(caller.user_id, domain, issued_at=caller.issued_at)
+    session = EventStreamSession(websocket, hub, sub, send_timeout_s=send_timeout_s)
+    if not verifier.still_valid(caller):  # revoked while we were verifying
+        hub.unsubscribe(sub)
         await session.close(CLOSE_UNAUTHORIZED, "revoked")
         return
     try:
@@ -184,18 +192,20 @@ async def serve(websocket: WebSocket, domain: str | None) -> None:
     except TooSlow:
         # Nothing more is queued for it and its buffered events go now, before the close
         # (which may itself wait the send timeout on a client that reads nothing).
-        runtime.hub.unsubscribe(sub)
+        hub.unsubscribe(sub)
         sub.discard()
         log.info("socket too slow; closed", extra={"user_id": caller.user_id,
                                                     "last_seq": session.last_sent})
         await session.close(CLOSE_TOO_SLOW, f"too slow; reconnect with since={session.last_sent}")
     finally:
-        runtime.hub.unsubscribe(sub)
+        hub.unsubscribe(sub)
 
 
 def _endpoint(domain: str | None):
-    async def endpoint(websocket: WebSocket) -> None:
-        await serve(websocket, domain)
+    async def endpoint(websocket: WebSocket, verifier: Verifier, hub: Hub,
+                       settings: Settings) -> None:
+        await serve(websocket, domain, verifier=verifier, hub=hub,
+                    send_timeout_s=settings.ws_send_timeout_s)
 
     return endpoint
 

@@ -21,7 +21,16 @@ from contracts.auth import (
     UserResult,
 )
 from contracts.topology import AuthRpc
-from gateway.deps import BearerToken, Client, CurrentUser, Runtime, VerifiedToken, authenticate
+from gateway.deps import (
+    Auth,
+    BearerToken,
+    Client,
+    CurrentUser,
+    SessionRevocations,
+    VerifiedToken,
+    Verifier,
+    authenticate,
+)
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 
@@ -92,56 +101,57 @@ class DeletionAccepted(BaseModel):
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=Tokens,
              responses=THROTTLED)
-async def register(body: RegisterBody, runtime: Runtime, client: Client) -> Tokens:
+async def register(body: RegisterBody, auth: Auth, client: Client) -> Tokens:
     request = Register(email=body.email, password=body.password,
                        display_name=body.display_name, client=client)
-    return Tokens.of(await runtime.auth.call(AuthRpc.REGISTER, request, TokenReply))
+    return Tokens.of(await auth.call(AuthRpc.REGISTER, request, TokenReply))
 
 
 @router.post("/auth/login", response_model=Tokens, responses=THROTTLED)
-async def login(body: LoginBody, runtime: Runtime, client: Client) -> Tokens:
+async def login(body: LoginBody, auth: Auth, client: Client) -> Tokens:
     if body.google_id_token is not None:
         request = LoginWithGoogle(id_token=body.google_id_token, client=client)
-        return Tokens.of(await runtime.auth.call(AuthRpc.LOGIN_GOOGLE, request, TokenReply))
+        return Tokens.of(await auth.call(AuthRpc.LOGIN_GOOGLE, request, TokenReply))
     request = LoginWithPassword(email=body.email, password=body.password, client=client)
-    return Tokens.of(await runtime.auth.call(AuthRpc.LOGIN_PASSWORD, request, TokenReply))
+    return Tokens.of(await auth.call(AuthRpc.LOGIN_PASSWORD, request, TokenReply))
 
 
 @router.post("/auth/refresh", response_model=Tokens)
-async def refresh(body: RefreshBody, runtime: Runtime, client: Client) -> Tokens:
+async def refresh(body: RefreshBody, auth: Auth, client: Client) -> Tokens:
     request = RefreshTokens(refresh_token=body.refresh_token, client=client)
-    return Tokens.of(await runtime.auth.call(AuthRpc.REFRESH, request, TokenReply))
+    return Tokens.of(await auth.call(AuthRpc.REFRESH, request, TokenReply))
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: LogoutBody, runtime: Runtime, token: BearerToken) -> Response:
+async def logout(body: LogoutBody, auth: Auth, verifier: Verifier,
+                 revocations: SessionRevocations, token: BearerToken) -> Response:
     # One session ends with its refresh token alone (an expired access token must not keep
     # it open); all of them take a live access token too, which auth_service checks again.
     if body.everywhere:
-        await authenticate(runtime, token)
+        await authenticate(verifier, token)
     request = Logout(refresh_token=body.refresh_token, everywhere=body.everywhere,
                      access_token=token if body.everywhere else None)
-    await runtime.auth.call(AuthRpc.LOGOUT, request, DoneReply)
+    await auth.call(AuthRpc.LOGOUT, request, DoneReply)
     if body.everywhere:  # refused here before we answer (every other gateway: moments later)
-        await runtime.revocations.sync()
+        await revocations.sync()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=User)
-async def me(caller: CurrentUser, runtime: Runtime) -> User:
-    reply: UserReply = await runtime.auth.call(
+async def me(caller: CurrentUser, auth: Auth) -> User:
+    reply: UserReply = await auth.call(
         AuthRpc.GET_USER, GetUser(user_id=caller.user_id), UserResult
     )
     return reply.user
 
 
 @router.delete("/me", status_code=status.HTTP_202_ACCEPTED, response_model=DeletionAccepted)
-async def delete_me(caller: CurrentUser, token: VerifiedToken,
-                    runtime: Runtime) -> DeletionAccepted:
-    await runtime.auth.call(
+async def delete_me(caller: CurrentUser, token: VerifiedToken, auth: Auth,
+                    revocations: SessionRevocations) -> DeletionAccepted:
+    await auth.call(
         AuthRpc.DELETE_ACCOUNT, DeleteAccount(user_id=caller.user_id, access_token=token),
         DoneReply)
     # auth_service revoked the user's sessions before answering; every gateway's watch
     # hears of it within moments, this one before answering (its sockets here close).
-    await runtime.revocations.sync()
+    await revocations.sync()
     return DeletionAccepted()

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from contracts.ids import Id
 from contracts.training import DeleteModel, ModelStatus
 from gateway.commands import ask_owner
-from gateway.deps import CurrentUser, Runtime
+from gateway.deps import Commands, CurrentUser, Models, Storage
 from gateway.downloads import download_url
 from gateway.problems import Problem
 
@@ -28,32 +28,33 @@ class ModelView(BaseModel):
 
 
 @router.get("", response_model=list[ModelView])
-async def list_models(caller: CurrentUser, runtime: Runtime) -> list[ModelView]:
+async def list_models(caller: CurrentUser, models: Models, storage: Storage) -> list[ModelView]:
     """Your models, newest first; sample image URLs are valid for 15 minutes (a sample
     key that is not yours gets no URL, and is logged)."""
     views = []
-    for record in await runtime.models.list(caller.user_id):
+    for record in await models.list(caller.user_id):
         views.append(ModelView(
             model_id=record.model_id, status=record.status.value,
             trigger_word=record.trigger_word, base_model=record.base_model, rank=record.rank,
             steps=record.steps, job_id=record.job_id, created_at=record.created_at.isoformat(),
             sample_urls=[url for key in record.sample_image_keys
-                         if (url := await download_url(runtime, caller.user_id, key))],
+                         if (url := await download_url(storage, caller.user_id, key))],
         ))
     return views
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={202: {"description": "Being deleted (it took longer than usual)."}})
-async def delete_model(model_id: Id, caller: CurrentUser, runtime: Runtime) -> Response:
+async def delete_model(model_id: Id, caller: CurrentUser, models: Models,
+                       commands: Commands) -> Response:
     """trainer_service, which owns models, deletes its files and record; the generators
     drop it from their caches at once."""
-    record = await runtime.models.get(caller.user_id, model_id)
+    record = await models.get(caller.user_id, model_id)
     if record is None:
         raise Problem(404, "not-found", f"No model {model_id}.")
     if record.status is ModelStatus.TRAINING:
         raise Problem(409, "conflict", "This model is still training; cancel the training "
                       "first.")
-    return await ask_owner(runtime, caller.user_id,
+    return await ask_owner(commands, caller.user_id,
                            DeleteModel(user_id=caller.user_id, model_id=model_id),
                            done="training.model_deleted.v1", about="model_id", value=model_id)

@@ -20,11 +20,12 @@ from contracts.prompt import (
 )
 from contracts.topology import rate_limit_key
 from contracts.training import ModelStatus
-from gateway.commands import job_id_for, send, wait_for_event
-from gateway.deps import CurrentUser, Runtime
+from gateway.commands import job_id_for
+from gateway.deps import Commands, CurrentUser, Jobs, Models, prompt_rate_of
 from gateway.problems import Problem
-from gateway.runtime import GatewayRuntime
-from terra.records.rate_limits import RateLimitExceeded
+from terra.jobs.store import JobStore
+from terra.records.models import ModelStore
+from terra.records.rate_limits import RateLimitExceeded, SlidingWindowLimit
 
 router = APIRouter(prefix="/api/prompt", tags=["prompt"])
 
@@ -71,13 +72,15 @@ def result_of(job_id: str, payload: dict) -> dict:
     return {"job_id": job_id, **{key: payload.get(key) for key in keep}}
 
 
-async def within_prompt_rate(caller: CurrentUser, runtime: Runtime) -> None:
+async def within_prompt_rate(
+    caller: CurrentUser, prompt_rate: Annotated[SlidingWindowLimit, Depends(prompt_rate_of)],
+) -> None:
     """Each optimisation is an LLM call: a user gets `prompt_rate_limit` of them per
     window, counted across every gateway (`terra.records.rate_limits`)."""
     try:
-        await runtime.prompt_rate.admit(rate_limit_key("prompt", caller.user_id))
+        await prompt_rate.admit(rate_limit_key("prompt", caller.user_id))
     except RateLimitExceeded as exc:
-        window = runtime.prompt_rate.window
+        window = prompt_rate.window
         raise Problem(
             429, "rate-limited",
             f"At most {window.limit} prompt optimisations per {window.window_s:g} s; "
@@ -101,45 +104,38 @@ async def styles() -> tuple[StylePreset, ...]:
 async def optimize(
     body: OptimizeBody,
     caller: CurrentUser,
-    runtime: Runtime,
+    models: Models,
+    jobs: Jobs,
+    commands: Commands,
     wait: Annotated[bool, Query(description="Answer with the result if it is ready within "
                                 "a few seconds.")] = False,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
-    trigger_word = await _trigger_word(runtime, caller.user_id, body.for_model)
+    trigger_word = await _trigger_word(models, caller.user_id, body.for_model)
     job_id = job_id_for(caller.user_id, idempotency_key) or new_id()
     command = OptimizePrompt(
         message_id=job_id, job_id=job_id, user_id=caller.user_id, prompt=body.prompt,
         style=body.style, for_model=body.for_model, trigger_word=trigger_word,
         variants=body.variants,
     )
-    # Listen before sending, so a fast result cannot slip past.
-    sub = runtime.hub.subscribe(caller.user_id, JobKind.PROMPT.value) if wait else None
-    try:
-        fresh = await send(runtime.broker, command,
-                           timeout_s=runtime.settings.nats_request_timeout_s)
-    except BaseException:
-        if sub is not None:
-            runtime.hub.unsubscribe(sub)
-        raise
-    if wait:
-        payload = None
-        if not fresh:  # a retried request: the job may be finished already
-            runtime.hub.unsubscribe(sub)
-            payload = await _finished_result(runtime, caller.user_id, job_id)
-        else:
-            payload = await wait_for_event(runtime.hub, caller.user_id, "prompt", job_id,
-                                           RESULT_TYPES, runtime.settings.wait_timeout_s, sub)
-        if payload is not None:
-            return _result_response(job_id, payload)
+    if not wait:
+        await commands.send(command)
+        return JSONResponse(Accepted(job_id=job_id).model_dump(), status_code=202)
+    fresh, payload = await commands.send_and_wait(caller.user_id, command, RESULT_TYPES,
+                                                  value=job_id, unless_duplicate=True)
+    if not fresh:  # a retried request: the job may be finished already
+        payload = await _finished_result(jobs, caller.user_id, job_id)
+    if payload is not None:
+        return _result_response(job_id, payload)
     return JSONResponse(Accepted(job_id=job_id).model_dump(), status_code=202)
 
 
 @router.post("/{job_id}/accept", status_code=status.HTTP_200_OK,
              responses={202: {"description": "Recorded later: the service was busy."}})
-async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, runtime: Runtime) -> Response:
+async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, jobs: Jobs,
+                 commands: Commands) -> Response:
     """Record what you kept of the optimised prompt: unchanged, edited or rejected."""
-    job = await runtime.jobs.get(caller.user_id, job_id, JobKind.PROMPT)
+    job = await jobs.get(caller.user_id, job_id, JobKind.PROMPT)
     if job is None or job.kind is not JobKind.PROMPT:
         raise Problem(404, "not-found", f"No prompt job {job_id}.")
     if job.status is not JobStatus.SUCCEEDED:
@@ -147,25 +143,18 @@ async def accept(job_id: Id, body: AcceptBody, caller: CurrentUser, runtime: Run
                       "only a finished optimisation can be accepted.")
     command = RecordPromptDecision(job_id=job_id, user_id=caller.user_id,
                                    final_prompt=body.final_prompt)
-    sub = runtime.hub.subscribe(caller.user_id, JobKind.PROMPT.value)
-    try:
-        await send(runtime.broker, command, timeout_s=runtime.settings.nats_request_timeout_s)
-    except BaseException:
-        runtime.hub.unsubscribe(sub)
-        raise
-    payload = await wait_for_event(runtime.hub, caller.user_id, "prompt", job_id,
-                                   {"prompt.decision_recorded.v1"},
-                                   runtime.settings.wait_timeout_s, sub)
+    _, payload = await commands.send_and_wait(caller.user_id, command,
+                                              {"prompt.decision_recorded.v1"}, value=job_id)
     if payload is None:
         return JSONResponse(Accepted(job_id=job_id).model_dump(), status_code=202)
     return JSONResponse({"job_id": job_id, "decision": payload["decision"],
                          "final_prompt": payload["final_prompt"]}, status_code=200)
 
 
-async def _trigger_word(runtime: GatewayRuntime, user_id: str, model_id: str | None) -> str | None:
+async def _trigger_word(models: ModelStore, user_id: str, model_id: str | None) -> str | None:
     if model_id is None:
         return None
-    model = await runtime.models.get(user_id, model_id)
+    model = await models.get(user_id, model_id)
     if model is None:
         raise Problem(404, "not-found", f"No model {model_id}.")
     if model.status is not ModelStatus.READY:
@@ -173,9 +162,8 @@ async def _trigger_word(runtime: GatewayRuntime, user_id: str, model_id: str | N
     return model.trigger_word
 
 
-async def _finished_result(runtime: GatewayRuntime, user_id: str,
-                           job_id: str) -> dict | None:
-    job = await runtime.jobs.get(user_id, job_id, JobKind.PROMPT)
+async def _finished_result(jobs: JobStore, user_id: str, job_id: str) -> dict | None:
+    job = await jobs.get(user_id, job_id, JobKind.PROMPT)
     if job is None or not job.status.is_terminal:
         return None
     if job.status is JobStatus.SUCCEEDED:
