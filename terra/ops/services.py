@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts import topology
 from contracts.jobs import JobKind
+from contracts.topology import ConsumerSpec
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,7 @@ class Service:
     name: str  # `terra run <name>`, and its prefix in `terra up`'s output
     module: str  # what `python -m` runs; its settings class is in `<module>.config`
     works: tuple[JobKind, ...] = ()  # the job kinds its workers take (none: no jobs)
+    queues: tuple[ConsumerSpec, ...] = ()  # its work queues, whose depth `terra status` shows
 
     @property
     def config_module(self) -> str:
@@ -24,9 +27,12 @@ class Service:
 # The gateway last: it starts once its backends listen.
 SERVICES: tuple[Service, ...] = (
     Service("auth", "auth_service"),
-    Service("prompt", "prompt_service", works=(JobKind.PROMPT,)),
-    Service("trainer", "trainer_service", works=(JobKind.TRAINING,)),
-    Service("generator", "generator_service", works=(JobKind.GENERATION,)),
+    Service("prompt", "prompt_service", works=(JobKind.PROMPT,),
+            queues=(topology.PROMPT_WORKERS,)),
+    Service("trainer", "trainer_service", works=(JobKind.TRAINING,),
+            queues=(topology.TRAINING_WORKERS,)),
+    Service("generator", "generator_service", works=(JobKind.GENERATION,),
+            queues=(topology.GENERATION_WORKERS,)),
     Service("gateway", "gateway"),
 )
 

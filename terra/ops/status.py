@@ -12,17 +12,17 @@ from dataclasses import asdict, dataclass
 
 from nats.js import JetStreamContext
 
-from contracts import topology
 from contracts.base import utcnow
 from contracts.jobs import JobKind
 from contracts.topology import ConsumerSpec
 from contracts.workers import WorkerHeartbeat
 from terra.nats.queues import commands_waiting
+from terra.ops.services import SERVICES
 from terra.runtime.liveness import domains_served, live_workers
 
 # The consumers whose depth is a queue of work (the others are control and clean-up).
-WORK_QUEUES: tuple[ConsumerSpec, ...] = (
-    topology.PROMPT_WORKERS, topology.TRAINING_WORKERS, topology.GENERATION_WORKERS)
+WORK_QUEUES: tuple[ConsumerSpec, ...] = tuple(
+    queue for service in SERVICES for queue in service.queues)
 
 
 @dataclass(frozen=True)
