@@ -48,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.foundation
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .terra-test-logs

@@ -50,6 +50,14 @@ class ServiceProcess:
     def log(self, tail_chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-tail_chars:]
 
+    def log_size(self) -> int:
+        """Bytes written to its log so far (0 before it made the file)."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
     def wait_for_log(self, needle: str, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -90,6 +98,9 @@ class ServiceStack:
     log_dir: Path
     cwd: Path | None = None
     processes: list[ServiceProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        STACKS.append(self)
 
     def spawn(self, name: str, module: str, **extra_env: str) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -132,3 +143,13 @@ class ServiceStack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+# Every stack made in this Python process, oldest first: a failed test's report names the
+# logs of the services it ran with (tests/e2e/conftest.py), whichever fixture made them.
+STACKS: list[ServiceStack] = []
+
+
+def service_processes() -> list[ServiceProcess]:
+    """Every service process any stack of this Python process started, oldest first."""
+    return [process for stack in STACKS for process in stack.processes]

@@ -10,6 +10,7 @@ import httpx
 import websockets
 
 from contracts.base import Event
+from contracts.generation import GenerationStarted
 from contracts.ids import new_id
 from terra.nats.events import EventPublisher
 
@@ -67,17 +68,22 @@ async def receive_events(socket, count: int, timeout_s: float = 10.0) -> list[di
     return frames
 
 
-async def nothing_more(socket, wait_s: float = 0.5) -> bool:
-    try:
-        frame = await asyncio.wait_for(socket.recv(), wait_s)
-    except TimeoutError:
-        return True
-    raise AssertionError(f"unexpected frame: {frame}")
-
-
 async def publish(js, event: Event) -> int:
     """Publish an event the way services do; returns its stream sequence."""
     return (await EventPublisher(js).publish(event)).seq
+
+
+async def nothing_more(socket, js, user_id: str, timeout_s: float = 10.0) -> bool:
+    """Nothing reached `socket` beyond what the test read: a marker published now (a
+    `generation.started` of `user_id`, so for a socket on `/ws` or `/ws/generate`) is its
+    next frame. A gateway sends each socket its events in stream order, so anything stray
+    published before the marker (a repeat, another user's or domain's event) would come
+    first: no quiet period to wait out."""
+    marker = await publish(js, GenerationStarted(user_id=user_id, job_id="nothing-more"))
+    frame = json.loads(await asyncio.wait_for(socket.recv(), timeout_s))
+    if frame.get("seq") != marker:
+        raise AssertionError(f"unexpected frame before the marker (seq {marker}): {frame}")
+    return True
 
 
 async def frames_until(socket, job_id: str, final: set[str], timeout_s: float = 60) -> list[dict]:

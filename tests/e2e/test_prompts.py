@@ -10,7 +10,13 @@ from nats.js.errors import NotFoundError
 
 from contracts.ids import new_id
 from contracts.prompt import OptimizePrompt
-from contracts.topology import EVENTS, MODELS_KV, model_key, user_events_filter
+from contracts.topology import (
+    EVENTS,
+    MODELS_KV,
+    PROMPT_COMMANDS,
+    model_key,
+    user_events_filter,
+)
 from contracts.training import ModelRecord, ModelStatus
 from tests.e2e.client import open_socket, receive_events, register
 
@@ -184,16 +190,34 @@ async def test_operators_can_drive_it_over_nats_alone(nc, alice):
     assert [e["type"] for e in found] == ["prompt.optimized.v1"]
 
 
-async def test_a_redelivered_command_does_not_run_twice(nc, alice):
+async def handled(js, stream: str, seqs: list[int], timeout_s: float = 30.0) -> None:
+    """Until the work queue `stream` holds none of `seqs`: a worker handled each and acked
+    it (a work queue drops a message at its ack; a failed one stays, to be retried)."""
+    async with asyncio.timeout(timeout_s):
+        for seq in seqs:
+            while True:
+                try:
+                    await js.get_msg(stream, seq)
+                except NotFoundError:
+                    break
+                await asyncio.sleep(0.05)
+
+
+async def test_a_redelivered_command_does_not_run_twice(http, nc, alice):
     command = OptimizePrompt(job_id=new_id(), user_id=alice.user_id, prompt="a paper boat")
     js = nc.jetstream()
     # The same command delivered twice (past the duplicate window: a new Nats-Msg-Id).
-    for attempt in ("first", "second"):
-        await js.publish(command.subject(), command.model_dump_json().encode(),
-                         headers={"Nats-Msg-Id": f"{command.message_id}-{attempt}"})
-    await asyncio.sleep(1.0)
-    produced = await events_of(nc, alice.user_id, command.job_id)
-    assert [e["type"] for e in produced] == ["prompt.optimized.v1"]
+    stored = [await js.publish(command.subject(), command.model_dump_json().encode(),
+                               headers={"Nats-Msg-Id": f"{command.message_id}-{attempt}"})
+              for attempt in ("first", "second")]
+    assert not any(ack.duplicate for ack in stored)  # two deliveries, not one deduplicated
+    await handled(js, PROMPT_COMMANDS.name, [ack.seq for ack in stored])
+
+    # Both were handled, and the job ran to one ending: one event, one result recorded.
+    [produced] = await events_of(nc, alice.user_id, command.job_id)
+    assert produced["type"] == "prompt.optimized.v1"
+    job = (await http.get(f"/api/jobs/{command.job_id}", headers=alice.headers)).json()
+    assert job["status"] == "succeeded" and job["result"]["optimized"] == produced["optimized"]
 
 
 async def test_a_malformed_command_fails_the_job_with_a_reason(nc, alice):

@@ -66,7 +66,8 @@ async def test_a_socket_receives_its_owners_events_and_nobody_elses(http, gatewa
         assert frame_a["type"] == "generation.started.v1"
         assert frame_a["payload"]["user_id"] == alice.user_id
         assert frame_b["seq"] == seq_b and frame_b["job_id"] == "jb"
-        assert await nothing_more(alice_ws) and await nothing_more(bob_ws)
+        assert (await nothing_more(alice_ws, js, alice.user_id)
+                and await nothing_more(bob_ws, js, bob.user_id))
     finally:
         await alice_ws.close()
         await bob_ws.close()
@@ -89,7 +90,7 @@ async def test_domain_sockets_only_carry_their_domain(http, gateway_url, nc):
         assert [f["type"] for f in training] == ["training.progressed.v1", "job.failed.v1"]
         assert training[1]["payload"]["code"] == "out_of_memory"
         assert generation["type"] == "generation.started.v1"
-        assert await nothing_more(generate_ws)
+        assert await nothing_more(generate_ws, js, alice.user_id)
     finally:
         await training_ws.close()
         await generate_ws.close()
@@ -119,7 +120,7 @@ async def test_reconnect_with_since_misses_nothing_and_repeats_nothing(http, gat
         live = await publish(js, progressed(alice.user_id, "j1", 8))
         [frame] = await receive_events(socket, 1)
         assert frame["seq"] == live
-        assert await nothing_more(socket)
+        assert await nothing_more(socket, js, alice.user_id)
     finally:
         await socket.close()
 
@@ -143,7 +144,7 @@ async def test_events_published_during_the_replay_arrive_exactly_once(http, gate
         seqs = [f["seq"] for f in frames]
         assert seqs == sorted(set(seqs)), "out of order or duplicated"
         assert seqs[-50:] == more
-        assert await nothing_more(socket)
+        assert await nothing_more(socket, js, alice.user_id)
     finally:
         await socket.close()
 
@@ -159,7 +160,8 @@ async def test_two_gateways_each_deliver_to_their_own_sockets(http, stack, gatew
         seq_a = await publish(js, GenerationStarted(user_id=alice.user_id, job_id="ja"))
         assert (await receive_events(bob_ws, 1))[0]["seq"] == seq_b
         assert (await receive_events(alice_ws, 1))[0]["seq"] == seq_a
-        assert await nothing_more(alice_ws) and await nothing_more(bob_ws)
+        assert (await nothing_more(alice_ws, js, alice.user_id)
+                and await nothing_more(bob_ws, js, bob.user_id))
     finally:
         await alice_ws.close()
         await bob_ws.close()

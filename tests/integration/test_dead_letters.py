@@ -42,7 +42,10 @@ async def test_exhausted_deliveries_are_handed_over_and_removed(fresh_nats):
             await pull.fetch(1, timeout=1)
 
         assert await asyncio.wait_for(handed_over.get(), 5) == b'{"poison": true}'
-        await asyncio.sleep(0.2)
+        for _ in range(100):  # the watcher removes it once handed over: a moment later
+            if (await js.stream_info(spec.stream)).state.messages == 0:
+                break
+            await asyncio.sleep(0.05)
         assert (await js.stream_info(spec.stream)).state.messages == 0
         await pull.unsubscribe()
     finally:

@@ -7,6 +7,7 @@ by the prompt it sends. These check wiring, validation and fallback, not prose.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -19,6 +20,8 @@ from contracts.prompt import ChangeKind
 from prompt_service.engine import OfflineEngine, PromptRequest
 from prompt_service.llm import LlmOptimizer, OpenAICompatibleBackend
 
+pytestmark = pytest.mark.integration
+
 FOX = "a red fox in a snowy forest at dawn"
 FOX_REWRITE = (
     "A red fox stands in a snowy forest at dawn, soft golden light falling between "
@@ -30,6 +33,7 @@ FRENCH_IN_ENGLISH = (
     "A ginger cat sleeps on a blue velvet sofa near a window with 2 cushions, soft morning light."
 )
 
+STALL_S = 3.0  # the stalled server's delay: six times the optimiser's limit (the `llm` fixture)
 # user prompt -> (status, answer text, seconds to stall before answering)
 SCRIPT: dict[str, tuple[int, str, float]] = {
     FOX: (200, FOX_REWRITE, 0),
@@ -47,7 +51,7 @@ SCRIPT: dict[str, tuple[int, str, float]] = {
         "A vase with tulips on a table, soft window light, still life photograph.",
         0,
     ),
-    "a snail crossing a garden path": (200, "A snail crossing a garden path.", 3),
+    "a snail crossing a garden path": (200, "A snail crossing a garden path.", STALL_S),
     "a robot repairing a bicycle": (500, "", 0),
     FRENCH: (200, FRENCH_IN_ENGLISH, 0),
 }
@@ -145,9 +149,11 @@ async def test_a_dropped_content_word_falls_back_to_the_offline_engine(llm):
 
 
 async def test_a_stalled_server_falls_back_within_the_time_limit(llm):
-    started = time.monotonic()
-    await assert_offline_fallback(llm, "a snail crossing a garden path", "no answer within")
-    assert time.monotonic() - started < 1.5
+    # Its late answer would be accepted: the offline result, before the server answers,
+    # is the optimiser's limit cutting the wait short.
+    await asyncio.wait_for(
+        assert_offline_fallback(llm, "a snail crossing a garden path", "no answer within"),
+        STALL_S)
 
 
 async def test_an_http_error_falls_back_to_the_offline_engine(llm):

@@ -6,18 +6,21 @@ was loaded, generated text and was judged, not what it wrote.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from prompt_service.engine import OfflineEngine, PromptRequest
 from prompt_service.llm import LlmError, LlmOptimizer, TransformersBackend, build_messages
+from prompt_service.llm.prompting import max_tokens_for
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TOKEN_S = 0.05  # the pace forced on the model where a generation must take long
 
 FOX = "a red fox in a snowy forest at dawn"
 WORDS = [
@@ -124,13 +127,17 @@ async def test_an_abandoned_generation_stops_and_frees_the_model(tiny_model):
     backend = TransformersBackend(tiny_model, max_new_tokens=3000)
     optimizer = LlmOptimizer(backend, OfflineEngine(), timeout_s=0.2)
     await optimizer.start()
-    # A token every 50 ms: the answer takes seconds however fast this machine is (a tiny
+    # A token every TOKEN_S: the answer takes seconds however fast this machine is (a tiny
     # model alone can finish its few dozen tokens inside the 0.2 s limit).
-    slow = backend._model.register_forward_pre_hook(lambda *_: time.sleep(0.05))
-    result = await optimizer.optimize(PromptRequest(FOX))
-    assert "no answer within 0.2 s" in result.warnings[-1]
-    slow.remove()
-    started = time.monotonic()
-    await backend.complete(build_messages(PromptRequest(FOX)), max_tokens=2)
-    assert time.monotonic() - started < 1  # did not queue behind the abandoned run
+    slow = backend._model.register_forward_pre_hook(lambda *_: time.sleep(TOKEN_S))
+    try:
+        result = await optimizer.optimize(PromptRequest(FOX))
+        assert "no answer within 0.2 s" in result.warnings[-1]
+        # At the same pace, a run queued behind the abandoned one would wait out its
+        # tokens (20 s); two tokens of its own take a tenth of a second.
+        abandoned_run_s = max_tokens_for(PromptRequest(FOX)) * TOKEN_S
+        await asyncio.wait_for(backend.complete(build_messages(PromptRequest(FOX)),
+                                                max_tokens=2), abandoned_run_s / 4)
+    finally:
+        slow.remove()
     await optimizer.aclose()

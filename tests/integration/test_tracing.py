@@ -54,8 +54,14 @@ async def test_one_trace_from_http_through_nats_to_auth_service(
                     "/api/auth/login", json={"email": "nobody@example.com", "password": "x" * 12}
                 )
                 assert response.status_code == 401
-        await asyncio.sleep(0.2)
-        _flush()
+        # auth_service's processing span ends after its reply reached the gateway.
+        async with asyncio.timeout(5):
+            while True:
+                _flush()
+                if any("login.password" in span.name and "process" in span.name
+                       for span in spans.get_finished_spans()):
+                    break
+                await asyncio.sleep(0.02)
     finally:
         await auth_app.stop()
 

@@ -4,14 +4,15 @@ Every prompt goes through the same checks, which state the engine's promises rat
 snapshot its output:
 - content kept: every content word of the original is in the result, or a `reworded`
   change "old → new" names it and every word of "new" is in the result;
-- quoted text to render is kept verbatim, in double quotes;
+- quoted text to render is kept verbatim, in double quotes, and none is invented;
 - budgets: the subject lies inside CLIP's window; when the user's text fits in CLIP's
   window with room to spare, all of it stays inside; overlong text is warned about;
 - no syntax FLUX cannot read is left; no phrase repeated that the user did not repeat;
 - stable: optimising the result again keeps its words (token-set similarity >= 0.8) and
   adds no second trigger word;
 - the analysis only reports text that is in the prompt; the trigger word is there once;
-- deterministic, and variants differ.
+- deterministic, and variants differ;
+- the language is detected (English unless the corpus says otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from prompt_service.tokens import CLIP_BUDGET, T5_BUDGET, clip_count, clip_windo
 ENGINE = OfflineEngine()
 CASES = [pytest.param(prompt, style, trigger, id=f"{i:02d}") for i, (prompt, style, trigger)
          in enumerate(CORPUS)]
+# Each case has a promise about text to render: kept verbatim when quoted, never invented.
+QUOTED = [case for case in CASES if strip_syntax(case.values[0]).quotes]
+UNQUOTED = [case for case in CASES if not strip_syntax(case.values[0]).quotes]
 
 
 def optimise(prompt: str, style: str | None, trigger: str | None, variants: int = 1
@@ -84,15 +88,22 @@ def test_content_words_are_kept(prompt: str, style: str | None, trigger: str | N
     assert result.optimized == result.variants[0]
 
 
-@pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
+@pytest.mark.parametrize(("prompt", "style", "trigger"), QUOTED)
 def test_text_to_render_is_kept_verbatim_in_quotes(
     prompt: str, style: str | None, trigger: str | None
 ) -> None:
     result = optimise(prompt, style, trigger)
     for quote in strip_syntax(prompt).quotes:
         assert f'"{quote}"' in result.optimized
-    if strip_syntax(prompt).quotes:
-        assert result.analysis["text"] == strip_syntax(prompt).quotes[0]
+    assert result.analysis["text"] == strip_syntax(prompt).quotes[0]
+
+
+@pytest.mark.parametrize(("prompt", "style", "trigger"), UNQUOTED)
+def test_no_text_to_render_is_invented(prompt: str, style: str | None, trigger: str | None
+                                       ) -> None:
+    result = optimise(prompt, style, trigger, variants=4)
+    assert result.analysis["text"] is None
+    assert not any('"' in text for text in result.variants), result.variants
 
 
 @pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
@@ -167,6 +178,9 @@ def test_trigger_word_once_and_deterministic(
 
 
 FRENCH = [prompt for prompt, _, _ in CORPUS[20:28]] + [CORPUS[36][0]]
+# Every prompt of the corpus not listed here is English.
+LANGUAGES = {**dict.fromkeys(FRENCH, "fr"),
+             CORPUS[28][0]: "es", CORPUS[29][0]: "de", CORPUS[30][0]: "it"}
 
 
 @pytest.mark.parametrize("prompt", FRENCH)
@@ -178,15 +192,6 @@ def test_french_is_detected_kept_and_warned(prompt: str) -> None:
     assert not any(change.kind == "translated" for change in result.changes)
 
 
-@pytest.mark.parametrize(("prompt", "language"), [
-    (CORPUS[28][0], "es"), (CORPUS[29][0], "de"), (CORPUS[30][0], "it"),
-])
-def test_other_languages_are_detected(prompt: str, language: str) -> None:
-    assert optimise(prompt, None, None).language == language
-
-
 @pytest.mark.parametrize(("prompt", "style", "trigger"), CASES)
-def test_english_prompts_are_english(prompt: str, style: str | None, trigger: str | None) -> None:
-    if prompt in FRENCH or prompt in (CORPUS[28][0], CORPUS[29][0], CORPUS[30][0]):
-        return
-    assert optimise(prompt, style, trigger).language == "en"
+def test_the_language_is_detected(prompt: str, style: str | None, trigger: str | None) -> None:
+    assert optimise(prompt, style, trigger).language == LANGUAGES.get(prompt, "en")
