@@ -1,4 +1,5 @@
-"""Commands from REST calls to their work queues, and waiting for what they caused."""
+"""Commands from REST calls to their work queues, and waiting for what they caused; the
+use cases that are one command: cancelling a job."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import json
 import logging
 import time
 
-from fastapi import Response
-from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 
 from contracts import topology
 from contracts.base import Command, Event, utcnow
 from contracts.jobs import CancelJob, JobKind, JobState, JobStatus
 from gateway.events import EventHub, Subscription
-from gateway.problems import Problem
+from gateway.refusals import JobAlreadyEnded, JobNotFound
 from terra.jobs.store import JobStore
 from terra.nats.events import EventPublisher
 
@@ -99,32 +98,6 @@ class CommandSender:
             self.hub.unsubscribe(sub)
 
 
-async def cancel_job(jobs: JobStore, commands: CommandSender, user_id: str, job_id: str,
-                     kind: JobKind) -> dict[str, str]:
-    """Ask the job's service to cancel it: queued, it ends at once; running, its worker
-    stops within a step. Another user's job, or another kind, is not found."""
-    job = await jobs.get(user_id, job_id, kind)
-    if job is None or job.kind is not kind:
-        raise Problem(404, "not-found", f"No {kind.value} {job_id}.")
-    if job.status.is_terminal:
-        raise Problem(409, "conflict", f"The {kind.value} {job_id} has already "
-                      f"{job.status.value}.")
-    await commands.send(CancelJob(job_id=job_id, user_id=user_id, kind=kind))
-    return {"job_id": job_id, "status": "cancel_requested"}
-
-
-async def ask_owner(commands: CommandSender, user_id: str, command: Command, *, done: str,
-                    about: str, value: str) -> Response:
-    """Send `command` to the service that owns the record, and answer 204 once its `done`
-    event (whose `about` field is `value`) arrives, or 202 if it takes longer than the
-    wait timeout (it is on its way: the event will reach the user's sockets)."""
-    _, event = await commands.send_and_wait(user_id, command, {done}, value=value,
-                                            about=about)
-    if event is None:
-        return JSONResponse({about: value, "status": "deleting"}, status_code=202)
-    return Response(status_code=204)
-
-
 def deduplicated_if_sent_again(job: JobState, stream: topology.StreamSpec,
                                margin_s: float = 30.0) -> bool:
     """Whether a retried request may publish a message about `job` again (its command, its
@@ -149,3 +122,16 @@ async def announce_queued(events: EventPublisher, event: Event, known: JobState 
     except Exception as exc:  # noqa: BLE001 - nothing may fail a request after its command
         log.warning("queued event not published; the job goes on", extra={
             "job_id": getattr(event, "job_id", None), "error": f"{type(exc).__name__}: {exc}"})
+
+
+async def cancel_job(jobs: JobStore, commands: CommandSender, user_id: str, job_id: str,
+                     kind: JobKind) -> None:
+    """Ask the job's service to cancel it: queued, it ends at once; running, its worker
+    stops within a step. Another user's job, or another kind, is not found; an ended one
+    is refused."""
+    job = await jobs.get(user_id, job_id, kind)
+    if job is None or job.kind is not kind:
+        raise JobNotFound(kind, job_id)
+    if job.status.is_terminal:
+        raise JobAlreadyEnded(kind, job_id, job.status)
+    await commands.send(CancelJob(job_id=job_id, user_id=user_id, kind=kind))

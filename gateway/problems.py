@@ -13,11 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.admission import (
-    AdmissionRefused,
+from gateway.refusals import (
     DatasetNotFound,
+    JobAlreadyEnded,
+    JobNotFound,
     ModelNotFound,
     ModelNotReady,
+    Refused,
     TooManyGenerations,
     TrainingRunning,
 )
@@ -92,9 +94,11 @@ def problem_response(
 
 
 # Each admission refusal's answer: status, problem type, headers.
-_REFUSALS: dict[type[AdmissionRefused], tuple[int, str, dict[str, str]]] = {
+_REFUSALS: dict[type[Refused], tuple[int, str, dict[str, str]]] = {
     ModelNotFound: (404, "not-found", {}),
     DatasetNotFound: (404, "not-found", {}),
+    JobNotFound: (404, "not-found", {}),
+    JobAlreadyEnded: (409, "conflict", {}),
     ModelNotReady: (409, "conflict", {}),
     TrainingRunning: (409, "training-running", {}),
     TooManyGenerations: (429, "too-many-jobs", {"Retry-After": "5"}),
@@ -114,8 +118,8 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=exc.headers, **exc.extensions,
         )
 
-    @app.exception_handler(AdmissionRefused)
-    async def _refused(request: Request, exc: AdmissionRefused) -> JSONResponse:
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
         status, slug, headers = _REFUSALS[type(exc)]
         return problem_response(status, slug, str(exc), instance=request.url.path,
                                 headers=headers)

@@ -12,13 +12,13 @@ from contracts.ids import new_id
 from contracts.jobs import JobKind, JobState
 from contracts.topology import GENERATION_COMMANDS, GENERATION_WORKERS
 from contracts.training import ModelStatus
-from gateway.admission import ModelNotFound, ModelNotReady, TooManyGenerations
 from gateway.commands import (
     CommandSender,
     announce_queued,
     deduplicated_if_sent_again,
     job_id_for,
 )
+from gateway.refusals import ModelNotFound, ModelNotReady, TooManyGenerations
 from terra.jobs.slots import QueueSlots
 from terra.jobs.store import JobStore
 from terra.nats.events import EventPublisher

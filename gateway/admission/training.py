@@ -13,7 +13,6 @@ from contracts.ids import new_id
 from contracts.jobs import JobKind, JobState
 from contracts.topology import TRAINING_COMMANDS, TRAINING_WORKERS
 from contracts.training import ModelRecord, StartTraining, TrainingQueued
-from gateway.admission import DatasetNotFound, TrainingRunning
 from gateway.commands import (
     CommandSender,
     announce_queued,
@@ -21,6 +20,7 @@ from gateway.commands import (
     job_id_for,
 )
 from gateway.datasets import load_manifest
+from gateway.refusals import DatasetNotFound, TrainingRunning
 from terra.jobs.store import JobStore
 from terra.nats.events import EventPublisher
 from terra.nats.queues import commands_waiting

@@ -13,7 +13,7 @@ from contracts.ids import Id
 from contracts.jobs import JobKind
 from contracts.prompt import PROMPT_MAX_CHARS
 from gateway.admission.generation import GenerationAdmission, GenerationRequest
-from gateway.commands import ask_owner, cancel_job
+from gateway.commands import cancel_job
 from gateway.deps import (
     Commands,
     CurrentUser,
@@ -24,6 +24,7 @@ from gateway.deps import (
 )
 from gateway.downloads import download_url, refused
 from gateway.problems import Problem
+from gateway.routers import deleted_or_deleting
 from terra.errors import ObjectMissing
 
 router = APIRouter(prefix="/api/generate", tags=["generation"])
@@ -81,7 +82,8 @@ async def generate(
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(job_id: Id, caller: CurrentUser, jobs: Jobs,
                  commands: Commands) -> dict[str, str]:
-    return await cancel_job(jobs, commands, caller.user_id, job_id, JobKind.GENERATION)
+    await cancel_job(jobs, commands, caller.user_id, job_id, JobKind.GENERATION)
+    return {"job_id": job_id, "status": "cancel_requested"}
 
 
 class ImageView(BaseModel):
@@ -142,6 +144,7 @@ async def delete_image(image_id: Id, caller: CurrentUser, image_store: Images,
     record = await image_store.get(caller.user_id, image_id)
     if record is None:
         raise Problem(404, "not-found", f"No image {image_id}.")
-    return await ask_owner(commands, caller.user_id,
-                           DeleteImage(user_id=caller.user_id, image_id=image_id),
-                           done="generation.image_deleted.v1", about="image_id", value=image_id)
+    _, event = await commands.send_and_wait(
+        caller.user_id, DeleteImage(user_id=caller.user_id, image_id=image_id),
+        {"generation.image_deleted.v1"}, about="image_id", value=image_id)
+    return deleted_or_deleting(event, "image_id", image_id)

@@ -7,10 +7,10 @@ from pydantic import BaseModel
 
 from contracts.ids import Id
 from contracts.training import DeleteModel, ModelStatus
-from gateway.commands import ask_owner
 from gateway.deps import Commands, CurrentUser, Models, Storage
 from gateway.downloads import download_url
 from gateway.problems import Problem
+from gateway.routers import deleted_or_deleting
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -55,6 +55,7 @@ async def delete_model(model_id: Id, caller: CurrentUser, models: Models,
     if record.status is ModelStatus.TRAINING:
         raise Problem(409, "conflict", "This model is still training; cancel the training "
                       "first.")
-    return await ask_owner(commands, caller.user_id,
-                           DeleteModel(user_id=caller.user_id, model_id=model_id),
-                           done="training.model_deleted.v1", about="model_id", value=model_id)
+    _, event = await commands.send_and_wait(
+        caller.user_id, DeleteModel(user_id=caller.user_id, model_id=model_id),
+        {"training.model_deleted.v1"}, about="model_id", value=model_id)
+    return deleted_or_deleting(event, "model_id", model_id)

@@ -143,5 +143,6 @@ async def one_status(job_id: Id, caller: CurrentUser, jobs: Jobs) -> TrainingSta
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(job_id: Id, caller: CurrentUser, jobs: Jobs,
                  commands: Commands) -> dict[str, str]:
-    return await cancel_job(jobs, commands, caller.user_id, job_id, JobKind.TRAINING)
+    await cancel_job(jobs, commands, caller.user_id, job_id, JobKind.TRAINING)
+    return {"job_id": job_id, "status": "cancel_requested"}
 

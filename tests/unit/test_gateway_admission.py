@@ -18,19 +18,22 @@ from contracts.ids import new_id
 from contracts.jobs import JobKind, JobStatus
 from contracts.topology import OBJECTS
 from contracts.training import DatasetImage, DatasetManifest, ModelRecord, ModelStatus
-from gateway.admission import (
+from gateway.admission.generation import GenerationRequest
+from gateway.admission.training import TrainingRequest, trigger_word_for
+from gateway.app import create_app
+from gateway.bootstrap import build_parts
+from gateway.commands import cancel_job
+from gateway.config import GatewaySettings
+from gateway.deps import get_caller
+from gateway.refusals import (
     DatasetNotFound,
+    JobAlreadyEnded,
+    JobNotFound,
     ModelNotFound,
     ModelNotReady,
     TooManyGenerations,
     TrainingRunning,
 )
-from gateway.admission.generation import GenerationRequest
-from gateway.admission.training import TrainingRequest, trigger_word_for
-from gateway.app import create_app
-from gateway.bootstrap import build_parts
-from gateway.config import GatewaySettings
-from gateway.deps import get_caller
 from gateway.security import Caller
 from terra.jobs.slots import QueueSlots
 from terra.jobs.store import JobStore
@@ -255,3 +258,38 @@ async def test_each_refusal_is_its_problem(http):
     missing = await http.post("/api/training/start", json={"dataset_id": dataset_id})
     assert missing.status_code == 404
     assert missing.json()["detail"] == f"No dataset {dataset_id}."
+
+
+# --- cancelling ---------------------------------------------------------------------------
+
+
+async def test_a_cancel_is_one_command_for_the_callers_live_job_and_refused_otherwise():
+    gateway = Gateway()
+    admitted = await gateway.parts.generation.admit(USER, generation())
+    commands = gateway.parts.commands
+
+    await cancel_job(gateway.jobs, commands, USER, admitted.job_id, JobKind.GENERATION)
+    cancel = gateway.broker.stored[-1]
+    assert cancel["type"] == "job.cancel.v1" and cancel["job_id"] == admitted.job_id
+
+    sent = len(gateway.broker.stored)
+    with pytest.raises(JobNotFound, match=f"No training {admitted.job_id}."):
+        await cancel_job(gateway.jobs, commands, USER, admitted.job_id, JobKind.TRAINING)
+    with pytest.raises(JobNotFound):  # another user's job is not found, not refused
+        await cancel_job(gateway.jobs, commands, "u2", admitted.job_id, JobKind.GENERATION)
+    await gateway.jobs.update(USER, admitted.job_id, lambda job: job.model_copy(update={
+        "status": JobStatus.SUCCEEDED}))
+    with pytest.raises(JobAlreadyEnded, match="has already succeeded"):
+        await cancel_job(gateway.jobs, commands, USER, admitted.job_id, JobKind.GENERATION)
+    assert len(gateway.broker.stored) == sent  # a refusal sends nothing
+
+
+async def test_a_cancel_refusal_is_its_problem(http):
+    body = {"prompt": "a lighthouse", "width": 512, "height": 512}
+    job_id = (await http.post("/api/generate/image", json=body)).json()["job_id"]
+    answer = await http.post(f"/api/generate/{job_id}/cancel")
+    assert answer.status_code == 202
+    assert answer.json() == {"job_id": job_id, "status": "cancel_requested"}
+    unknown = await http.post(f"/api/training/{job_id}/cancel")  # not a training
+    assert unknown.status_code == 404 and unknown.json()["detail"] == f"No training {job_id}."
+    assert unknown.headers["content-type"] == "application/problem+json"
