@@ -42,7 +42,8 @@ from nats.js.kv import KeyValue
 from auth_service.domain import AuthError, RateLimited
 from contracts.auth import AuthErrorCode
 from contracts.topology import LOGIN_THROTTLE_KV, SIGNUP_THROTTLE_KV
-from terra.records.rate_limits import AttemptLogs, ThrottleBusy, Window
+from terra.records.rate_limits import AttemptLogs, Window
+from terra.records.store import KeptChanging
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ class LoginThrottle:
                 email_key, lambda times: self._slowdown.admit(times, now)
             )
             delay = self._slowdown.delay_for(seen, now)
-        except ThrottleBusy:
+        except KeptChanging:
             # Too many attempts for this email at once to count them: it is under attack.
             delay, written = self._slowdown.max_delay_s, False
         return LoginAttempt(
@@ -230,7 +231,7 @@ class LoginThrottle:
     async def _take(self, key: str, window: Window, now: float) -> None:
         try:
             seen, written = await self._logs.change(key, lambda times: window.admit(times, now))
-        except ThrottleBusy:
+        except KeptChanging:
             log.warning("login throttle key contended; refusing the attempt")
             raise RateLimited(1) from None
         if not written:
@@ -244,7 +245,7 @@ class LoginThrottle:
     ) -> None:
         try:
             await self._logs.change(key, change)
-        except ThrottleBusy:
+        except KeptChanging:
             log.warning("login throttle key contended; an attempt stays counted")
 
 
@@ -285,7 +286,7 @@ class SignupThrottle:
             seen, written = await self._logs.change(
                 self.key(address), lambda times: self._window.admit(times, now)
             )
-        except ThrottleBusy:
+        except KeptChanging:
             raise TooManySignups(1) from None
         if not written:
             raise TooManySignups(self._window.retry_after(seen, now) or 1)

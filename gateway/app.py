@@ -29,10 +29,12 @@ def create_app(settings: GatewaySettings | None = None, *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with parts_from(settings) as parts:
-            app.state.parts = parts
-            yield
-        flush_spans()
+        try:
+            async with parts_from(settings) as parts:
+                app.state.parts = parts
+                yield
+        finally:
+            flush_spans()
 
     app = FastAPI(
         title="Terra",

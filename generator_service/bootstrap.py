@@ -70,7 +70,7 @@ async def bootstrap(connection: NatsClient, storage: ObjectStorage,
     jobs, events = await JobStore.open(js, [JobKind.GENERATION]), EventPublisher(js)
     handlers = build_handlers(
         settings, generator, jobs=jobs, models=await ModelStore.open(js),
-        images=await ImageStore.open(js), slots=await QueueSlots.open(js, "generation"),
+        images=await ImageStore.open(js), slots=await QueueSlots.open(js, JobKind.GENERATION.value),
         events=events, storage=storage, deleted_accounts=await DeletedAccounts.open(js))
     worker = FairWorker(js, handlers, handlers.lifecycle, jobs=jobs, events=events,
                         queue_window=settings.queue_window,

@@ -5,7 +5,7 @@ there and what it may import; `tests/unit/test_import_rules.py` holds the rules)
   every process), `credentials` (secret files, S3 keys), `backoff` (the one retry delay);
 - `nats/`     connection per identity, accounts, provisioning, listings, events, follow;
 - `records/`  the revision-checked record store and the stores built on it, and S3;
-- `runtime/`  a process: serve(), the worker loop, supervision, liveness, logs, tracing;
+- `runtime/`  a process: service_app(), the worker loop, supervision, liveness, logs, tracing;
 - `jobs/`     the one job lifecycle, the job store, per-user slots, deleted accounts;
 - `ops/`      the operator's `terra` command: up, status, provision, credentials.
 

@@ -283,7 +283,8 @@ class JobLifecycle:
                 else s)
         except InvalidTransition:
             return await self.jobs.get(ref.user_id, ref.job_id)
-        _log_step(ref, "requeued", attempt=attempt, reason=reason)
+        if job is not None and job.status is JobStatus.QUEUED:  # not ended meanwhile
+            _log_step(ref, "requeued", attempt=attempt, reason=reason)
         return job
 
     async def attempt(self, ref: JobRef, work: Callable[[], Awaitable[None]]) -> None:

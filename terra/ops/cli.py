@@ -221,15 +221,17 @@ def report_readiness(url: str, stopping: threading.Event, *, poll_s: float = 1.0
     import urllib.request
 
     out = out or sys.stdout
+    # The gateway is ours, on this machine: never through an http_proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     started, was_ready, said_once = time.monotonic(), None, False
     while not stopping.wait(poll_s):
         reasons: list[str] = []
         try:
-            with urllib.request.urlopen(url, timeout=5) as answer:
+            with opener.open(url, timeout=5) as answer:
                 ready = answer.status == 200
         except urllib.error.HTTPError as refused:  # 503 with the reasons
             ready = False
-            with contextlib.suppress(ValueError):
+            with refused, contextlib.suppress(ValueError):
                 reasons = json.loads(refused.read() or b"{}").get("reasons") or []
         except OSError:
             ready = False
@@ -313,6 +315,7 @@ def up(data_dir: Path) -> int:
                      daemon=True).start()
 
     exit_code = supervisor.run(stopping)
+    stopping.set()  # a crash loop ends the run too: the readiness reports stop with it
     (data_dir / STACK_FILE).unlink(missing_ok=True)
     print("stopping…", flush=True)
     supervisor.stop(grace_s=settings.shutdown_grace_s)

@@ -239,8 +239,10 @@ class ProcessSupervisor:
                     f"{self.policy.window_s:g} s; stopping the stack: its last output:\n{tail}")
         watch.restarts += 1
         watch.restart_at = now + delay
+        # Its last words: a reason printed outside logging (a settings error) is seen here.
+        last = (child.output_tail().rstrip().splitlines() or ["(no output)"])[-1]
         self._say(f"!! {child.kind} {child.name} {what}; restarting in {delay:.1f} s "
-                  f"(restart {watch.restarts})")
+                  f"(restart {watch.restarts}); its last line: {last}")
         return None
 
     def stop(self, grace_s: float, server_grace_s: float = 10.0) -> None:

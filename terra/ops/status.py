@@ -66,8 +66,9 @@ class Status:
         lines += ["", "DOMAINS"]
         for domain in JobKind:
             count = self.served.get(domain, 0)
+            served_by = ", ".join(s.name for s in SERVICES if domain in s.works)
             lines.append(f"  {domain:<11} {count} live worker{'s' if count != 1 else ''}"
-                         + ("" if count else "  <- jobs of this kind wait"))
+                         + ("" if count else f"  <- jobs of this kind wait (start {served_by})"))
         return "\n".join(lines)
 
 

@@ -30,7 +30,6 @@ from terra.records.store import KeptChanging, update_entry
 
 _MAX_REMEMBERED = 10_000  # full keys remembered in-process; expired ones go first
 
-ThrottleBusy = KeptChanging  # the name auth_service's throttles catch it by
 
 
 class RateLimitExceeded(TerraError):
@@ -83,7 +82,7 @@ class AttemptLogs:
         """Write `change(times)` over the key's log, reading again after a lost race.
 
         Returns the log the change saw and whether it was written (a None change writes
-        nothing); raises `ThrottleBusy` when the key keeps changing under us.
+        nothing); raises `KeptChanging` when the key keeps changing under us.
         """
         seen, written = await update_entry(
             self._kv, key, lambda times: change(times or []),
@@ -126,7 +125,7 @@ class SlidingWindowLimit:
                 try:
                     seen, written = await self._logs.change(
                         key, lambda times: self.window.admit(times, now))
-                except ThrottleBusy:  # other processes hammer the key: it is full enough
+                except KeptChanging:  # other processes hammer the key: it is full enough
                     raise RateLimitExceeded(1) from None
                 if not written:
                     wait = self.window.retry_after(seen, now) or 1

@@ -110,7 +110,7 @@ def test_a_dead_child_is_restarted_after_its_delay_and_the_restart_is_said(clock
     trainer.die(-9)
     assert supervisor.check() is None
     assert err.getvalue() == ("!! service trainer exited with code -9; "
-                              "restarting in 0.5 s (restart 1)\n")
+                              "restarting in 0.5 s (restart 1); its last line: Traceback: boom\n")
     clock.now = 0.4
     supervisor.check()
     assert trainer.starts == 0  # not before its delay
@@ -122,7 +122,8 @@ def test_a_dead_child_is_restarted_after_its_delay_and_the_restart_is_said(clock
     trainer.die(1)
     supervisor.check()
     assert err.getvalue().splitlines()[-1] == (
-        "!! service trainer exited with code 1; restarting in 1.0 s (restart 2)")
+        "!! service trainer exited with code 1; restarting in 1.0 s (restart 2); "
+        "its last line: Traceback: boom")
 
 
 def test_a_failed_start_counts_as_a_crash_and_is_tried_again(clock):
@@ -135,7 +136,7 @@ def test_a_failed_start_counts_as_a_crash_and_is_tried_again(clock):
     supervisor.check()
     assert err.getvalue().splitlines()[-1] == (
         "!! server nats failed to start (nats exited with code 1 during start-up:); "
-        "restarting in 1.0 s (restart 2)")
+        "restarting in 1.0 s (restart 2); its last line: Traceback: boom")
     clock.now = 1.5
     supervisor.check()
     assert nats.starts == 2 and nats.exit_code() is None
