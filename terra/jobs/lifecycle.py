@@ -424,11 +424,9 @@ def _remember(recent: OrderedDict[str, Any], job_id: str, value: Any) -> None:
 
 
 def _log_step(ref: JobRef, step: str, **details: Any) -> None:
-    """One line of a job's life. Its ids are fields (JSON logs) and in the message too
-    (text logs show the message alone); details are ids, counts and our own words."""
-    shown = "".join(f" {key}={value}" for key, value in details.items())
-    log.info("%s job %s %s (correlation %s)%s", ref.kind.value, ref.job_id, step,
-             ref.correlation_id, shown,
+    """One line of a job's life: its ids and details as fields (both log formats show
+    them); details are ids, counts and our own words, never what a user wrote."""
+    log.info("%s job %s", ref.kind.value, step,
              extra={"job_id": ref.job_id, "kind": ref.kind.value,
                     "correlation_id": ref.correlation_id, "step": step, **details})
 

@@ -37,12 +37,27 @@ class JsonFormatter(logging.Formatter):
             entry["correlation_id"] = cid
         if trace_id := current_trace_id():
             entry["trace_id"] = trace_id
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update(extra_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a call passed in `extra=`: the record's attributes beyond logging's own."""
+    return {key: value for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")}
+
+
+class TextFormatter(logging.Formatter):
+    """For people (`terra up`): the message, then the `extra` fields as key=value."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        fields = "".join(f" {key}={value}" for key, value in extra_fields(record).items())
+        return super().formatMessage(record) + fields
 
 
 REDACTED = "[redacted]"
@@ -99,9 +114,7 @@ def setup_logging(settings: RuntimeSettings, service: str) -> None:
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(TextFormatter(service))
     # Tokens, passwords, signatures: never in a log line, whoever logs (uvicorn included).
     handler.addFilter(SecretRedactor())
     root = logging.getLogger()

@@ -35,7 +35,7 @@ from terra.jobs.lifecycle import (
     ref_from_raw,
 )
 from terra.jobs.store import JobStore
-from terra.runtime.logs import JsonFormatter
+from terra.runtime.logs import JsonFormatter, TextFormatter
 from terra.runtime.worker import AgainLater, PermanentFailure
 from tests.fakes import FakeEventPublisher, FakeKeyValue, wait_until
 
@@ -509,21 +509,21 @@ def job_lines(caplog) -> list[logging.LogRecord]:
 def assert_followed(lines: list[logging.LogRecord], steps: list[str],
                     correlation_ids: list[str] | None = None) -> None:
     """The steps in order, each an INFO line naming the job, its kind and its request,
-    as fields and in the message (a text log shows the message alone)."""
+    as fields, and so in a text log line too (what `terra up` writes)."""
     assert [line.step for line in lines] == steps
     correlation_ids = correlation_ids or [REF.correlation_id] * len(steps)
     for line, correlation_id in zip(lines, correlation_ids, strict=True):
         assert line.levelno == logging.INFO
         assert (line.job_id, line.kind, line.correlation_id) == (
             REF.job_id, KIND.value, correlation_id)
-        message = line.getMessage()
-        assert all(part in message for part in (REF.job_id, KIND.value, correlation_id,
-                                                line.step))
+        text = TextFormatter("svc").format(line)
+        assert all(part in text for part in (f"job_id={REF.job_id}", f"kind={KIND.value}",
+                                             f"correlation_id={correlation_id}", line.step))
 
 
 def assert_no_prompt(caplog) -> None:
     """Not in any line, however it is written out (JSON with every field, or text)."""
-    as_json, as_text = JsonFormatter("test"), logging.Formatter("%(levelname)s %(message)s")
+    as_json, as_text = JsonFormatter("test"), TextFormatter("test")
     for record in caplog.records:
         assert PROMPT not in as_json.format(record) + as_text.format(record)
 
@@ -542,7 +542,7 @@ async def test_a_job_that_succeeds_is_followed_in_the_logs_without_its_prompt(jo
     assert received.delivery == 1 and received.status == "queued"
     assert started.attempt == 1
     assert ended.outcome == "succeeded" and ended.duration_s >= 0
-    assert "outcome=succeeded" in ended.getMessage()
+    assert "outcome=succeeded" in TextFormatter("svc").format(ended)
     assert_no_prompt(logged)
 
 
