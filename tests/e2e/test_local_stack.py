@@ -18,9 +18,9 @@ import httpx
 import pytest
 from minio import Minio
 
-from terra.ops.cli import SERVICES
 from terra.ops.processes import listening_pid_owns
 from terra.ops.servers import EmbeddedNats, EmbeddedS3, StartupFailed, free_port
+from terra.ops.services import SERVICES
 from terra.settings import LOCAL_S3_ACCESS_KEY, LOCAL_S3_SECRET_KEY
 from tests.e2e.client import PASSWORD
 
@@ -150,16 +150,18 @@ def test_every_service_killed_comes_back(tmp_path):
         wait_ready(url, proc, log_path)
         owner = register(url, "in-flight@example.com").json()
         headers = {"Authorization": f"Bearer {owner['access_token']}"}
-        for name, module in SERVICES.items():
+        for name, module in ((s.name, s.module) for s in SERVICES):
             pid = child_pid(proc, service_cmdline(module))
             in_flight = running_generation(url, headers) if name == "generator" else None
-            offset = len(output_of(log_path))
+            # Its whole output is in its log file (the terminal shows warnings and worse).
+            service_log = tmp_path / "data" / "logs" / f"{name}.log"
+            offset, service_offset = len(output_of(log_path)), len(output_of(service_log))
             os.kill(pid, signal.SIGKILL)
-            restart = wait_for_output(
+            wait_for_output(
                 log_path, rf"^!! service {name} exited with code -9; "
-                rf"restarting in [\d.]+ s \(restart 1\)$", after=offset)
-            wait_for_output(log_path, rf"^{name} +\| .*(started successfully|Application "
-                            r"startup complete)", after=restart.end())
+                rf"restarting in [\d.]+ s \(restart 1\); its last line: ", after=offset)
+            wait_for_output(service_log, r"(started successfully|Application startup complete)",
+                            after=service_offset)
             assert child_pid(proc, service_cmdline(module)) != pid
             wait_ready(url, proc, log_path)  # the gateway keeps its socket: the same URL
             if name == "auth":
@@ -214,7 +216,7 @@ def test_the_embedded_nats_killed_comes_back_on_its_port(tmp_path):
         offset = len(output_of(log_path))
         os.kill(pid, signal.SIGKILL)
         wait_for_output(log_path, r"^!! server nats exited with code -9; restarting in "
-                        r"[\d.]+ s \(restart 1\)$", after=offset)
+                        r"[\d.]+ s \(restart 1\); its last line: ", after=offset)
         deadline = time.monotonic() + 30
         while child_pids(proc, "nats-server ") in ([], [pid]):
             assert time.monotonic() < deadline, log_path.read_text()
@@ -238,8 +240,14 @@ def test_a_service_that_keeps_crashing_stops_the_stack_with_the_reason(tmp_path)
         if proc.poll() is None:
             stop(proc)
     output = log_path.read_text()
-    assert "!! service prompt exited with code 1; restarting in 0.5 s (restart 1)" in output
-    assert "!! service prompt exited with code 1; restarting in 8.0 s (restart 5)" in output
+    # Each wait is between half and all of its step (0.5 s doubling; jittered).
+    waits = {int(n): float(s) for s, n in re.findall(
+        r"^!! service prompt exited with code 1; restarting in ([\d.]+) s \(restart (\d)\); "
+        r"its last line: ", output, re.MULTILINE)}
+    assert sorted(waits) == [1, 2, 3, 4, 5], output
+    for restart, wait in waits.items():
+        step = 0.5 * 2 ** (restart - 1)
+        assert step / 2 - 0.05 <= wait <= step + 0.05, (restart, wait)
     assert "!! service prompt crashed 6 times in 60 s; stopping the stack" in output
     reason = output[output.index("crashed 6 times"):]
     assert "prompt_concurrency" in reason  # its last output says why
