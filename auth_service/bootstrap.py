@@ -28,6 +28,7 @@ from auth_service.tokens import TokenIssuer, load_private_key, load_public_key
 from contracts.auth import (
     AuthErrorCode,
     AuthFailure,
+    ChangePassword,
     DeleteAccountRequest,
     GetSigningKeys,
     GetUser,
@@ -62,6 +63,7 @@ ROUTES: tuple[tuple[AuthRpc, Any, str], ...] = (
     (AuthRpc.LOGOUT, LogoutRequest, "logout"),
     (AuthRpc.GET_USER, GetUser, "get_user"),
     (AuthRpc.DELETE_ACCOUNT, DeleteAccountRequest, "delete_account"),
+    (AuthRpc.CHANGE_PASSWORD, ChangePassword, "change_password"),
     (AuthRpc.SIGNING_KEYS, GetSigningKeys, "signing_keys"),
 )
 

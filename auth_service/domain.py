@@ -39,6 +39,17 @@ class InvalidCredentials(AuthError):
         super().__init__(AuthErrorCode.INVALID_CREDENTIALS, "Email or password is incorrect.")
 
 
+class WrongPassword(AuthError):
+    def __init__(self) -> None:
+        super().__init__(AuthErrorCode.WRONG_PASSWORD, "The current password is incorrect.")
+
+
+class NoPassword(AuthError):
+    def __init__(self) -> None:
+        super().__init__(AuthErrorCode.NO_PASSWORD, "This account signs in with Google and "
+                         "has no password to change.")
+
+
 class RetiredRequest(AuthError):
     """A request version auth_service no longer serves; the detail names its successor."""
 

@@ -14,12 +14,16 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from auth_service.domain import (
     AuthError,
     InvalidCredentials,
+    NoPassword,
     RetiredRequest,
     UserRecord,
+    WeakPassword,
+    WrongPassword,
     check_password_policy,
     normalise_email,
 )
@@ -36,6 +40,7 @@ from auth_service.tokens import InvalidAccessToken, TokenIssuer
 from contracts.auth import (
     AccountDeleted,
     AuthErrorCode,
+    ChangePassword,
     DeleteAccount,
     DeleteAccountV1,
     Done,
@@ -67,6 +72,13 @@ ACCESS_TOKEN_LEEWAY_S = 5
 
 def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _after_second_of(revoked_at: datetime) -> None:
+    """Access tokens carry whole seconds (`iat`); the rule refuses iat <= revoked_at.
+    Answering only once that second is over means a sign-in after this answer (or a
+    session started by it) gets a later `iat`, so its tokens work."""
+    await asyncio.sleep(max(0.0, math.floor(revoked_at.timestamp()) + 1 - time.time()))
 
 
 def _invalid_refresh() -> AuthError:
@@ -187,6 +199,46 @@ class AuthHandlers:
         await self.users.delete_record(user.id)
         return Done(correlation_id=request.correlation_id)
 
+    async def change_password(self, request: ChangePassword) -> TokenPair:
+        """New password, every session ended (as "sign out everywhere"), and a new session
+        for the caller, so the device that changed it stays signed in."""
+        issued_at = self._issued_to(request.access_token, request.user_id)
+        user = await self.users.get(request.user_id)
+        if user is None:
+            raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
+        await self._refuse_if_revoked(issued_at, user)
+        if user.password_hash is None:
+            raise NoPassword()
+        # The new password's rules first: refusing it costs no hashing and no attempt.
+        check_password_policy(request.new_password, email=user.email)
+        if request.new_password == request.current_password:
+            raise WeakPassword("Choose a password different from the current one.")
+        # Throttled as a sign-in of this email from this network: a stolen access token
+        # must not become an unlimited password oracle.
+        attempt = await self.throttle.admit(user.email, request.client.address)
+        await asyncio.sleep(attempt.delay_s)
+        if not await self.hasher.verify(user.password_hash, request.current_password):
+            raise WrongPassword()
+        await self.throttle.succeeded(attempt)
+        old_hash, new_hash = user.password_hash, await self.hasher.hash(request.new_password)
+        # Sessions end before the password changes: a failure in between leaves everyone
+        # signed out with the old password, never the old sessions alive with the new one.
+        revoked_at = await self.revocations.revoke(user.id, utcnow())
+
+        def changed(current: UserRecord) -> UserRecord | None:
+            if current.password_hash != old_hash:
+                return None  # changed concurrently: ours was checked against another
+            signed_out = max(revoked_at, current.signed_out_at or revoked_at)
+            return replace(current, password_hash=new_hash, signed_out_at=signed_out)
+
+        stored = await self.users.update(user.id, changed)
+        if stored is None:
+            raise AuthError(AuthErrorCode.NOT_FOUND, "No such user.")
+        if stored.password_hash != new_hash:
+            raise WrongPassword()
+        await _after_second_of(revoked_at)
+        return await self._start_session(stored, request.correlation_id)
+
     # --- tokens ---------------------------------------------------------------------------
 
     async def refresh(self, request: RefreshTokens) -> TokenPair:
@@ -264,10 +316,7 @@ class AuthHandlers:
         await self.users.update(token.user_id, lambda u: replace(u, signed_out_at=revoked_at)
                                 if u.signed_out_at is None or u.signed_out_at < revoked_at
                                 else None)
-        # Access tokens carry whole seconds (`iat`); the rule refuses iat <= revoked_at.
-        # Answering only once that second is over means a sign-in after this answer gets
-        # a later `iat`, so its tokens work.
-        await asyncio.sleep(max(0.0, math.floor(revoked_at.timestamp()) + 1 - time.time()))
+        await _after_second_of(revoked_at)
 
     def _issued_to(self, access_token: str | None, user_id: str) -> float:
         """When `access_token` was issued (`iat`), if it is one of ours (signature with the
@@ -373,6 +422,7 @@ class AuthHandlers:
             access_token=access.token,
             refresh_token=refresh_token,
             expires_in=access.expires_in,
+            refresh_expires_in=self.refresh_token_ttl_s,
             created=created,
             correlation_id=correlation_id,
         )

@@ -118,6 +118,19 @@ class DeleteAccount(Message):
     access_token: str = Field(max_length=4096, repr=False, description=_ACCESS_TOKEN_USE)
 
 
+class ChangePassword(Message):
+    """Change the account's password, asked by its owner: the current password proves it
+    (throttled like a sign-in), the new one follows the registration rules. Every session
+    of the account ends (as "sign out everywhere") and a new one starts for the caller."""
+
+    type: Literal["auth.change_password.v1"] = "auth.change_password.v1"
+    user_id: Id
+    access_token: str = Field(max_length=4096, repr=False, description=_ACCESS_TOKEN_USE)
+    current_password: str = Field(max_length=1024, repr=False)
+    new_password: str = Field(max_length=1024, repr=False)
+    client: ClientContext = ClientContext()
+
+
 class DeleteAccountV1(Message):
     """Retired by `auth.delete_account.v2`: refused (it names an account without proving
     its owner asked)."""
@@ -146,6 +159,10 @@ class AuthErrorCode(StrEnum):
     WEAK_PASSWORD = "weak_password"
     EMAIL_TAKEN = "email_taken"
     INVALID_CREDENTIALS = "invalid_credentials"
+    # A password change whose current password is wrong (the caller is signed in: not 401).
+    WRONG_PASSWORD = "wrong_password"
+    # A password change on an account that has none (it signs in with Google only).
+    NO_PASSWORD = "no_password"
     # A request acting on an account carried no live access token of it (auth's own check).
     INVALID_ACCESS_TOKEN = "invalid_access_token"
     INVALID_GOOGLE_TOKEN = "invalid_google_token"
@@ -174,6 +191,9 @@ class TokenPair(Message):
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_expires_in: int | None = Field(
+        default=None, description="Seconds until the refresh token expires unused (a "
+        "cookie holding it lasts as long).")
     created: bool = Field(default=False, description="True when this call created the account.")
 
 

@@ -11,16 +11,17 @@ import json
 import sys
 from pathlib import Path
 
-from contracts import auth, topology
+from contracts import auth, topology, websocket
 from contracts.base import Command, Event
 from contracts.generation import ImageRecord
 from contracts.jobs import CancelJob, JobFailed, JobKind, JobRequeued, JobState
-from contracts.registry import MESSAGES
+from contracts.registry import EVENTS, MESSAGES
 from contracts.training import DatasetManifest, ModelRecord
 from contracts.workers import WorkerHeartbeat
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_FILE = SCHEMA_DIR / "asyncapi.json"
+WEBSOCKET_FILE = SCHEMA_DIR / "websocket.asyncapi.json"
 
 # Request/reply pairs of the auth service.
 # Each request subject: the requests it takes (a retired version beside the current one,
@@ -35,6 +36,7 @@ AUTH_OPERATIONS: dict[str, tuple[tuple[type, ...], tuple[type, ...]]] = {
     topology.AuthRpc.GET_USER: ((auth.GetUser,), (auth.UserReply, auth.AuthFailure)),
     topology.AuthRpc.DELETE_ACCOUNT: ((auth.DeleteAccount, auth.DeleteAccountV1),
                                       (auth.Done, auth.AuthFailure)),
+    topology.AuthRpc.CHANGE_PASSWORD: ((auth.ChangePassword,), (auth.TokenPair, auth.AuthFailure)),
     topology.AuthRpc.SIGNING_KEYS: ((auth.GetSigningKeys,), (auth.SigningKeys,)),
 }
 
@@ -142,12 +144,111 @@ def asyncapi() -> dict:
     }
 
 
+def _frame_schema(model: type, defs: str = "#/components/schemas/{model}") -> dict:
+    schema = model.model_json_schema(ref_template=defs)
+    schema.pop("$defs", None)
+    return schema
+
+
+def _event_domains(model: type[Event]) -> list[str]:
+    """The `domain` of an event's frames: its subject's (a job event: each job kind's)."""
+    if model in (JobFailed, JobRequeued):
+        return [kind.value for kind in JobKind]
+    return [model.domain]
+
+
+def websocket_asyncapi() -> dict:
+    """The gateway's WebSockets for client apps: paths, query, frames, close codes."""
+    frames = {
+        "ready": websocket.ReadyFrame, "pong": websocket.PongFrame,
+        "ping": websocket.PingFrame,
+    }
+    messages: dict[str, dict] = {
+        name: {"name": name, "title": model.__name__,
+               "summary": (model.__doc__ or "").strip(), "contentType": "application/json",
+               "payload": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        for name, model in frames.items()
+    }
+    schemas = {model.__name__: _frame_schema(model) for model in frames.values()}
+    channels: dict[str, dict] = {}
+    operations: dict[str, dict] = {}
+    for path, domain in websocket.SOCKET_PATHS.items():
+        events = sorted(name for name, model in EVENTS.items()
+                        if domain is None or domain in _event_domains(model))
+        frame_name = f"event_{domain or 'any'}"
+        frame = _frame_schema(websocket.EventFrame)
+        frame["properties"]["type"]["enum"] = events
+        frame["properties"]["type"]["examples"] = [
+            next(name for name in events if not name.startswith("job."))]
+        frame["properties"]["payload"] = {
+            **frame["properties"]["payload"],
+            "oneOf": [{"$ref": f"./{name}.json"} for name in events]}
+        schemas[f"EventFrame_{domain or 'any'}"] = frame
+        messages[frame_name] = {
+            "name": frame_name, "title": f"An event on {path}",
+            "summary": websocket.EventFrame.__doc__.strip(), "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/EventFrame_{domain or 'any'}"}}
+        channel_id = path.strip("/").replace("/", "_")
+        channels[channel_id] = {
+            "address": path,
+            "description": ("Every event of yours." if domain is None else
+                            f"Your {domain} events.") + " Frames: events, then `ready` "
+            "once a `since=` replay is done, and `pong` for each `ping`.",
+            "messages": {frame_name: {"$ref": f"#/components/messages/{frame_name}"},
+                         **{name: {"$ref": f"#/components/messages/{name}"}
+                            for name in frames}},
+            "bindings": {"ws": {"method": "GET", "query": _WS_QUERY,
+                                "bindingVersion": "0.1.0"}},
+        }
+        ref = f"#/channels/{channel_id}"
+        operations[f"send_events_{channel_id}"] = {
+            "action": "send", "channel": {"$ref": ref},
+            "summary": "The gateway sends your events, `ready` and `pong`.",
+            "messages": [{"$ref": f"{ref}/messages/{name}"}
+                         for name in (frame_name, "ready", "pong")]}
+        operations[f"receive_ping_{channel_id}"] = {
+            "action": "receive", "channel": {"$ref": ref},
+            "summary": "A client may send `ping`.",
+            "messages": [{"$ref": f"{ref}/messages/ping"}]}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Terra WebSockets",
+            "version": "1",
+            "description": "The gateway's WebSockets: your job events, live and replayed "
+            "from `since=<seq>` with no gap and no duplicate. Each event's payload is "
+            "described by its JSON Schema beside this file (`<type>.json`).",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": dict(sorted(operations.items())),
+        "components": {"messages": dict(sorted(messages.items())),
+                       "schemas": dict(sorted(schemas.items()))},
+        "x-close-codes": {str(int(code)): meaning
+                          for code, meaning in websocket.CLOSE_CODE_MEANINGS.items()},
+    }
+
+
+_WS_QUERY = {
+    "type": "object",
+    "properties": {
+        "ticket": {"type": "string", "description": "A single-use ticket from `POST "
+                   "/api/ws/ticket`: no token in the URL."},
+        "token": {"type": "string", "description": "An access token (older clients; prefer "
+                  "a ticket or an `Authorization: Bearer` header)."},
+        "since": {"type": "integer", "minimum": 0, "description": "Replay your events after "
+                  "this sequence first (0: everything still kept)."},
+    },
+}
+
+
 def rendered() -> dict[Path, str]:
     files = {
         SCHEMA_DIR / name: json.dumps(schema, indent=2, sort_keys=True) + "\n"
         for name, schema in json_schemas().items()
     }
     files[ASYNCAPI_FILE] = json.dumps(asyncapi(), indent=2) + "\n"
+    files[WEBSOCKET_FILE] = json.dumps(websocket_asyncapi(), indent=2) + "\n"
     return files
 
 

@@ -179,7 +179,7 @@ def identities() -> dict[str, Identity]:
     gateway = Identity(t.GATEWAY).uses(
         streams=t.STREAMS,
         buckets=(*t.JOBS_KVS.values(), t.MODELS_KV, t.IMAGES_KV, t.QUEUE_SLOTS_KV,
-                 t.WORKERS_KV, t.REVOCATIONS_KV, t.RATE_LIMITS_KV))
+                 t.WORKERS_KV, t.REVOCATIONS_KV, t.RATE_LIMITS_KV, t.WS_TICKETS_KV))
     gateway.add(
         # It sends every command, and asks auth_service.
         *(publishes(t.command_subject(domain, ">")) for domain in t.COMMAND_STREAMS),
@@ -189,7 +189,7 @@ def identities() -> dict[str, Identity]:
         publishes(t.events_of_anyone("generation", "queued")))
     # Its event fan-out and the revocation list: followed live, without a consumer.
     gateway.follows(t.EVENTS).follows(t.REVOCATIONS_KV)
-    # What it owns (its rate limits), and the writes the design allows it elsewhere.
+    # What it owns (its rate limits, WebSocket tickets), and the writes the design allows it elsewhere.
     gateway.writes(*(kv for kv in t.KV_BUCKETS if t.GATEWAY in kv.owners
                      or any(who == t.GATEWAY for who, _ in kv.exceptions)))
 

@@ -7,6 +7,7 @@ Specs are plain data; `terra.nats.provisioning` turns them into JetStream defini
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -54,6 +55,7 @@ class AuthRpc(StrEnum):
     LOGOUT = f"{PREFIX}.rpc.auth.logout"
     GET_USER = f"{PREFIX}.rpc.auth.user.get"
     DELETE_ACCOUNT = f"{PREFIX}.rpc.auth.user.delete"
+    CHANGE_PASSWORD = f"{PREFIX}.rpc.auth.password.change"
     SIGNING_KEYS = f"{PREFIX}.rpc.auth.keys"
 
 
@@ -438,6 +440,24 @@ def rate_limit_key(what: str, user_id: str) -> str:
     return f"{what}.{digest.hexdigest()[:32]}"
 
 
+WS_TICKETS_KV = KvSpec(
+    bucket="terra_ws_tickets",
+    owners=(GATEWAY,),
+    description="WebSocket tickets (`gateway.tickets`): `ticket.<sha256 of the ticket>` -> "
+    "the user and the access token's session it opens a socket for. Single use (a "
+    "revision-checked delete redeems it, on any gateway); the TTL forgets unused ones.",
+    ttl_s=120.0,
+)
+
+
+def ws_ticket_key(ticket_digest: str) -> str:
+    """A ticket's key names its digest, never the ticket: a reader of the bucket learns
+    nothing it could open a socket with."""
+    if not re.fullmatch(r"[0-9a-f]{64}", ticket_digest):
+        raise ValueError("a ticket key is a SHA-256 hex digest")
+    return f"ticket.{ticket_digest}"
+
+
 KV_BUCKETS: tuple[KvSpec, ...] = (
     PROMPT_JOBS_KV,
     TRAINING_JOBS_KV,
@@ -454,6 +474,7 @@ KV_BUCKETS: tuple[KvSpec, ...] = (
     REVOCATIONS_KV,
     DELETED_ACCOUNTS_KV,
     RATE_LIMITS_KV,
+    WS_TICKETS_KV,
 )
 
 # --- object storage ------------------------------------------------------------------------

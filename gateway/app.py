@@ -10,10 +10,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import ws
+from gateway.apidocs import install_docs
 from gateway.bootstrap import GatewayParts, bootstrap
 from gateway.config import GatewaySettings
 from gateway.correlation import CorrelationId
 from gateway.limits import BodySizeLimit
+from gateway.openapi import install_openapi
+from gateway.openapi_glossary import API_DESCRIPTION
 from gateway.problems import install_problem_handlers
 from gateway.routers import accounts, datasets, generation, health, jobs, models, prompts, training
 from gateway.server import redact_span
@@ -41,12 +44,18 @@ def create_app(settings: GatewaySettings | None = None, *,
         version="0.1.0",
         summary="Personalised AI images: accounts, prompts, LoRA training, generation.",
         lifespan=lifespan,
+        # Served from a package's files below (`install_docs`), not a CDN: they work offline.
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app, description=API_DESCRIPTION)
+    install_docs(app)
     install_problem_handlers(app)
     # datasets before training: its fixed paths ahead of the `/api/training/{job_id}/...` ones.
     for router in (health.router, accounts.router, jobs.router, prompts.router,
                    datasets.router, training.router, models.router, generation.router,
-                   generation.images, ws.router):
+                   generation.images, jobs.mine, models.mine, datasets.mine,
+                   generation.mine, ws.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
@@ -54,7 +63,8 @@ def create_app(settings: GatewaySettings | None = None, *,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            allow_credentials=False,
+            # The refresh cookie (cookie mode), for the listed origins only; never with "*".
+            allow_credentials="*" not in settings.cors_origins,
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        per_path={"/api/training/upload": settings.max_upload_bytes})

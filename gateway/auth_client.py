@@ -22,6 +22,9 @@ _STATUS = {
     AuthErrorCode.WEAK_PASSWORD: (422, "weak-password"),
     AuthErrorCode.EMAIL_TAKEN: (409, "email-taken"),
     AuthErrorCode.INVALID_CREDENTIALS: (401, "invalid-credentials"),
+    # Not 401: the caller is signed in, and a client answers 401 by refreshing its token.
+    AuthErrorCode.WRONG_PASSWORD: (403, "wrong-password"),
+    AuthErrorCode.NO_PASSWORD: (409, "no-password"),
     # auth_service's own check of the caller's access token: the same answer as ours.
     AuthErrorCode.INVALID_ACCESS_TOKEN: (401, "unauthorized"),
     AuthErrorCode.INVALID_GOOGLE_TOKEN: (401, "invalid-google-token"),
@@ -35,7 +38,14 @@ _STATUS = {
 _DEFAULT_RETRY_AFTER_S = 60
 
 
-def failure_to_problem(failure: AuthFailure) -> Problem:
+# The request field each code is about, so clients show it next to that field.
+_FIELDS = {AuthErrorCode.WEAK_PASSWORD: "password",
+           AuthErrorCode.WRONG_PASSWORD: "current_password"}
+
+
+def failure_to_problem(failure: AuthFailure, fields: dict[str, str] | None = None) -> Problem:
+    """`fields` renames a code's field for a route whose body names it otherwise
+    (`{"password": "new_password"}`)."""
     status, slug = _STATUS.get(failure.code, (503, "unavailable"))
     headers = {}
     if failure.retry_after_s is not None:
@@ -46,11 +56,11 @@ def failure_to_problem(failure: AuthFailure) -> Problem:
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     extensions = {}
-    if failure.code is AuthErrorCode.WEAK_PASSWORD:
+    if (field := _FIELDS.get(failure.code)) is not None:
         # Shaped like a validation error, so clients show it next to the field.
         extensions["errors"] = [
-            {"field": "password", "location": "body", "message": failure.detail,
-             "code": failure.code.value}
+            {"field": (fields or {}).get(field, field), "location": "body",
+             "message": failure.detail, "code": failure.code.value}
         ]
     return Problem(status, slug, failure.detail, headers=headers, code=failure.code.value,
                    **extensions)
@@ -61,8 +71,10 @@ class AuthClient:
         self._broker = broker
         self._timeout_s = timeout_s
 
-    async def call(self, subject: str, request: Message, reply_type: Any) -> Any:
-        """Send `request`, return the success reply; an AuthFailure is raised as a Problem."""
+    async def call(self, subject: str, request: Message, reply_type: Any, *,
+                   fields: dict[str, str] | None = None) -> Any:
+        """Send `request`, return the success reply; an AuthFailure is raised as a Problem
+        (`fields`: see `failure_to_problem`)."""
         if cid := correlation_id.get():
             request = request.model_copy(update={"correlation_id": cid})
         try:
@@ -80,5 +92,5 @@ class AuthClient:
             ) from exc
         reply = TypeAdapter(reply_type).validate_json(response.body)
         if isinstance(reply, AuthFailure):
-            raise failure_to_problem(reply)
+            raise failure_to_problem(reply, fields)
         return reply

@@ -23,6 +23,7 @@ from gateway.config import GatewaySettings
 from gateway.events import EventHub
 from gateway.readiness import Readiness
 from gateway.security import TokenVerifier
+from gateway.tickets import WsTickets
 from terra.errors import StorageError
 from terra.jobs.slots import QueueSlots
 from terra.jobs.store import JobStore
@@ -58,13 +59,14 @@ class GatewayParts:
     generation: GenerationAdmission
     training: TrainingAdmission
     readiness: Readiness
+    tickets: WsTickets | None = None  # WebSocket tickets, redeemable on every gateway
 
 
 def build_parts(
     settings: GatewaySettings, *, broker: NatsBroker, nc: NatsClient, js: JetStreamContext,
     auth: AuthClient, revocations: RevocationWatch, hub: EventHub, storage: ObjectStorage,
     jobs: JobStore, models: ModelStore, images: ImageStore, generation_slots: QueueSlots,
-    events: EventPublisher, prompt_rate: SlidingWindowLimit,
+    events: EventPublisher, prompt_rate: SlidingWindowLimit, tickets: WsTickets | None = None,
 ) -> GatewayParts:
     commands = CommandSender(broker, hub, send_timeout_s=settings.nats_request_timeout_s,
                              wait_timeout_s=settings.wait_timeout_s)
@@ -81,6 +83,7 @@ def build_parts(
                                    commands=commands, events=events, js=js),
         readiness=Readiness(nc=nc, js=js, storage=storage, revocations=revocations, hub=hub,
                             required_workers=settings.ready_workers),
+        tickets=tickets,
     )
 
 
@@ -122,7 +125,8 @@ async def bootstrap(settings: GatewaySettings) -> AsyncIterator[GatewayParts]:
         list_timeout_s = 2 * settings.nats_request_timeout_s
         parts = build_parts(
             settings, broker=broker, nc=nc, js=js, auth=auth, revocations=revocations,
-            hub=hub, storage=storage, jobs=await JobStore.open(js),
+            hub=hub, storage=storage,
+            jobs=await JobStore.open(js, list_timeout_s=list_timeout_s),
             models=await ModelStore.open(js, list_timeout_s=list_timeout_s),
             images=await ImageStore.open(js, list_timeout_s=list_timeout_s),
             generation_slots=await QueueSlots.open(js, JobKind.GENERATION.value),
@@ -131,6 +135,7 @@ async def bootstrap(settings: GatewaySettings) -> AsyncIterator[GatewayParts]:
             prompt_rate=await SlidingWindowLimit.open(
                 js, topology.RATE_LIMITS_KV.bucket,
                 Window(settings.prompt_rate_limit, settings.prompt_rate_window_s)),
+            tickets=await WsTickets.open(js, settings.ws_ticket_ttl_s),
         )
         stack.callback(parts.readiness.stop)
         yield parts

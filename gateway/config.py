@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from contracts.jobs import JobKind
-from contracts.topology import RATE_LIMITS_KV
+from contracts.topology import RATE_LIMITS_KV, WS_TICKETS_KV
 from terra.settings import RuntimeSettings
 
 
@@ -52,6 +52,10 @@ class GatewaySettings(RuntimeSettings):
         default=60.0, gt=0, le=RATE_LIMITS_KV.ttl_s,
         description="The sliding window of `prompt_rate_limit` (at most the rate-limit "
         "bucket's TTL, which forgets the counts).")
+    ws_ticket_ttl_s: float = Field(
+        default=30.0, gt=0, le=WS_TICKETS_KV.ttl_s,
+        description="How long a WebSocket ticket (`POST /api/ws/ticket`) may wait for its one "
+        "use (at most the ticket bucket's TTL, which forgets unused ones).")
     ws_ping_interval_s: float = Field(default=20.0, description="WebSocket keep-alive pings.")
     keys_refresh_min_interval_s: float = Field(
         default=10.0, description="Least time between signing key fetches on an unknown kid."

@@ -21,6 +21,7 @@ from gateway.events import EventHub
 from gateway.problems import Problem
 from gateway.readiness import Readiness
 from gateway.security import Caller, InvalidToken, TokenVerifier
+from gateway.tickets import WsTickets
 from terra.jobs.store import JobStore
 from terra.records.images import ImageStore
 from terra.records.models import ModelStore
@@ -53,6 +54,10 @@ async def verifier_of(connection: HTTPConnection) -> TokenVerifier:
 
 async def hub_of(connection: HTTPConnection) -> EventHub:
     return _parts(connection).hub
+
+
+async def tickets_of(connection: HTTPConnection) -> WsTickets:
+    return _parts(connection).tickets
 
 
 async def revocations_of(connection: HTTPConnection) -> RevocationWatch:
@@ -100,6 +105,7 @@ Auth = Annotated[AuthClient, Depends(auth_of)]
 Verifier = Annotated[TokenVerifier, Depends(verifier_of)]
 Hub = Annotated[EventHub, Depends(hub_of)]
 SessionRevocations = Annotated[RevocationWatch, Depends(revocations_of)]
+Tickets = Annotated[WsTickets, Depends(tickets_of)]
 Storage = Annotated[ObjectStorage, Depends(storage_of)]
 Jobs = Annotated[JobStore, Depends(jobs_of)]  # read under the caller's id
 Models = Annotated[ModelStore, Depends(models_of)]

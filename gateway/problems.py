@@ -11,6 +11,7 @@ import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.refusals import (
@@ -72,6 +73,67 @@ class Problem(TerraError):
         self.extensions = extensions
 
 
+class FieldError(BaseModel):
+    """One invalid field of a 422 (`errors`)."""
+
+    field: str = Field(description="The field's dotted path in the body, query or path "
+                       "(empty for the body as a whole).", examples=["password"])
+    location: str | None = Field(description="Where the field is: body, query, path or "
+                                 "header.", examples=["body"])
+    message: str = Field(description="What is wrong, for a person.",
+                         examples=["String should have at least 1 character"])
+    code: str = Field(description="What is wrong, for a program (pydantic's error type, "
+                      "or `weak_password`).", examples=["string_too_short"])
+
+
+class RejectedFile(BaseModel):
+    """A photo of an upload that was refused (`rejected`)."""
+
+    filename: str = Field(description="The file's name as uploaded.", examples=["me-03.jpg"])
+    reason: str = Field(description="Why it was refused.",
+                        examples=["a near-duplicate of me-01.jpg"])
+
+
+class ProblemDetails(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`). `type` names the
+    problem; the members after `instance` appear on the problems that carry them."""
+
+    # The schema of what `problem_response` writes, named `Problem` in the OpenAPI document.
+    model_config = ConfigDict(title="Problem")
+
+    type: str = Field(description="A URI naming the problem: "
+                      f"`{TYPE_BASE}<slug>`.", examples=[f"{TYPE_BASE}not-found"])
+    title: str = Field(description="A short summary of the problem type.",
+                       examples=["Not Found"])
+    status: int = Field(ge=400, le=599, description="The HTTP status, repeated.",
+                        examples=[404])
+    detail: str = Field(description="What went wrong with this request, for a person.",
+                        examples=["No job 0f3c9a7e5b2d4c1a8e6f9d0b7a2c4e1f."])
+    instance: str | None = Field(default=None, description="The request's path.",
+                                 examples=["/api/jobs/0f3c9a7e5b2d4c1a8e6f9d0b7a2c4e1f"])
+    errors: list[FieldError] | None = Field(
+        default=None, description="422 `validation-error` and `weak-password`: each invalid "
+        "field, to show next to it.")
+    code: str | None = Field(
+        default=None, description="Machine-readable reason: the account service's "
+        "(`invalid_credentials`, `email_taken`, `rate_limited`, ...) on account routes, the "
+        "job's failure code on `optimization-failed`.", examples=["invalid_credentials"])
+    rejected: list[RejectedFile] | None = Field(
+        default=None, description="422 `invalid-upload`: each refused photo and why.")
+    reasons: list[str] | None = Field(
+        default=None, description="503 `not-ready` (`/ready`): each reason it is not ready.",
+        examples=[["no live worker for generation"]])
+    workers: dict[str, int] | None = Field(
+        default=None, description="503 `not-ready`: live workers per job domain.",
+        examples=[{"prompt": 1, "training": 1, "generation": 0}])
+    models: list[str] | None = Field(
+        default=None, description="409 on deleting a photo set: the models still training "
+        "on it.", examples=[["5b7e0c2a9d4f4e3b8a1c6d2e0f9a7b3c"]])
+    job_id: str | None = Field(
+        default=None, description="502 `optimization-failed`: the failed job.",
+        examples=["3c29003f8a1b4c2d9e7f6a5b4c3d2e1f"])
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -104,10 +166,10 @@ _REFUSALS: dict[type[Refused], tuple[int, str, dict[str, str]]] = {
     TooManyGenerations: (429, "too-many-jobs", {"Retry-After": "5"}),
 }
 
-_SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-          405: "method-not-allowed", 409: "conflict", 413: "payload-too-large",
-          415: "unsupported-media-type", 422: "validation-error", 429: "rate-limited",
-          503: "unavailable"}
+SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+         405: "method-not-allowed", 409: "conflict", 413: "payload-too-large",
+         415: "unsupported-media-type", 422: "validation-error", 429: "rate-limited",
+         503: "unavailable"}
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -143,7 +205,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = _SLUGS.get(exc.status_code, "http-error")
+        slug = SLUGS.get(exc.status_code, "http-error")
         return problem_response(
             exc.status_code, slug, str(exc.detail), instance=request.url.path,
             headers=getattr(exc, "headers", None),

@@ -91,11 +91,19 @@ class TokenVerifier:
             self._verified[token] = caller
             if len(self._verified) > VERIFIED_CACHE_SIZE:
                 self._verified.popitem(last=False)
+        try:
+            await self.check_session(caller)
+        except InvalidToken:
+            self._verified.pop(token, None)
+            raise
+        return caller
+
+    async def check_session(self, caller: Caller) -> None:
+        """`InvalidToken` when the caller's sessions were revoked after its token was
+        issued (for a caller known without its token: a WebSocket ticket's)."""
         if self._revocations is not None and is_revoked(
                 caller.issued_at, await self._revocations.revoked_at(caller.user_id)):
-            self._verified.pop(token, None)
             raise InvalidToken("the access token has been revoked")
-        return caller
 
     def still_valid(self, caller: Caller) -> bool:
         """The caller's token is not revoked as far as this process knows right now (no

@@ -1,12 +1,16 @@
 """WebSockets: `/ws` (every domain) and `/ws/prompt`, `/ws/training`, `/ws/generate`.
 
-Protocol: authenticate with `?token=` or `Authorization: Bearer`; optional `?since=<seq>`
+Protocol: authenticate with `?ticket=` (a single-use ticket from `POST /api/ws/ticket`,
+`gateway.tickets`: no token in the URL), or `Authorization: Bearer`, or (legacy, for
+existing clients) `?token=`; optional `?since=<seq>`
 replays the caller's events after that stream sequence, then the socket continues live
 with no gap and no duplicate. Server frames are events `{seq, type, job_id, domain,
 payload}` or control frames without `seq`: `ready`, `pong`, and close codes:
 
-- 4401: refused: a missing, bad or expired token at connect, or the user's sessions were
-  revoked (reason "revoked": the account was deleted or signed out everywhere);
+- 4401: refused: a missing, bad or expired token or ticket (unknown, used, expired) at
+  connect, or the user's sessions were revoked (reason "revoked": the account was
+  deleted, signed out everywhere, or its password changed);
+- 1013: the ticket store (NATS) did not answer at connect: try again with a new ticket;
 - 4440: the token expired while the socket was open (it lives no longer than its token):
   refresh, and reconnect with the new token and since=<the last seq received>, which the
   reason repeats ("token expired; refresh and reconnect with since=<seq>");
@@ -23,12 +27,16 @@ import json
 import logging
 import time
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+from nats.js.errors import APIError
+from pydantic import BaseModel, Field
 
 from contracts.jobs import JobKind
-from gateway.deps import Hub, Settings, Verifier
+from gateway.deps import CurrentUser, Hub, Settings, Tickets, Verifier
 from gateway.events import Delivered, EventHub, Subscription, continue_trace
-from gateway.security import InvalidToken, TokenVerifier
+from gateway.problems import DEPENDENCY_FAULTS
+from gateway.security import Caller, InvalidToken, TokenVerifier
+from gateway.tickets import InvalidTicket, WsTickets
 from terra.errors import TerraError
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
 CLOSE_TOKEN_EXPIRED = 4440
+CLOSE_TRY_AGAIN_LATER = 1013  # the ticket store did not answer: nothing was refused
 REPLAY_PAGE = 500
 
 # A domain's socket is named as its REST prefix (`/api/generate`: `/ws/generate`).
@@ -46,6 +55,24 @@ DOMAINS: dict[str, str | None] = {
     "/ws": None,
     **{f"/ws/{_PATH_NAMES.get(kind, kind.value)}": kind.value for kind in JobKind},
 }
+
+
+class WsTicket(BaseModel):
+    ticket: str = Field(description="Connect with `/ws?ticket=<ticket>` (any `/ws/...` "
+                        "path, any gateway replica). Opens one socket, once.",
+                        examples=["Zq1v6l2x…"])
+    expires_in: int = Field(description="Seconds the ticket waits for its use.",
+                            examples=[30])
+
+
+@router.post("/api/ws/ticket", status_code=status.HTTP_201_CREATED, response_model=WsTicket,
+             tags=["websockets"])
+async def ws_ticket(caller: CurrentUser, tickets: Tickets) -> WsTicket:
+    """A single-use ticket that authenticates one WebSocket in place of the access token,
+    so no token goes in a URL. The socket belongs to this token's session: it closes with
+    4440 when the token expires and 4401 when the session is revoked."""
+    ticket = await tickets.issue(caller)
+    return WsTicket(ticket=ticket, expires_in=int(tickets.ttl_s))
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -137,13 +164,30 @@ class EventStreamSession:
             await asyncio.wait_for(self.websocket.close(code, reason), self.send_timeout_s)
 
 
+async def _caller(websocket: WebSocket, verifier: TokenVerifier,
+                  tickets: WsTickets | None) -> Caller:
+    """Who opens the socket: a ticket's session (checked against revocations as a token
+    is), or the token's caller."""
+    if "ticket" in websocket.query_params:
+        if tickets is None:
+            raise InvalidTicket("tickets are not available on this gateway")
+        caller = await tickets.redeem(websocket.query_params["ticket"])
+        await verifier.check_session(caller)
+        return caller
+    return await verifier.verify(_token(websocket))
+
+
 async def serve(websocket: WebSocket, domain: str | None, *, verifier: TokenVerifier,
-                hub: EventHub, send_timeout_s: float) -> None:
+                hub: EventHub, send_timeout_s: float, tickets: WsTickets | None = None) -> None:
     await websocket.accept()
     try:
-        caller = await verifier.verify(_token(websocket))
-    except InvalidToken as exc:
+        caller = await _caller(websocket, verifier, tickets)
+    except (InvalidToken, InvalidTicket) as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
+        return
+    except (*DEPENDENCY_FAULTS, APIError):
+        log.warning("could not authenticate a WebSocket", exc_info=True)
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "try again shortly")
         return
     if caller.expires_at <= time.time():  # accepted within the signature check's leeway
         await websocket.close(CLOSE_UNAUTHORIZED, "the access token has expired")
@@ -203,9 +247,9 @@ async def serve(websocket: WebSocket, domain: str | None, *, verifier: TokenVeri
 
 def _endpoint(domain: str | None):
     async def endpoint(websocket: WebSocket, verifier: Verifier, hub: Hub,
-                       settings: Settings) -> None:
+                       settings: Settings, tickets: Tickets) -> None:
         await serve(websocket, domain, verifier=verifier, hub=hub,
-                    send_timeout_s=settings.ws_send_timeout_s)
+                    send_timeout_s=settings.ws_send_timeout_s, tickets=tickets)
 
     return endpoint
 

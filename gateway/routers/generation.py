@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contracts.base import utcnow
@@ -23,12 +24,14 @@ from gateway.deps import (
     generation_admission,
 )
 from gateway.downloads import download_url, refused
+from gateway.listing import PRESIGNED_FOR, Page, Paging, Position, Scope, filters
 from gateway.problems import Problem
 from gateway.routers import deleted_or_deleting
 from terra.errors import ObjectMissing
 
 router = APIRouter(prefix="/api/generate", tags=["generation"])
 images = APIRouter(prefix="/api/images", tags=["generation"])
+mine = APIRouter(prefix="/api/me", tags=["generation"])
 
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)]
 
@@ -82,6 +85,7 @@ async def generate(
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(job_id: Id, caller: CurrentUser, jobs: Jobs,
                  commands: Commands) -> dict[str, str]:
+    """Stop a queued or running generation; `generation.cancelled.v1` follows."""
     await cancel_job(jobs, commands, caller.user_id, job_id, JobKind.GENERATION)
     return {"job_id": job_id, "status": "cancel_requested"}
 
@@ -124,6 +128,7 @@ async def download(user_id: Id, caller: CurrentUser, image_store: Images,
             responses={200: {"content": {"image/png": {}}}})
 async def get_image(image_id: Id, caller: CurrentUser, image_store: Images,
                     storage: Storage) -> Response:
+    """One of your images, as a PNG, until it expires."""
     record = await image_store.get(caller.user_id, image_id)
     if (record is None or record.expires_at <= utcnow()
             or refused(caller.user_id, record.key)):
@@ -148,3 +153,60 @@ async def delete_image(image_id: Id, caller: CurrentUser, image_store: Images,
         caller.user_id, DeleteImage(user_id=caller.user_id, image_id=image_id),
         {"generation.image_deleted.v1"}, about="image_id", value=image_id)
     return deleted_or_deleting(event, "image_id", image_id)
+
+
+class ImageItem(BaseModel):
+    image_id: str = Field(description="The image's id (`GET` or `DELETE "
+                          "/api/images/{image_id}`).",
+                          examples=["7699b6c1e4a84f0c9a2d8c1f0b3e5a77-0"])
+    job_id: str = Field(description="The generation that made it.")
+    width: int = Field(description="In pixels.", examples=[1024])
+    height: int = Field(description="In pixels.", examples=[1024])
+    seed: int = Field(description="The seed it was made with (the same request and seed "
+                      "make it again).", examples=[7])
+    prompt: str = Field(description="The prompt it was made from.")
+    model: str = Field(description="The base model: schnell or dev.", examples=["schnell"])
+    lora_id: str | None = Field(description="Your model it was made with, if any.")
+    created_at: datetime = Field(description="When it was made.")
+    expires_at: datetime = Field(description="When it is deleted (image retention); it is "
+                                 "never listed or served after.")
+    url: str = Field(description="The PNG through the gateway, with your access token.",
+                     examples=["/api/images/7699b6c1e4a84f0c9a2d8c1f0b3e5a77-0"])
+    download_url: str = Field(description="A presigned GET of the PNG (S3, no token "
+                              "needed), until `download_url_expires_at`.")
+    download_url_expires_at: datetime = Field(
+        description="When `download_url` stops working; list again for a fresh one.",
+        examples=["2026-11-25T20:12:21.620648Z"])
+
+
+class ImagePage(Page[ImageItem]):
+    """A page of the caller's images, newest first."""
+
+
+@mine.get("/images", response_model=ImagePage)
+async def list_my_images(
+    caller: CurrentUser, image_store: Images, storage: Storage, paging: Paging,
+    job_id: Annotated[Id | None, Query(description="Only the images of this "
+                                       "generation.")] = None,
+) -> ImagePage:
+    """Your images, newest first, a page at a time, each with a presigned download URL and
+    when it expires. (`GET /api/generate/download/{user_id}` gives them all at once.)"""
+    now = utcnow()
+    found = [record for record in await image_store.list(caller.user_id)
+             if record.expires_at > now  # the sweep deletes them soon; never offer them
+             and (job_id is None or record.job_id == job_id)
+             and not refused(caller.user_id, record.key)]  # a damaged record: logged
+    scope = Scope("images", caller.user_id, filters(job_id=job_id))
+    shown, next_cursor = paging.page(
+        found, lambda record: Position(record.created_at, record.image_id), scope)
+    items = []
+    for record in shown:
+        signed_at = utcnow()
+        items.append(ImageItem(
+            image_id=record.image_id, job_id=record.job_id, width=record.width,
+            height=record.height, seed=record.seed, prompt=record.prompt,
+            model=record.model.value, lora_id=record.lora_id, created_at=record.created_at,
+            expires_at=record.expires_at, url=f"/api/images/{record.image_id}",
+            download_url=await storage.presigned_get(record.key, PRESIGNED_FOR),
+            download_url_expires_at=signed_at + PRESIGNED_FOR))
+    return ImagePage(items=items, next_cursor=next_cursor)

@@ -16,6 +16,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", summary="The process is alive")
 async def health() -> dict[str, str]:
+    """200 while the process answers (liveness); it checks nothing else."""
     return {"status": "ok"}
 
 

@@ -90,6 +90,7 @@ async def within_prompt_rate(
 
 @router.get("/styles", response_model=list[StylePreset])
 async def styles() -> tuple[StylePreset, ...]:
+    """The style presets `style` may name."""
     return STYLE_PRESETS
 
 
@@ -111,6 +112,8 @@ async def optimize(
                                 "a few seconds.")] = False,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
+    """Optimise a prompt for FLUX: 202 with the job (its result comes as an event), or
+    with `?wait=true` the result itself when it is ready within a few seconds."""
     trigger_word = await _trigger_word(models, caller.user_id, body.for_model)
     job_id = job_id_for(caller.user_id, idempotency_key) or new_id()
     command = OptimizePrompt(

@@ -134,6 +134,7 @@ async def list_status(caller: CurrentUser, models: Models,
 
 @router.get("/status/{job_id}", response_model=TrainingStatus)
 async def one_status(job_id: Id, caller: CurrentUser, jobs: Jobs) -> TrainingStatus:
+    """One of your trainings."""
     job = await jobs.get(caller.user_id, job_id, JobKind.TRAINING)
     if job is None or job.kind is not JobKind.TRAINING:
         raise Problem(404, "not-found", f"No training {job_id}.")
@@ -143,6 +144,7 @@ async def one_status(job_id: Id, caller: CurrentUser, jobs: Jobs) -> TrainingSta
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(job_id: Id, caller: CurrentUser, jobs: Jobs,
                  commands: Commands) -> dict[str, str]:
+    """Stop a queued or running training; `training.cancelled.v1` follows."""
     await cancel_job(jobs, commands, caller.user_id, job_id, JobKind.TRAINING)
     return {"job_id": job_id, "status": "cancel_requested"}
 

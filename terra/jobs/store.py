@@ -36,15 +36,25 @@ class JobStore:
     """The jobs of the kinds this process may see: a service opens its own kind's bucket,
     the gateway every kind's (it reads any job by id, and records the ones it admits)."""
 
-    def __init__(self, kvs: dict[JobKind, KeyValue]) -> None:
-        self._records = {kind: JobRecords(kv) for kind, kv in kvs.items()}
+    def __init__(self, kvs: dict[JobKind, KeyValue], *,
+                 list_timeout_s: float | None = None) -> None:
+        # Bounded listings (`OwnedRecords`): a stream that stops answering mid-way is a
+        # TimeoutError (a 503 at the gateway), not a request that hangs.
+        self._records = {kind: JobRecords(kv, list_timeout_s=list_timeout_s)
+                         for kind, kv in kvs.items()}
 
     @classmethod
-    async def open(cls, js: JetStreamContext, kinds: Iterable[JobKind] = tuple(JobKind)) -> JobStore:
+    async def open(cls, js: JetStreamContext, kinds: Iterable[JobKind] = tuple(JobKind), *,
+                   list_timeout_s: float | None = None) -> JobStore:
         kinds = tuple(kinds)
         buckets = await asyncio.gather(*(js.key_value(JOBS_KVS[kind.value].bucket)
                                          for kind in kinds))
-        return cls(dict(zip(kinds, buckets, strict=True)))
+        return cls(dict(zip(kinds, buckets, strict=True)), list_timeout_s=list_timeout_s)
+
+    @property
+    def kinds(self) -> tuple[JobKind, ...]:
+        """The kinds of job this store keeps."""
+        return tuple(self._records)
 
     def _of(self, kind: JobKind) -> JobRecords:
         try:
@@ -88,6 +98,16 @@ class JobStore:
     async def of_user(self, user_id: str, kind: JobKind) -> list[JobState]:
         """Every job of one user of one kind, read with one server-side filter."""
         return await self._of(kind).list(user_id)
+
+    async def of_user_kinds(self, user_id: str,
+                            kinds: Iterable[JobKind] | None = None) -> list[JobState]:
+        """Every job of one user of these kinds (None: every kind kept here), each bucket
+        read at once, newest first (by creation, then job id: the same order at every
+        read)."""
+        chosen = tuple(dict.fromkeys(self.kinds if kinds is None else kinds))
+        listed = await asyncio.gather(*(self._of(kind).list(user_id) for kind in chosen))
+        jobs = [job for of_kind in listed for job in of_kind]
+        return sorted(jobs, key=lambda job: (job.created_at, job.job_id), reverse=True)
 
     async def erase(self, user_id: str, kind: JobKind) -> int:
         """A deleted account's jobs of one kind (its service erases its own), by key: one

@@ -127,12 +127,17 @@ class OwnedRecords(Generic[RecordT]):
         return self.record_type.model_validate_json(entry.value) if entry.value else None
 
     async def list(self, user_id: str) -> list[RecordT]:
-        """The user's records, newest first."""
+        """The user's records, newest first; records made in the same microsecond by
+        descending id, so the order is the same at every read (pages rely on it)."""
         # A server-side filter on the user's keys (nats-py's `keys(filters=…)` would read
         # every key of the bucket and match substrings).
         entries = await self._listed(self._keys_of_user(user_id))
         records = [record for entry in entries.values() if (record := self._record(entry))]
-        return sorted(records, key=lambda record: record.created_at, reverse=True)
+        return sorted(records, key=self.position, reverse=True)
+
+    def position(self, record: RecordT) -> tuple:
+        """Where a record sits in a listing: its creation time, then its id."""
+        return record.created_at, getattr(record, self.id_field)
 
     async def all(self) -> list[RecordT]:
         """Every user's records (a sweep reads the whole bucket). Other keys sharing the

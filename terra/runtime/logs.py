@@ -64,14 +64,14 @@ REDACTED = "[redacted]"
 # Query parameters that carry credentials (ours: `token`, `ticket`; S3 presigning's
 # signature and session token) and header-shaped credentials.
 _QUERY_SECRET = re.compile(
-    r"(?i)((?:^|[?&;\s])(?:token|ticket|access_token|refresh_token|x-amz-signature|"
+    r"(?i)((?:^|[?&;\s])(?:token|ticket|access_token|refresh_token|terra_refresh|x-amz-signature|"
     r"x-amz-security-token|signature)=)[^&\s\"']*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Credential fields of our messages however they are printed, JSON (`"access_token": "…"`)
 # or a repr (`refresh_token='…'`): opaque tokens and passwords have no shape to find.
 _FIELD_SECRET = re.compile(
-    r"""((?:["']|\b)(?:access_token|refresh_token|id_token|google_id_token|password|"""
+    r"""((?:["']|\b)(?:access_token|refresh_token|id_token|google_id_token|(?:current_|new_)?password|"""
     r"""token|ticket)["']?\s*[:=]\s*)(["'])(?:(?!\2)[^\\]|\\.)*\2""")
 _FIELD_NAMES = ("token", "password", "ticket")
 

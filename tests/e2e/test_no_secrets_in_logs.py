@@ -7,12 +7,14 @@ at DEBUG and print their spans (console exporter), so span attributes are search
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import websockets
 
 from contracts.base import utcnow
 from contracts.generation import BaseModelName, ImageRecord
@@ -24,6 +26,8 @@ from tests.e2e.client import PASSWORD, open_socket, register
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
+
+NEW_PASSWORD = "a brand new passphrase 77"
 
 
 @pytest.fixture
@@ -76,6 +80,22 @@ async def test_no_process_logs_a_secret(verbose_stack, stack, nc):
         assert prompt.status_code == 202, prompt.text
         assert (await http.post("/api/auth/logout", json={
             "refresh_token": tokens["refresh_token"]})).status_code == 204
+        # A browser's path: the refresh token in a cookie, a socket by ticket, a new password.
+        browser = await http.post("/api/auth/login", headers={"X-Terra-Refresh-Cookie": "1"},
+                                  json={"email": account.email, "password": PASSWORD})
+        cookie_token = http.cookies["terra_refresh"]
+        renewed = await http.post("/api/auth/refresh",
+                                  headers={"X-CSRF-Token": browser.json()["csrf_token"]})
+        assert renewed.status_code == 200, renewed.text
+        renewed_cookie = http.cookies["terra_refresh"]
+        bearer = {"Authorization": f"Bearer {renewed.json()['access_token']}"}
+        ticket = (await http.post("/api/ws/ticket", headers=bearer)).json()["ticket"]
+        async with websockets.connect(verbose_stack.url.replace("http", "ws", 1)
+                                      + f"/ws?ticket={ticket}") as socket:
+            assert json.loads(await socket.recv())["type"] == "ready"
+        changed = await http.post("/api/auth/password", headers=bearer, json={
+            "current_password": PASSWORD, "new_password": NEW_PASSWORD})
+        assert changed.status_code == 200, changed.text
 
     await asyncio.sleep(1)  # the last spans printed
     verbose_stack.stop()
@@ -87,6 +107,13 @@ async def test_no_process_logs_a_secret(verbose_stack, stack, nc):
         "access token (refreshed)": tokens["access_token"],
         "refresh token (refreshed)": tokens["refresh_token"],
         "password": PASSWORD,
+        "new password": NEW_PASSWORD,
+        "refresh token (cookie)": cookie_token,
+        "refresh token (cookie, refreshed)": renewed_cookie,
+        "access token (cookie mode)": renewed.json()["access_token"],
+        "WebSocket ticket": ticket,
+        "access token (new password)": changed.json()["access_token"],
+        "refresh token (new password)": changed.json()["refresh_token"],
         "presigned URL signature": signature,
     }
     logs = {f"{process.log_path.parent.parent.name}/{process.log_path.name}":
@@ -95,6 +122,7 @@ async def test_no_process_logs_a_secret(verbose_stack, stack, nc):
     gateway_log = next(process.log_path.read_text() for process in verbose_stack.processes
                        if process.name == "gateway")
     # The search means something: requests, sockets and spans were all logged.
+    assert "WebSocket /ws?ticket=[redacted]" in gateway_log
     assert "WebSocket /ws?token=" in gateway_log and "GET /api/me?token=" in gateway_log
     assert '"http.url": "ws://' in gateway_log and '"http.target": "/api/auth/refresh"' in \
         gateway_log

@@ -60,7 +60,9 @@ def test_the_route_list_is_what_it_should_be():
     assert any(p.startswith("/api/prompt/") for p in paths)
     assert any(p.startswith("/api/generate/") for p in paths)
     assert any(p.startswith("/api/training/") for p in paths)
-    assert not any(p.startswith("/api/auth/") for p in paths)  # public: sign-in and such
+    # public: sign-in and such; the password change is the caller's own
+    assert {p for p in paths if p.startswith("/api/auth/")} == {"/api/auth/password"}
+    assert "/api/ws/ticket" in paths
     assert TOKEN_OPTIONAL <= set(token_routes(optional=True))  # its token is documented
     assert len(found) >= 15, found
 

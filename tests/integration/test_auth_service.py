@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import datetime
 
 import jwt
 import pytest
@@ -618,3 +619,97 @@ async def test_a_failure_at_the_commit_point_replies_unavailable_and_leaves_the_
     assert (await login(gw, email)).code is AuthErrorCode.INVALID_CREDENTIALS
     await register(gw, email)
     assert isinstance(await login(gw, email), TokenPair)
+
+
+# --- password change -------------------------------------------------------------------------
+
+
+def change(pair: TokenPair, current: str, new: str, ctx: ClientContext | None = None,
+           access_token: str | None = None):
+    from contracts.auth import ChangePassword
+
+    if access_token is None:
+        access_token = pair.access_token
+    return ChangePassword(user_id=pair.user.id, access_token=access_token,
+                          current_password=current, new_password=new, client=ctx or client())
+
+
+async def test_a_password_change_ends_every_session_and_starts_one(auth_app, nc, gw):
+    from contracts.topology import REVOCATIONS_KV, revocation_key
+
+    email = fresh_email()
+    laptop = await register(gw, email)
+    phone = await login(gw, email)
+    new_password = "another long passphrase 7"
+    fresh = await call(gw, AuthRpc.CHANGE_PASSWORD, change(laptop, PASSWORD, new_password))
+    assert isinstance(fresh, TokenPair), fresh
+    assert fresh.user.id == laptop.user.id and fresh.refresh_token != laptop.refresh_token
+
+    # Every earlier session's refresh token is refused, the caller's own included...
+    for old in (laptop, phone):
+        stale = await call(gw, AuthRpc.REFRESH, RefreshTokens(refresh_token=old.refresh_token))
+        assert isinstance(stale, AuthFailure) and stale.code is AuthErrorCode.INVALID_REFRESH_TOKEN
+    # ...and their access tokens are on the revocation list every gateway follows.
+    kv = await nc.jetstream().key_value(REVOCATIONS_KV.bucket)
+    revoked_at = datetime.fromisoformat(
+        (await kv.get(revocation_key(laptop.user.id))).value.decode()).timestamp()
+
+    def issued_at(pair: TokenPair) -> float:
+        return jwt.decode(pair.access_token, options={"verify_signature": False})["iat"]
+
+    assert issued_at(phone) <= revoked_at < issued_at(fresh)
+    # The new session works; the old password does not, the new one does.
+    assert isinstance(await call(gw, AuthRpc.REFRESH,
+                                 RefreshTokens(refresh_token=fresh.refresh_token)), TokenPair)
+    old = await login(gw, email, PASSWORD)
+    assert isinstance(old, AuthFailure) and old.code is AuthErrorCode.INVALID_CREDENTIALS
+    assert isinstance(await login(gw, email, new_password), TokenPair)
+
+
+async def test_a_wrong_current_password_changes_nothing_and_is_throttled(auth_app, gw):
+    email = fresh_email()
+    pair = await register(gw, email)
+    ctx = client()
+    for _ in range(MAX_FAILURES):
+        reply = await call(gw, AuthRpc.CHANGE_PASSWORD,
+                           change(pair, "not the password 1", "another long passphrase 7", ctx))
+        assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.WRONG_PASSWORD
+    # As sign-ins of this email from this network: refused even with the right password.
+    limited = await call(gw, AuthRpc.CHANGE_PASSWORD,
+                         change(pair, PASSWORD, "another long passphrase 7", ctx))
+    assert limited.code is AuthErrorCode.RATE_LIMITED and limited.retry_after_s > 0
+    # The same counters as sign-in: a sign-in from there is refused too.
+    assert (await login(gw, email, PASSWORD, ctx)).code is AuthErrorCode.RATE_LIMITED
+    await still_there(gw, pair)  # nothing ended
+    assert isinstance(await login(gw, email, PASSWORD), TokenPair)  # from elsewhere: as before
+
+
+@pytest.mark.parametrize(("new", "why"), [
+    ("short", "at least"), ("password123", "common"), (PASSWORD, "different")])
+async def test_a_new_password_follows_the_rules(auth_app, gw, new, why):
+    pair = await register(gw)
+    reply = await call(gw, AuthRpc.CHANGE_PASSWORD, change(pair, PASSWORD, new))
+    assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.WEAK_PASSWORD
+    assert why in reply.detail
+    await still_there(gw, pair)
+
+
+@pytest.mark.parametrize("token", ["none", "another account's", "expired", "another key",
+                                   "unknown key", "garbage"])
+async def test_a_password_change_takes_a_live_access_token_of_the_account(
+        auth_app, settings, token, gw):
+    pair = await register(gw)
+    forged = not_the_owners_tokens(settings, pair.user.id, pair.user.email)[token]
+    reply = await call(gw, AuthRpc.CHANGE_PASSWORD,
+                       change(pair, PASSWORD, "another long passphrase 7", access_token=forged))
+    assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.INVALID_ACCESS_TOKEN
+    await still_there(gw, pair)
+
+
+async def test_a_google_only_account_has_no_password_to_change(auth_app, google, gw):
+    identity = google.mint(sub=str(uuid.uuid4().int)[:21], email=fresh_email())
+    pair = await call(gw, AuthRpc.LOGIN_GOOGLE, LoginWithGoogle(id_token=identity))
+    assert isinstance(pair, TokenPair), pair
+    reply = await call(gw, AuthRpc.CHANGE_PASSWORD,
+                       change(pair, "anything at all 1", "another long passphrase 7"))
+    assert isinstance(reply, AuthFailure) and reply.code is AuthErrorCode.NO_PASSWORD

@@ -35,6 +35,8 @@ EXAMPLES: dict[str, dict] = {
     "auth.get_user.v1": {"user_id": USER},
     "auth.delete_account.v1": {"user_id": USER},
     "auth.delete_account.v2": {"user_id": USER, "access_token": "a.b.c"},
+    "auth.change_password.v1": {"user_id": USER, "access_token": "a.b.c",
+                                "current_password": "old one 1234", "new_password": "new one 5678"},
     "auth.get_signing_keys.v1": {},
     "auth.failure.v1": {"code": "email_taken", "detail": "taken"},
     "auth.token_pair.v1": {
@@ -257,6 +259,17 @@ def test_requests_acting_on_an_account_carry_the_callers_access_token():
     decode = TypeAdapter(DeleteAccountRequest).validate_json
     assert isinstance(decode(request.model_dump_json()), DeleteAccount)
     assert isinstance(decode(DeleteAccountV1(user_id=USER).model_dump_json()), DeleteAccountV1)
+
+
+def test_a_password_change_prints_no_password_and_no_token():
+    from contracts.auth import ChangePassword
+
+    with pytest.raises(ValidationError):  # only with the caller's access token
+        ChangePassword(user_id=USER, current_password="old secret 1", new_password="new secret 2")
+    change = ChangePassword(user_id=USER, access_token="eyJa.eyJb.secret",
+                            current_password="old secret 1", new_password="new secret 2")
+    for secret in ("eyJa.eyJb.secret", "old secret 1", "new secret 2"):
+        assert secret not in repr(change) and secret not in str(change)
 
 
 def _matches(subject: str, pattern: str) -> bool:
