@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from gateway import ws
+from gateway import console, ws
 from gateway.apidocs import install_docs
 from gateway.bootstrap import GatewayParts, bootstrap
 from gateway.config import GatewaySettings
@@ -55,7 +55,7 @@ def create_app(settings: GatewaySettings | None = None, *,
     for router in (health.router, accounts.router, jobs.router, prompts.router,
                    datasets.router, training.router, models.router, generation.router,
                    generation.images, jobs.mine, models.mine, datasets.mine,
-                   generation.mine, ws.router):
+                   generation.mine, ws.router, console.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
