@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from pydantic import Field
+import json
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from contracts.jobs import JobKind
 from contracts.topology import RATE_LIMITS_KV, WS_TICKETS_KV
@@ -65,3 +70,37 @@ class GatewaySettings(RuntimeSettings):
         description="Behind one trusted proxy: the client address is the last X-Forwarded-For "
         "hop (the one that proxy appended); never enable when clients reach the gateway directly.",
     )
+
+# The console's bundle, built by `make` (web/ -> web/dist).
+CONSOLE_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+
+
+class ConsoleSettings(RuntimeSettings):
+    """What the console serves; the same variables auth_service and the S3 client read."""
+
+    google_client_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Google OAuth client ids; the first is the web "
+        "one the console's sign-in button uses (none: no button).")
+    console_dist: Path = Field(default=CONSOLE_DIST, description="The built console (web/dist).")
+
+    @field_validator("google_client_ids", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def google_client_id(self) -> str | None:
+        return self.google_client_ids[0] if self.google_client_ids else None
+
+    @property
+    def s3_public_origin(self) -> str:
+        """The origin presigned URLs point at (`ObjectStorage.from_settings`)."""
+        if self.s3_public_endpoint:
+            scheme = "https" if self.s3_public_secure else "http"
+            return f"{scheme}://{self.s3_public_endpoint}"
+        return f"{'https' if self.s3_secure else 'http'}://{self.s3_endpoint}"

@@ -18,12 +18,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import BaseModel, Field
 
-from terra.settings import RuntimeSettings
+from gateway.config import ConsoleSettings
 
-DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 GOOGLE_SCRIPT = "https://accounts.google.com/gsi/client"
 GOOGLE_ORIGIN = "https://accounts.google.com"
 # A Host header goes into the CSP: anything but a host name and port is not echoed.
@@ -31,37 +29,6 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?
 _ASSET = re.compile(r"^[A-Za-z0-9_.\-]+\.(js|css|svg|png|ico|map)$")
 
 router = APIRouter()
-
-
-class ConsoleSettings(RuntimeSettings):
-    """What the console serves; the same variables auth_service and the S3 client read."""
-
-    google_client_ids: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Google OAuth client ids; the first is the web "
-        "one the console's sign-in button uses (none: no button).")
-    console_dist: Path = Field(default=DIST, description="The built console (web/dist).")
-
-    @field_validator("google_client_ids", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
-
-    @property
-    def google_client_id(self) -> str | None:
-        return self.google_client_ids[0] if self.google_client_ids else None
-
-    @property
-    def s3_public_origin(self) -> str:
-        """The origin presigned URLs point at (`ObjectStorage.from_settings`)."""
-        if self.s3_public_endpoint:
-            scheme = "https" if self.s3_public_secure else "http"
-            return f"{scheme}://{self.s3_public_endpoint}"
-        return f"{'https' if self.s3_secure else 'http'}://{self.s3_endpoint}"
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from gateway import console
 from gateway.app import create_app
-from gateway.console import ConsoleSettings, console_settings
+from gateway.config import ConsoleSettings
+from gateway.console import console_settings
 
 
 def client_for(settings: ConsoleSettings) -> TestClient:

@@ -88,3 +88,15 @@ def test_the_monitoring_port_listens_on_loopback():
     assert monitoring == ["http: 127.0.0.1:8222"]
     assert "include ./accounts.conf" in lines
 
+
+
+def test_the_cpu_image_builds_the_console_and_points_the_gateway_at_it():
+    """The installed package has no web/ beside it: the image builds the console from the
+    gateway's own OpenAPI document (tsc checks the types) and names where it lies."""
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert "python -m gateway.console openapi /src/openapi.json" in dockerfile
+    assert "npm ci" in dockerfile and "npx tsc --noEmit" in dockerfile
+    assert "COPY --from=console /web/dist /opt/terra-console" in dockerfile
+    assert "TERRA_CONSOLE_DIST=/opt/terra-console" in dockerfile
+    ignored = (DEPLOY.parent / ".dockerignore").read_text().split()
+    assert {"web/node_modules", "web/dist", ".venv"} <= set(ignored)
