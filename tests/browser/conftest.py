@@ -49,7 +49,10 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+# Package-scoped: its services share the session's NATS with tests/e2e's stack, and two
+# auth_services (or generators) answering the same subjects would split that stack's work
+# between different settings. It stops when the browser tests are done.
+@pytest.fixture(scope="package")
 def browser_stack(nats_endpoint, s3, google_keys, tmp_path_factory):
     env = service_env(
         nats_endpoint.url, s3.endpoint, s3.service_keys,
@@ -73,7 +76,7 @@ def browser_stack(nats_endpoint, s3, google_keys, tmp_path_factory):
     stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway_port(browser_stack) -> int:
     url = browser_stack.start_gateway(TERRA_GOOGLE_CLIENT_IDS="[]")  # no Google button
     return urlsplit(url).port

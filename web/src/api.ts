@@ -12,6 +12,8 @@ export type User = Schemas["User"];
 export const api = createClient<paths>({ baseUrl: "", credentials: "same-origin" });
 
 const COOKIE_MODE = { "X-Terra-Refresh-Cookie": "1" };
+// A refresh the network failed is tried again this soon (the token may still be valid).
+const RETRY_REFRESH_MS = 5_000;
 
 interface TokenAnswer {
   access_token: string;
@@ -89,7 +91,11 @@ class Session {
   }
 
   private async doRefresh(): Promise<boolean> {
-    if (!this.canRefresh()) return false;
+    if (!this.canRefresh()) {
+      // Signed in with nothing to refresh with (another tab signed out): it is over.
+      if (this.user) this.drop("ended");
+      return false;
+    }
     const { data, response } = await api.POST("/api/auth/refresh", {
       headers: refreshHeaders(),
       body: (this.memoryRefresh ? { refresh_token: this.memoryRefresh } : {}) as never,
@@ -97,6 +103,10 @@ class Session {
     if (!data) {
       // A network fault keeps the session for a later try; a refusal ends it.
       if (response && response.status < 500) this.drop(this.user ? "ended" : undefined);
+      else if (this.user) {
+        clearTimeout(this.refreshTimer);
+        this.refreshTimer = window.setTimeout(() => void this.refresh(), RETRY_REFRESH_MS);
+      }
       return false;
     }
     this.adopt(data as TokenAnswer);
@@ -152,8 +162,11 @@ export async function ask<T>(call: () => Promise<Answer<T>>): Promise<
   let answer: Answer<T>;
   try {
     answer = await call();
-    if (answer.response.status === 401 && session.token && await session.refresh()) {
-      answer = await call();
+    if (answer.response.status === 401 && session.token) {
+      if (await session.refresh()) answer = await call();
+      // Still signed in: the refresh did not reach the gateway (a refusal signs out).
+      // The session is not over: say "unreachable", as a network fault would.
+      else if (session.user) return { ok: false, problem: { status: 0 } };
     }
   } catch {
     return { ok: false, problem: { status: 0 } };

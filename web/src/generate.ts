@@ -3,7 +3,7 @@
 // images, cancel.
 import { api, ask } from "./api";
 import { busy, field, h, showProblem } from "./dom";
-import { listImages, type Image } from "./gallery";
+import { listImages, presignedImage, type Image } from "./gallery";
 import { t } from "./i18n";
 import { events } from "./socket";
 import { store } from "./store";
@@ -17,6 +17,9 @@ export function resetJobs(): void {
 
 /** A reopened page finds the generations still queued or running, and follows them. */
 export async function resumeJobs(): Promise<void> {
+  // Listed once the socket is live, so a job that ends in between is either not listed
+  // (done) or its ending reaches its card (live, or replayed by onJob).
+  await events.whenLive();
   const answer = await ask(() => api.GET("/api/me/jobs", { params: { query: {
     kind: ["generation"], status: ["queued", "running"], limit: 20 } } }));
   if (!answer.ok) return;
@@ -24,6 +27,7 @@ export async function resumeJobs(): Promise<void> {
     if (!jobs.querySelector(`[data-job="${CSS.escape(job.job_id)}"]`)) {
       const card = jobCard(job.job_id, 0, "");
       card.querySelector("progress")!.value = job.progress;
+      if (job.status === "running") card.querySelector(".status")!.textContent = t("gen.started");
       jobs.append(card);
     }
   }
@@ -166,6 +170,6 @@ function jobCard(jobId: string, position: number, text: string, model = ""): HTM
 
 function imageFigure(image: Image): HTMLElement {
   return h("figure", { "data-image": image.image_id },
-    h("img", { src: image.download_url, alt: image.prompt, width: image.width, height: image.height }),
+    presignedImage(image, { alt: image.prompt }),
     h("figcaption", {}, `${image.width} × ${image.height} · seed ${image.seed}`));
 }

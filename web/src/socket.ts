@@ -33,6 +33,8 @@ export class EventSocket {
   state: SocketState = "offline";
   /** For tests and the curious: how many frames were dropped as already seen. */
   duplicates = 0;
+  /** How many sockets went live (also `data-socket-opens` on <html>, for tests). */
+  opens = 0;
 
   /** Frames of `jobId` already seen (a job's first events may come before its 202 is
    * read), then its live ones. */
@@ -50,6 +52,15 @@ export class EventSocket {
     return () => {
       this.handlers = this.handlers.filter((h) => h !== handler);
     };
+  }
+
+  /** Resolves once a socket is live: what happens from then on reaches the handlers (and
+   * `onJob` replays what came before its call). */
+  whenLive(): Promise<void> {
+    if (this.state === "live") return Promise.resolve();
+    return new Promise((resolve) => this.onState((state) => {
+      if (state === "live") resolve();
+    }));
   }
 
   onState(handler: (state: SocketState) => void): void {
@@ -111,7 +122,10 @@ export class EventSocket {
     // since=0 replays the whole history: the first socket of a page starts live instead.
     if (this.lastSeq > 0 || again) query.set("since", String(this.lastSeq));
     const socket = new WebSocket(`${scheme}://${location.host}/ws?${query}`);
+    // A reconnect and a renewal may race: the one that opens last is the one kept.
+    const previous = this.socket;
     this.socket = socket;
+    previous?.close(1000, "replaced");
     socket.onmessage = (message) => this.receive(socket, message);
     socket.onclose = (event) => this.closed(socket, event);
   }
@@ -128,6 +142,8 @@ export class EventSocket {
       this.retries = 0;
       this.refused = 0;
       if (typeof frame.last_seq === "number" && this.lastSeq === 0) this.lastSeq = frame.last_seq;
+      this.opens += 1;
+      document.documentElement.dataset.socketOpens = String(this.opens);
       this.setState("live");
       return;
     }
@@ -146,6 +162,7 @@ export class EventSocket {
   private closed(socket: WebSocket, event: CloseEvent): void {
     if (socket !== this.socket) return; // one we replaced on purpose
     this.socket = null;
+    document.documentElement.dataset.socketClosed = String(event.code); // for tests
     if (!this.wanted) return;
     if (event.code === CLOSE_UNAUTHORIZED) {
       // A ticket that aged, or a token just replaced: one refresh tells. A session that
@@ -162,7 +179,10 @@ export class EventSocket {
     }
     if (event.code === CLOSE_TOKEN_EXPIRED) {
       this.setState("reconnecting");
-      void session.refresh(); // its onRefreshed renews the socket
+      // Its onRefreshed renews the socket; a refresh the network failed tries again here.
+      void session.refresh().then((ok) => {
+        if (!ok && session.user) this.later();
+      });
       return;
     }
     if (event.code === CLOSE_BAD_REQUEST) this.lastSeq = 0;
