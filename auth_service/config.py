@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from functools import cache
 from typing import Annotated, ClassVar
 
@@ -15,7 +14,7 @@ from pydantic_settings import NoDecode
 
 from contracts.topology import LOGIN_THROTTLE_KV, REVOCATIONS_KV, SIGNUP_THROTTLE_KV
 from terra.errors import ConfigurationError
-from terra.settings import RuntimeSettings
+from terra.settings import RuntimeSettings, listed
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 _LOCAL_KEY_SEED = b"terra-local-signing-key-v1 (published; refused outside the local profile)"
@@ -108,12 +107,7 @@ class AuthSettings(RuntimeSettings):
     @field_validator("google_client_ids", mode="before")
     @classmethod
     def _split_client_ids(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return listed(value)
 
     @field_validator("access_token_ttl_s")
     @classmethod

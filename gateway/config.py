@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +8,7 @@ from pydantic_settings import NoDecode
 
 from contracts.jobs import JobKind
 from contracts.topology import RATE_LIMITS_KV, WS_TICKETS_KV
-from terra.settings import RuntimeSettings
+from terra.settings import RuntimeSettings, listed
 
 
 class GatewaySettings(RuntimeSettings):
@@ -86,12 +85,7 @@ class ConsoleSettings(RuntimeSettings):
     @field_validator("google_client_ids", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return listed(value)
 
     @property
     def google_client_id(self) -> str | None:

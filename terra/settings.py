@@ -7,6 +7,7 @@ fine on a laptop (`TERRA_PROFILE=local`, the default) and refused anywhere else.
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +38,17 @@ def is_loopback(host: str) -> bool:
                                 and address.ipv4_mapped is not None
                                 and address.ipv4_mapped.is_loopback)
         for address in addresses)
+
+
+def listed(value: object) -> object:
+    """A list setting from the environment, as a JSON list or comma-separated (a
+    `mode="before"` validator of a `NoDecode` field)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class Profile(StrEnum):
