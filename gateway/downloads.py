@@ -4,6 +4,7 @@ presigned (`contracts.storage_access.downloadable`), whatever a record says."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from contracts.storage_access import downloadable
 from terra.records.objects import ObjectStorage
@@ -21,8 +22,11 @@ def refused(user_id: str, key: str) -> bool:
     return True
 
 
-async def download_url(storage: ObjectStorage, user_id: str, key: str) -> str | None:
-    """A presigned GET of `key` for `user_id`, valid 15 minutes; None when refused."""
+async def download_url(storage: ObjectStorage, user_id: str, key: str,
+                       expires: timedelta | None = None) -> str | None:
+    """A presigned GET of `key` for `user_id`, valid `expires` (the storage's default, 15
+    minutes, when None); None when refused."""
     if refused(user_id, key):
         return None
-    return await storage.presigned_get(key)
+    return await (storage.presigned_get(key) if expires is None
+                  else storage.presigned_get(key, expires))

@@ -21,15 +21,14 @@ import time
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.topology import WS_TICKETS_KV, ws_ticket_key
 from gateway.security import Caller
 from terra.errors import TerraError
+from terra.records.store import write_checked
 
-# nats-py raises a bare APIError with one of these when a delete with `last=` loses.
-_WRONG_LAST_SEQUENCE = (10071, 10164)
 _MAX_TICKET_CHARS = 128
 
 
@@ -74,12 +73,8 @@ class WsTickets:
             raise InvalidTicket("the ticket is not valid (unknown, used or expired)") from None
         if entry.value is None:
             raise InvalidTicket("the ticket is not valid (unknown, used or expired)")
-        try:
-            await self._kv.delete(key, last=entry.revision)
-        except APIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                raise InvalidTicket("the ticket has already been used") from None
-            raise
+        if not await write_checked(self._kv, key, None, entry.revision):  # spent meanwhile
+            raise InvalidTicket("the ticket has already been used")
         record = json.loads(entry.value)
         if record["expires_at"] <= self._clock():
             raise InvalidTicket("the ticket has expired")

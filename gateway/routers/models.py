@@ -13,7 +13,7 @@ from contracts.base import utcnow
 from contracts.ids import Id
 from contracts.training import DeleteModel, ModelRecord, ModelStatus
 from gateway.deps import Commands, CurrentUser, Models, Storage
-from gateway.downloads import download_url, refused
+from gateway.downloads import download_url
 from gateway.listing import PRESIGNED_FOR, Page, Paging, Position, Scope, filters
 from gateway.problems import Problem
 from gateway.routers import deleted_or_deleting
@@ -117,8 +117,9 @@ async def list_my_models(
 
 async def _item(record: ModelRecord, user_id: str, storage: Storage) -> ModelItem:
     signed_at = utcnow()
-    urls = [await storage.presigned_get(key, PRESIGNED_FOR)
-            for key in record.sample_image_keys if not refused(user_id, key)]
+    signed = [await download_url(storage, user_id, key, PRESIGNED_FOR)
+              for key in record.sample_image_keys]
+    urls = [url for url in signed if url is not None]  # a refused key: logged, left out
     return ModelItem(
         model_id=record.model_id, status=record.status, trigger_word=record.trigger_word,
         base_model=record.base_model, rank=record.rank, steps=record.steps,

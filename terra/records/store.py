@@ -68,7 +68,7 @@ async def update_entry(
             new = await new
         if new is None:
             return Updated(current, None)
-        if await _write(kv, key, encode(new), None if entry is None else entry.revision):
+        if await write_checked(kv, key, encode(new), None if entry is None else entry.revision):
             return Updated(current, new)
         # Another writer got there first: change theirs, after a pause of a few
         # milliseconds so that contenders spread out.
@@ -76,7 +76,8 @@ async def update_entry(
     raise KeptChanging(f"{key} kept changing under us")
 
 
-async def _write(kv: KeyValue, key: str, value: bytes | None, revision: int | None) -> bool:
+async def write_checked(kv: KeyValue, key: str, value: bytes | None,
+                        revision: int | None) -> bool:
     """Write `value` (None: delete the key) unless the key changed since `revision` was
     read (None: it was absent); False when it did."""
     try:
