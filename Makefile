@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[gateway,auth,prompt,local,ml,dev]"
+	$(BIN)/pip install --quiet -e ".[gateway,auth,prompt,notifier,local,ml,dev]"
 	touch $(STAMP)
 
 $(NPM_STAMP): web/package.json web/package-lock.json

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from contracts import auth, topology, websocket
+from contracts import auth, notifications, topology, websocket
 from contracts.base import Command, Event
 from contracts.generation import ImageRecord
 from contracts.jobs import CancelJob, JobFailed, JobKind, JobRequeued, JobState
@@ -40,6 +40,33 @@ AUTH_OPERATIONS: dict[str, tuple[tuple[type, ...], tuple[type, ...]]] = {
     topology.AuthRpc.SIGNING_KEYS: ((auth.GetSigningKeys,), (auth.SigningKeys,)),
 }
 
+# Request/reply pairs of notifier_service (the gateway asks; every reply may be a failure).
+_N = notifications
+NOTIFIER_OPERATIONS: dict[str, tuple[tuple[type, ...], tuple[type, ...]]] = {
+    subject: ((request,), (*replies, _N.NotifierFailure))
+    for subject, request, replies in (
+        (topology.NotifierRpc.WEBPUSH_KEY, _N.GetWebPushKey, (_N.WebPushKey,)),
+        (topology.NotifierRpc.ADD_WEBPUSH, _N.AddWebPush, (_N.WebPushAdded,)),
+        (topology.NotifierRpc.REMOVE_WEBPUSH, _N.RemoveWebPush, (_N.NotifierDone,)),
+        (topology.NotifierRpc.ADD_DEVICE, _N.AddDevice, (_N.DeviceAdded,)),
+        (topology.NotifierRpc.REMOVE_DEVICE, _N.RemoveDevice, (_N.NotifierDone,)),
+        (topology.NotifierRpc.LIST_TARGETS, _N.ListTargets, (_N.Targets,)),
+        (topology.NotifierRpc.SET_PREFERENCES, _N.SetPreferences, (_N.PreferencesReply,)),
+        (topology.NotifierRpc.CREATE_WEBHOOK, _N.CreateWebhook, (_N.WebhookReply,)),
+        (topology.NotifierRpc.LIST_WEBHOOKS, _N.ListWebhooks, (_N.WebhookList,)),
+        (topology.NotifierRpc.GET_WEBHOOK, _N.GetWebhook, (_N.WebhookReply,)),
+        (topology.NotifierRpc.UPDATE_WEBHOOK, _N.UpdateWebhook, (_N.WebhookReply,)),
+        (topology.NotifierRpc.DELETE_WEBHOOK, _N.DeleteWebhook, (_N.NotifierDone,)),
+        (topology.NotifierRpc.ROTATE_WEBHOOK_SECRET, _N.RotateWebhookSecret,
+         (_N.WebhookReply,)),
+        (topology.NotifierRpc.TEST_WEBHOOK, _N.TestWebhook, (_N.DeliveryQueued,)),
+        (topology.NotifierRpc.REDELIVER_WEBHOOK, _N.RedeliverWebhook, (_N.DeliveryQueued,)),
+        (topology.NotifierRpc.LIST_DELIVERIES, _N.ListDeliveries, (_N.DeliveryList,)),
+    )
+}
+# What a webhook receiver gets: its body's schema, published beside the messages'.
+WEBHOOK_PAYLOAD_FILE = "webhook.payload.json"
+
 
 def json_schemas() -> dict[str, dict]:
     """File name -> schema, one per message type plus the job state."""
@@ -49,6 +76,7 @@ def json_schemas() -> dict[str, dict]:
     schemas["training.dataset.v1.json"] = DatasetManifest.model_json_schema()
     schemas["generation.image.v1.json"] = ImageRecord.model_json_schema()
     schemas["worker.heartbeat.v1.json"] = WorkerHeartbeat.model_json_schema()
+    schemas[WEBHOOK_PAYLOAD_FILE] = notifications.WebhookPayload.model_json_schema()
     return schemas
 
 
@@ -62,6 +90,10 @@ def _channels_for(model: type) -> list[str]:
         return [f"{topology.events_of_anyone(model.domain, model.name)[:-1]}{{user_id}}"]
     if issubclass(model, Command):
         return [topology.command_subject(model.domain, model.verb)]
+    if model is notifications.Deliver:
+        return [topology.delivery_subject("USER").replace("USER", "{user_id}")]
+    if model is notifications.CheckExpoReceipts:
+        return [topology.receipts_subject("USER").replace("USER", "{user_id}")]
     return []
 
 
@@ -108,7 +140,7 @@ def asyncapi() -> dict:
                 ],
             }
 
-    for subject, (requests, replies) in AUTH_OPERATIONS.items():
+    for subject, (requests, replies) in {**AUTH_OPERATIONS, **NOTIFIER_OPERATIONS}.items():
         channel_id = add_channel(subject, list(requests))
         reply_id = add_channel(f"{subject}.reply", list(replies),
                                description="The requester's inbox (NATS request/reply).")

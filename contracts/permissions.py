@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from contracts import topology as t
-from contracts.topology import AuthRpc, ConsumerSpec, KvSpec, StreamSpec
+from contracts.topology import AuthRpc, ConsumerSpec, KvSpec, NotifierRpc, StreamSpec
 
 API = "$JS.API"
 JETSTREAM_ACCOUNT = "TERRA"  # the server keeps data under the account's name: never rename
@@ -177,13 +177,14 @@ def _job_service(name: str, domain: str, work: ConsumerSpec, *others: ConsumerSp
 
 def identities() -> dict[str, Identity]:
     gateway = Identity(t.GATEWAY).uses(
-        streams=t.STREAMS,
+        streams=(*t.COMMAND_STREAMS.values(), t.EVENTS),
         buckets=(*t.JOBS_KVS.values(), t.MODELS_KV, t.IMAGES_KV, t.QUEUE_SLOTS_KV,
                  t.WORKERS_KV, t.REVOCATIONS_KV, t.RATE_LIMITS_KV, t.WS_TICKETS_KV))
     gateway.add(
         # It sends every command, and asks auth_service.
         *(publishes(t.command_subject(domain, ">")) for domain in t.COMMAND_STREAMS),
         *(Import(rpc.value, rpc.value, source=account_of(t.AUTH)) for rpc in AuthRpc),
+        *(Import(rpc.value, rpc.value, source=account_of(t.NOTIFIER)) for rpc in NotifierRpc),
         # Admission announces the jobs it accepts (one `queued` each).
         publishes(t.events_of_anyone("training", "queued")),
         publishes(t.events_of_anyone("generation", "queued")))
@@ -210,10 +211,23 @@ def identities() -> dict[str, Identity]:
                              t.GENERATOR_MODEL_DELETIONS, t.account_cleanup_consumer("generator"),
                              buckets=(t.MODELS_KV, t.IMAGES_KV, t.QUEUE_SLOTS_KV))
     generator.writes(t.IMAGES_KV, t.QUEUE_SLOTS_KV)
-    for service in (auth, prompt, trainer, generator):  # each says it is alive, as itself
+    notifier = Identity(t.NOTIFIER, answers=[rpc.value for rpc in NotifierRpc],
+                        answers_to=[t.GATEWAY], queue_group=t.NOTIFIER_QUEUE_GROUP)
+    notifier.uses(streams=(t.EVENTS, t.NOTIFIER_DELIVERIES),
+                  buckets=(*t.NOTIFIER_KVS, t.DELETED_ACCOUNTS_KV),
+                  pulls=(t.NOTIFIER_EVENTS, t.NOTIFIER_SENDS, t.NOTIFIER_RECEIPTS,
+                         t.account_cleanup_consumer("notifier")))
+    notifier.writes(*t.NOTIFIER_KVS)
+    notifier.add(
+        # Its own work (a delivery, a receipt check), published and, at an account's
+        # erasure, purged by subject; nothing else of any stream.
+        publishes(f"{t.PREFIX}.notifier.>"),
+        api(f"STREAM.PURGE.{t.NOTIFIER_DELIVERIES.name}"))
+    for service in (auth, prompt, trainer, generator, notifier):  # each says it is alive
         service.uses(buckets=(t.WORKERS_KV,)).writes(t.WORKERS_KV, keys=f"{service.name}.>")
-    return {i.name: i for i in (gateway, auth, prompt, trainer, generator)}
+    return {i.name: i for i in (gateway, auth, prompt, trainer, generator, notifier)}
 
 
-SERVICE_IDENTITIES: tuple[str, ...] = (t.GATEWAY, t.AUTH, t.PROMPT, t.TRAINER, t.GENERATOR)
+SERVICE_IDENTITIES: tuple[str, ...] = (t.GATEWAY, t.AUTH, t.PROMPT, t.TRAINER, t.GENERATOR,
+                                       t.NOTIFIER)
 ALL_IDENTITIES: tuple[str, ...] = (*SERVICE_IDENTITIES, OPERATOR, SYSTEM)

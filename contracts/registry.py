@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import auth, generation, jobs, prompt, training
+from contracts import auth, generation, jobs, notifications, prompt, training
 from contracts.base import Command, Event, Message
 
 
@@ -24,7 +24,7 @@ def _concrete(module) -> list[type[BaseModel]]:
 
 MESSAGES: dict[str, type[Message]] = {
     model.model_fields["type"].default: model
-    for module in (auth, prompt, training, generation, jobs)
+    for module in (auth, prompt, training, generation, jobs, notifications)
     for model in _concrete(module)
 }
 EVENTS: dict[str, type[Event]] = {

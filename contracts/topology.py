@@ -62,6 +62,29 @@ class AuthRpc(StrEnum):
 AUTH_QUEUE_GROUP = "auth_service"
 
 
+# Notifications are asked of notifier_service the same way, by the gateway alone.
+class NotifierRpc(StrEnum):
+    WEBPUSH_KEY = f"{PREFIX}.rpc.notifier.webpush.key"
+    ADD_WEBPUSH = f"{PREFIX}.rpc.notifier.webpush.add"
+    REMOVE_WEBPUSH = f"{PREFIX}.rpc.notifier.webpush.remove"
+    ADD_DEVICE = f"{PREFIX}.rpc.notifier.device.add"
+    REMOVE_DEVICE = f"{PREFIX}.rpc.notifier.device.remove"
+    LIST_TARGETS = f"{PREFIX}.rpc.notifier.targets.list"
+    SET_PREFERENCES = f"{PREFIX}.rpc.notifier.preferences.set"
+    CREATE_WEBHOOK = f"{PREFIX}.rpc.notifier.webhook.create"
+    LIST_WEBHOOKS = f"{PREFIX}.rpc.notifier.webhook.list"
+    GET_WEBHOOK = f"{PREFIX}.rpc.notifier.webhook.get"
+    UPDATE_WEBHOOK = f"{PREFIX}.rpc.notifier.webhook.update"
+    DELETE_WEBHOOK = f"{PREFIX}.rpc.notifier.webhook.delete"
+    ROTATE_WEBHOOK_SECRET = f"{PREFIX}.rpc.notifier.webhook.rotate"
+    TEST_WEBHOOK = f"{PREFIX}.rpc.notifier.webhook.test"
+    REDELIVER_WEBHOOK = f"{PREFIX}.rpc.notifier.webhook.redeliver"
+    LIST_DELIVERIES = f"{PREFIX}.rpc.notifier.webhook.deliveries"
+
+
+NOTIFIER_QUEUE_GROUP = "notifier_service"
+
+
 class Retention(StrEnum):
     WORK_QUEUE = "workqueue"
     LIMITS = "limits"
@@ -93,6 +116,12 @@ class ConsumerSpec:
     backoff_s: tuple[float, ...] = ()
     max_ack_pending: int = 1000
     description: str = ""
+    # Further subjects beside `filter_subject` (a consumer of several kinds of events).
+    more_subjects: tuple[str, ...] = ()
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return (self.filter_subject, *self.more_subjects)
 
 
 # The identities that hold credentials (and write state): the services by module name.
@@ -101,6 +130,7 @@ AUTH = "auth_service"
 PROMPT = "prompt_service"
 TRAINER = "trainer_service"
 GENERATOR = "generator_service"
+NOTIFIER = "notifier_service"
 JOB_SERVICES = (PROMPT, TRAINER, GENERATOR)
 
 
@@ -183,7 +213,34 @@ EVENTS = StreamSpec(
     description="Every domain event, kept for replay; subjects end in the user id.",
     republish_to=f"{LIVE_PREFIX}.evt.>",
 )
-STREAMS: tuple[StreamSpec, ...] = (PROMPT_COMMANDS, TRAINING_COMMANDS, GENERATION_COMMANDS, EVENTS)
+# notifier_service's own work: one message per notice and target, retried on its own
+# schedule (a nak with the next delay), so no event is ever re-queued to every target.
+NOTIFIER_DELIVERIES = StreamSpec(
+    name="TERRA_NOTIFIER_DELIVERIES",
+    subjects=(f"{PREFIX}.notifier.>",),
+    retention=Retention.WORK_QUEUE,
+    max_age_s=3 * DAY,  # above the longest retry schedule (about 18 h by default)
+    duplicate_window_s=3600.0,
+    description="notifier_service's deliveries and Expo receipt checks (work queue); "
+    "subjects end in the user id.",
+)
+
+
+def delivery_subject(user_id: str) -> str:
+    return f"{PREFIX}.notifier.deliver.{checked_id(user_id, 'user id')}"
+
+
+def receipts_subject(user_id: str) -> str:
+    return f"{PREFIX}.notifier.receipts.{checked_id(user_id, 'user id')}"
+
+
+def notifier_work_of(user_id: str) -> str:
+    """Every delivery and receipt check of one user (erased with the account)."""
+    return f"{PREFIX}.notifier.*.{checked_id(user_id, 'user id')}"
+
+
+STREAMS: tuple[StreamSpec, ...] = (PROMPT_COMMANDS, TRAINING_COMMANDS, GENERATION_COMMANDS, EVENTS,
+                                   NOTIFIER_DELIVERIES)
 COMMAND_STREAMS: dict[str, StreamSpec] = {
     "prompt": PROMPT_COMMANDS,
     "training": TRAINING_COMMANDS,
@@ -274,6 +331,42 @@ def account_cleanup_consumer(service: str) -> ConsumerSpec:
     )
 
 
+# The endings people are notified of (`contracts.notifications.NotifyEvent`), and nothing
+# else: progress events never reach the notifier.
+NOTIFIER_EVENTS = ConsumerSpec(
+    stream=EVENTS.name,
+    durable="notifier_events",
+    filter_subject=events_of_anyone("training", "completed"),
+    more_subjects=(events_of_anyone("training", "failed"),
+                   events_of_anyone("training", "cancelled"),
+                   events_of_anyone("generation", "completed"),
+                   events_of_anyone("generation", "failed"),
+                   events_of_anyone("prompt", "optimized")),
+    ack_wait_s=30.0,
+    max_deliver=20,
+    description="notifier_service turns endings into one delivery per target.",
+)
+NOTIFIER_SENDS = ConsumerSpec(
+    stream=NOTIFIER_DELIVERIES.name,
+    durable="notifier_deliveries",
+    filter_subject=f"{PREFIX}.notifier.deliver.*",
+    ack_wait_s=60.0,  # above the longest send (its timeout), kept alive while it runs
+    # Attempts are counted on the delivery record, and a busy target's wait (a nak) is no
+    # attempt: a bound here would drop a delivery queued behind a slow target. Unlimited.
+    max_deliver=-1,
+    max_ack_pending=10_000,
+    description="notifier_service sends each delivery, retrying on its schedule.",
+)
+NOTIFIER_RECEIPTS = ConsumerSpec(
+    stream=NOTIFIER_DELIVERIES.name,
+    durable="notifier_receipts",
+    filter_subject=f"{PREFIX}.notifier.receipts.*",
+    ack_wait_s=60.0,
+    max_deliver=50,
+    max_ack_pending=10_000,
+    description="notifier_service reads Expo receipts once they are due.",
+)
+
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     PROMPT_WORKERS,
     TRAINING_WORKERS,
@@ -286,6 +379,10 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     account_cleanup_consumer("prompt"),
     account_cleanup_consumer("trainer"),
     account_cleanup_consumer("generator"),
+    NOTIFIER_EVENTS,
+    NOTIFIER_SENDS,
+    NOTIFIER_RECEIPTS,
+    account_cleanup_consumer("notifier"),
 )
 
 # Advisory the server publishes when a message exhausts max_deliver (no built-in DLQ).
@@ -380,7 +477,7 @@ IMAGES_KV = KvSpec(
 )
 WORKERS_KV = KvSpec(
     bucket="terra_workers",
-    owners=(AUTH, *JOB_SERVICES),  # each writes only its own `<service>.*` keys
+    owners=(AUTH, *JOB_SERVICES, NOTIFIER),  # each writes only its own `<service>.*` keys
     description="Worker heartbeats under `<service>.<worker_id>`, each rewritten every "
     "few seconds and gone once it stops (TTL): which domains have a live worker.",
     ttl_s=6.0,
@@ -458,6 +555,34 @@ def ws_ticket_key(ticket_digest: str) -> str:
     return f"ticket.{ticket_digest}"
 
 
+def _notifier_bucket(name: str, description: str, ttl_s: float | None = None) -> KvSpec:
+    return KvSpec(bucket=f"terra_notify_{name}", owners=(NOTIFIER,), description=description,
+                  ttl_s=ttl_s)
+
+
+WEB_PUSH_KV = _notifier_bucket(
+    "web_push", "Browsers' Web Push subscriptions under `<user_id>.<subscription_id>` "
+    "(notifier_service).")
+DEVICES_KV = _notifier_bucket(
+    "devices", "Phones' Expo and FCM tokens under `<user_id>.<device_id>` (notifier_service).")
+WEBHOOKS_KV = _notifier_bucket(
+    "webhooks", "Users' webhooks with their signing secrets under `<user_id>.<webhook_id>` "
+    "(notifier_service; no other identity reads it).")
+PREFERENCES_KV = _notifier_bucket(
+    "preferences", "`<user_id>`: which channels notify which event (notifier_service).")
+DELIVERIES_KV = _notifier_bucket(
+    "deliveries", "One notice to one target under `<user_id>.<target_id>.<delivery_id>`: "
+    "its state and attempts (notifier_service, revision-checked). The TTL keeps a week.",
+    ttl_s=7 * DAY)
+NOTIFIER_KVS: tuple[KvSpec, ...] = (WEB_PUSH_KV, DEVICES_KV, WEBHOOKS_KV, PREFERENCES_KV,
+                                    DELIVERIES_KV)
+
+
+def delivery_key(user_id: str, target_id: str, delivery_id: str) -> str:
+    return (f"{checked_id(user_id, 'user id')}.{checked_id(target_id, 'target id')}."
+            f"{checked_id(delivery_id, 'delivery id')}")
+
+
 KV_BUCKETS: tuple[KvSpec, ...] = (
     PROMPT_JOBS_KV,
     TRAINING_JOBS_KV,
@@ -475,6 +600,7 @@ KV_BUCKETS: tuple[KvSpec, ...] = (
     DELETED_ACCOUNTS_KV,
     RATE_LIMITS_KV,
     WS_TICKETS_KV,
+    *NOTIFIER_KVS,
 )
 
 # --- object storage ------------------------------------------------------------------------

@@ -20,10 +20,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contracts import topology
+from contracts.permissions import identities
 from gateway.events import EventHub
 from terra.records.objects import ObjectStorage
 from terra.records.revocations import RevocationWatch
 from terra.runtime.liveness import domains_served, live_workers
+
+# The streams the gateway uses (and may see): another service's own, it may not read.
+GATEWAY_STREAMS = tuple(identities()[topology.GATEWAY].streams)
 
 READY_DEADLINE_S = 0.8
 CHECK_CAP_S = 10.0
@@ -87,14 +91,15 @@ class Readiness:
     async def _streams_missing(self) -> list[str]:
         if not self.nc.is_connected:
             return ["not connected to NATS"]
+        streams = GATEWAY_STREAMS
         found = await asyncio.gather(*(self.js.stream_info(stream.name)
-                                       for stream in topology.STREAMS),
+                                       for stream in streams),
                                      return_exceptions=True)
         for outcome in found:
             if isinstance(outcome, BaseException) and not isinstance(outcome, NotFoundError):
                 raise outcome
         return [f"stream {stream.name} is not provisioned"
-                for stream, outcome in zip(topology.STREAMS, found, strict=True)
+                for stream, outcome in zip(streams, found, strict=True)
                 if isinstance(outcome, NotFoundError)]
 
     async def _storage(self) -> list[str]:

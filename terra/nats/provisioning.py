@@ -73,7 +73,9 @@ def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
         durable_name=spec.durable,
         name=spec.durable,
         description=spec.description,
-        filter_subject=spec.filter_subject,
+        # One subject as `filter_subject`; several as `filter_subjects` (never both).
+        filter_subject=None if spec.more_subjects else spec.filter_subject,
+        filter_subjects=list(spec.subjects) if spec.more_subjects else None,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait_s,
         max_deliver=spec.max_deliver,
@@ -98,7 +100,7 @@ def consumer_fields(spec: ConsumerSpec) -> dict[str, object]:
         "deliver_subject": None,
         "deliver_group": None,
         "inactive_threshold": None,
-        "filter_subjects": None,
+        "filter_subjects": config.filter_subjects,
     }
 
 

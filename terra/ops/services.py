@@ -33,6 +33,7 @@ SERVICES: tuple[Service, ...] = (
             queues=(topology.TRAINING_WORKERS,)),
     Service("generator", "generator_service", works=(JobKind.GENERATION,),
             queues=(topology.GENERATION_WORKERS,)),
+    Service("notifier", "notifier_service"),
     Service("gateway", "gateway"),
 )
 

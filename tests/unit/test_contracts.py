@@ -25,6 +25,54 @@ USER_VIEW = {
 
 # One valid payload per message type (beyond the defaulted envelope fields). A new model
 # without an example fails `test_every_message_has_an_example`.
+_KEYS = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
+_WEBHOOK_VIEW = {"id": "w1", "url": "https://hooks.example.com/terra", "events": None,
+                 "language": "en", "created_at": "2026-01-01T00:00:00Z", "enabled": True}
+NOTIFY_EXAMPLES: dict[str, dict] = {
+    "notify.get_webpush_key.v1": {},
+    "notify.add_webpush.v1": {"user_id": USER, "endpoint": "https://push.example.com/x",
+                              "keys": _KEYS, "language": "fr"},
+    "notify.remove_webpush.v1": {"user_id": USER, "subscription_id": "s1"},
+    "notify.add_device.v1": {"user_id": USER, "token": "ExponentPushToken[x]",
+                             "platform": "ios", "provider": "expo"},
+    "notify.remove_device.v1": {"user_id": USER, "device_id": "d1"},
+    "notify.list_targets.v1": {"user_id": USER},
+    "notify.set_preferences.v1": {"user_id": USER,
+                                  "events": {"prompt.optimized": ["webhook"]}},
+    "notify.create_webhook.v1": {"user_id": USER, "url": "https://hooks.example.com/terra"},
+    "notify.list_webhooks.v1": {"user_id": USER},
+    "notify.get_webhook.v1": {"user_id": USER, "webhook_id": "w1"},
+    "notify.update_webhook.v1": {"user_id": USER, "webhook_id": "w1", "enabled": True},
+    "notify.delete_webhook.v1": {"user_id": USER, "webhook_id": "w1"},
+    "notify.rotate_webhook_secret.v1": {"user_id": USER, "webhook_id": "w1"},
+    "notify.test_webhook.v1": {"user_id": USER, "webhook_id": "w1"},
+    "notify.redeliver_webhook.v1": {"user_id": USER, "webhook_id": "w1", "delivery_id": "d1"},
+    "notify.list_deliveries.v1": {"user_id": USER, "webhook_id": "w1"},
+    "notify.failure.v1": {"code": "invalid_request", "detail": "bad", "field": "url"},
+    "notify.webpush_key.v1": {"public_key": "B" + "A" * 86},
+    "notify.targets.v1": {"web_push": [], "devices": [], "preferences": {"events": {}}},
+    "notify.webpush_added.v1": {"subscription": {
+        "id": "s1", "endpoint_origin": "https://push.example.com", "language": "en",
+        "created_at": "2026-01-01T00:00:00Z", "enabled": True}, "created": True},
+    "notify.device_added.v1": {"device": {
+        "id": "d1", "platform": "android", "provider": "fcm", "token_hint": "abcdef",
+        "language": "en", "created_at": "2026-01-01T00:00:00Z", "enabled": True},
+        "created": False},
+    "notify.preferences_reply.v1": {"preferences": {"events": {"training.completed": []}}},
+    "notify.webhook_reply.v1": {"webhook": _WEBHOOK_VIEW, "secret": "whsec_abc"},
+    "notify.webhook_list.v1": {"webhooks": [_WEBHOOK_VIEW]},
+    "notify.delivery_list.v1": {"deliveries": [{
+        "id": "d1", "event": "webhook.test", "event_id": "e1", "state": "delivered",
+        "attempts": [{"at": "2026-01-01T00:00:00Z", "status_code": 200}],
+        "created_at": "2026-01-01T00:00:00Z"}]},
+    "notify.delivery_queued.v1": {"delivery_id": "d1"},
+    "notify.done.v1": {},
+    "notify.deliver.v1": {"user_id": USER, "target_id": "t1", "delivery_id": "d1",
+                          "channel": "webhook"},
+    "notify.expo_receipts.v1": {"user_id": USER, "device_id": "d1", "ticket_ids": ["x"],
+                                "due_at": "2026-01-01T00:15:00Z"},
+}
+
 EXAMPLES: dict[str, dict] = {
     "auth.register.v1": {"email": "ada@example.com", "password": "correct horse battery"},
     "auth.login_password.v1": {"email": "ada@example.com", "password": "x" * 12},
@@ -125,6 +173,7 @@ EXAMPLES: dict[str, dict] = {
         "attempt": 1,
         "resumed_from_step": 200,
     },
+    **NOTIFY_EXAMPLES,
     "job.failed.v1": {
         "job_id": JOB,
         "user_id": USER,

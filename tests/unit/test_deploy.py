@@ -16,7 +16,7 @@ SERVICES = COMPOSE["services"]
 
 # Each Terra container and the identity whose keys it must hold (compose service prefix).
 IDENTITY_OF = {"auth": "auth", "prompt": "prompt", "trainer": "trainer",
-               "generator": "generator", "gateway": "gateway"}
+               "generator": "generator", "notifier": "notifier", "gateway": "gateway"}
 STORAGE_USERS = {"trainer": "trainer_service", "generator": "generator_service",
                  "gateway": "gateway"}
 
