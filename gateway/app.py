@@ -18,7 +18,18 @@ from gateway.limits import BodySizeLimit
 from gateway.openapi import install_openapi
 from gateway.openapi_glossary import API_DESCRIPTION
 from gateway.problems import install_problem_handlers
-from gateway.routers import accounts, datasets, generation, health, jobs, models, prompts, training
+from gateway.routers import (
+    accounts,
+    datasets,
+    generation,
+    health,
+    jobs,
+    models,
+    notifications,
+    prompts,
+    training,
+    webhooks,
+)
 from gateway.server import redact_span
 from terra.runtime.telemetry import flush_spans
 
@@ -55,8 +66,10 @@ def create_app(settings: GatewaySettings | None = None, *,
     for router in (health.router, accounts.router, jobs.router, prompts.router,
                    datasets.router, training.router, models.router, generation.router,
                    generation.images, jobs.mine, models.mine, datasets.mine,
-                   generation.mine, ws.router, console.router):
+                   generation.mine, notifications.router, webhooks.router, ws.router,
+                   console.router):
         app.include_router(router)
+    app.webhooks.include_router(webhooks.sent)  # described, not served
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from faststream.nats import NatsBroker
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-from pydantic import TypeAdapter
 
 from contracts.auth import AuthErrorCode, AuthFailure
 from contracts.base import Message
 from gateway.problems import Problem
-from terra.runtime.logs import correlation_id
-
-log = logging.getLogger(__name__)
+from gateway.rpc import ServiceClient
 
 _STATUS = {
     AuthErrorCode.INVALID_REQUEST: (422, "validation-error"),
@@ -66,31 +58,15 @@ def failure_to_problem(failure: AuthFailure, fields: dict[str, str] | None = Non
                    **extensions)
 
 
-class AuthClient:
-    def __init__(self, broker: NatsBroker, timeout_s: float) -> None:
-        self._broker = broker
-        self._timeout_s = timeout_s
+class AuthClient(ServiceClient):
+    service = "auth_service"
+    unavailable = "The account service is not answering; try again shortly."
 
     async def call(self, subject: str, request: Message, reply_type: Any, *,
                    fields: dict[str, str] | None = None) -> Any:
         """Send `request`, return the success reply; an AuthFailure is raised as a Problem
         (`fields`: see `failure_to_problem`)."""
-        if cid := correlation_id.get():
-            request = request.model_copy(update={"correlation_id": cid})
-        try:
-            response = await self._broker.request(
-                request.model_dump_json().encode(),
-                subject,
-                correlation_id=request.correlation_id,
-                timeout=self._timeout_s,
-            )
-        except (NatsTimeout, NoRespondersError, TimeoutError) as exc:
-            log.warning("auth_service did not answer", extra={"subject": subject})
-            raise Problem(
-                503, "unavailable", "The account service is not answering; try again shortly.",
-                headers={"Retry-After": "2"},
-            ) from exc
-        reply = TypeAdapter(reply_type).validate_json(response.body)
+        reply = await self._ask(subject, request, reply_type)
         if isinstance(reply, AuthFailure):
             raise failure_to_problem(reply, fields)
         return reply

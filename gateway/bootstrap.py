@@ -21,6 +21,7 @@ from gateway.auth_client import AuthClient
 from gateway.commands import CommandSender
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
+from gateway.notifier_client import NotifierClient
 from gateway.readiness import Readiness
 from gateway.security import TokenVerifier
 from gateway.tickets import WsTickets
@@ -60,6 +61,7 @@ class GatewayParts:
     training: TrainingAdmission
     readiness: Readiness
     tickets: WsTickets | None = None  # WebSocket tickets, redeemable on every gateway
+    notifier: NotifierClient | None = None  # notifier_service, asked over request/reply
 
 
 def build_parts(
@@ -67,6 +69,7 @@ def build_parts(
     auth: AuthClient, revocations: RevocationWatch, hub: EventHub, storage: ObjectStorage,
     jobs: JobStore, models: ModelStore, images: ImageStore, generation_slots: QueueSlots,
     events: EventPublisher, prompt_rate: SlidingWindowLimit, tickets: WsTickets | None = None,
+    notifier: NotifierClient | None = None,
 ) -> GatewayParts:
     commands = CommandSender(broker, hub, send_timeout_s=settings.nats_request_timeout_s,
                              wait_timeout_s=settings.wait_timeout_s)
@@ -83,7 +86,7 @@ def build_parts(
                                    commands=commands, events=events, js=js),
         readiness=Readiness(nc=nc, js=js, storage=storage, revocations=revocations, hub=hub,
                             required_workers=settings.ready_workers),
-        tickets=tickets,
+        tickets=tickets, notifier=notifier,
     )
 
 
@@ -136,6 +139,8 @@ async def bootstrap(settings: GatewaySettings) -> AsyncIterator[GatewayParts]:
                 js, topology.RATE_LIMITS_KV.bucket,
                 Window(settings.prompt_rate_limit, settings.prompt_rate_window_s)),
             tickets=await WsTickets.open(js, settings.ws_ticket_ttl_s),
+            # Its answers wait as long as auth_service's (both look things up in KV).
+            notifier=NotifierClient(broker, settings.notifier_timeout_s),
         )
         stack.callback(parts.readiness.stop)
         yield parts

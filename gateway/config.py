@@ -24,6 +24,9 @@ class GatewaySettings(RuntimeSettings):
         "cutting the request short).",
     )
     auth_timeout_s: float = Field(default=5.0, description="Wait for auth_service replies.")
+    notifier_timeout_s: float = Field(
+        default=5.0, gt=0, description="Wait for notifier_service replies (webhook "
+        "registration resolves the URL's host, so it can take a DNS round trip).")
     nats_request_timeout_s: float = Field(
         default=2.0, gt=0, description="Longest one JetStream call of a request waits (a "
         "publish ack, a KV read or write, stream or consumer info); then the request answers "

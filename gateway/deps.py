@@ -18,6 +18,7 @@ from gateway.bootstrap import GatewayParts
 from gateway.commands import CommandSender
 from gateway.config import GatewaySettings
 from gateway.events import EventHub
+from gateway.notifier_client import NotifierClient
 from gateway.problems import Problem
 from gateway.readiness import Readiness
 from gateway.security import Caller, InvalidToken, TokenVerifier
@@ -96,6 +97,10 @@ async def training_admission(connection: HTTPConnection) -> TrainingAdmission:
     return _parts(connection).training
 
 
+async def notifier_of(connection: HTTPConnection) -> NotifierClient:
+    return _parts(connection).notifier
+
+
 async def readiness_of(connection: HTTPConnection) -> Readiness:
     return _parts(connection).readiness
 
@@ -111,6 +116,7 @@ Jobs = Annotated[JobStore, Depends(jobs_of)]  # read under the caller's id
 Models = Annotated[ModelStore, Depends(models_of)]
 Images = Annotated[ImageStore, Depends(images_of)]
 Commands = Annotated[CommandSender, Depends(commands_of)]
+Notifier = Annotated[NotifierClient, Depends(notifier_of)]  # acts on the user named
 
 
 async def get_bearer_token(

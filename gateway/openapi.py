@@ -88,12 +88,54 @@ DEPENDENCY_ERRORS: dict[Any, dict[int, str]] = {
         409: "A training of yours is queued or running (`training-running`).",
         503: UNAVAILABLE},
     deps.readiness_of: {},
+    deps.notifier_of: {503: "The notification service (or the message broker) is not "
+                            "answering right now (`unavailable`): retry after `Retry-After` "
+                            "seconds."},
 }
 
 _THROTTLED = ("Too many attempts from this network, or for this account from it "
               "(`rate-limited`); `Retry-After` says when to retry.")
 _CANCEL = {404: "No such job of yours (`not-found`).",
            409: "The job has already ended (`conflict`)."}
+# notifier_service's refusals (`gateway.notifier_client`): a bad value it checks itself
+# and a full quota name the field in `errors`; another user's id is any unknown one.
+_NOTIFIER_422 = ("A field is invalid (`validation-error`): the gateway's checks, or the "
+                 "notification service's (a URL it refuses, keys of the wrong length); "
+                 "`errors` names the field.")
+_NOT_YOURS = "No {} of yours with this id (`not-found`): another user's is the same as none."
+
+
+def _full(what: str, setting: str) -> dict[int, str]:
+    return {409: f"You have as many {what} as allowed (`limit-reached`, `{setting}`; "
+                 "`errors` names the field): remove one first."}
+
+
+NOTIFIER_ERRORS: dict[tuple[str, str], dict[int, str]] = {
+    ("POST", "/api/notifications/webpush"): {
+        422: _NOTIFIER_422, **_full("Web Push subscriptions", "TERRA_NOTIFY_MAX_WEB_PUSH")},
+    ("DELETE", "/api/notifications/webpush/{subscription_id}"): {
+        404: _NOT_YOURS.format("subscription")},
+    ("POST", "/api/notifications/devices"): {
+        422: _NOTIFIER_422 + " FCM tokens are refused where FCM is not configured.",
+        **_full("devices", "TERRA_NOTIFY_MAX_DEVICES")},
+    ("DELETE", "/api/notifications/devices/{device_id}"): {404: _NOT_YOURS.format("device")},
+    ("PUT", "/api/notifications/preferences"): {
+        422: "An unknown event or channel (`validation-error`); `errors` names it."},
+    ("POST", "/api/webhooks"): {
+        422: _NOTIFIER_422 + " In production the URL must be https and reach no private, "
+             "loopback, link-local, CGNAT, unique-local or metadata address.",
+        **_full("webhooks", "TERRA_NOTIFY_MAX_WEBHOOKS")},
+    ("GET", "/api/webhooks/{webhook_id}"): {404: _NOT_YOURS.format("webhook")},
+    ("PATCH", "/api/webhooks/{webhook_id}"): {404: _NOT_YOURS.format("webhook"),
+                                              422: _NOTIFIER_422},
+    ("DELETE", "/api/webhooks/{webhook_id}"): {404: _NOT_YOURS.format("webhook")},
+    ("POST", "/api/webhooks/{webhook_id}/rotate-secret"): {404: _NOT_YOURS.format("webhook")},
+    ("POST", "/api/webhooks/{webhook_id}/test"): {404: _NOT_YOURS.format("webhook")},
+    ("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {
+        404: "No such webhook of yours, or no such delivery of it (`not-found`)."},
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"): {404: _NOT_YOURS.format("webhook")},
+}
+
 # What a route raises itself (Problem, a refusal, or an account service failure).
 ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("GET", "/ready"): {503: "Not ready (`not-ready`): `reasons` says why, `workers` counts "
@@ -141,6 +183,7 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/api/generate/{job_id}/cancel"): _CANCEL,
     ("DELETE", "/api/models/{model_id}"): {
         409: "The model is still training: cancel the training first (`conflict`)."},
+    **NOTIFIER_ERRORS,
 }
 
 
@@ -226,7 +269,7 @@ def install_openapi(app: FastAPI, *, description: str) -> None:
 def describe(app: FastAPI, *, description: str) -> dict[str, Any]:
     document = get_openapi(title=app.title, version=app.version, summary=app.summary,
                            description=description, routes=app.routes, tags=app.openapi_tags,
-                           servers=app.servers)
+                           servers=app.servers, webhooks=app.webhooks.routes)
     used = {tag for item in document["paths"].values() for operation in item.values()
             for tag in operation.get("tags", [])}
     document["tags"] = [{"name": name, "description": text} for name, text in TAGS.items()
@@ -242,10 +285,21 @@ def describe(app: FastAPI, *, description: str) -> dict[str, Any]:
             _describe_operation(operation, route, method)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _describe_webhooks(document)
     _document_fields(schemas)
     _describe_successes(document)
     _add_examples(document)
     return document
+
+
+def _describe_webhooks(document: dict) -> None:
+    """The requests Terra sends (`webhooks`): what a receiver answers is its own; FastAPI's
+    422 (a schema dropped above) is no answer of ours."""
+    for item in document.get("webhooks", {}).values():
+        for operation in item.values():
+            operation["responses"] = {"2XX": {"description": "Received. Anything else (or "
+                                              "no answer in time) is retried; 410 removes "
+                                              "the webhook."}}
 
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -267,7 +321,7 @@ def _ref(model: type[BaseModel]) -> dict:
 PROBLEM_TYPES = frozenset(SLUGS.values()) | {
     "email-taken", "weak-password", "invalid-credentials", "invalid-google-token",
     "invalid-refresh-token", "refresh-token-reused", "training-running", "too-many-jobs",
-    "invalid-upload", "optimization-failed", "not-ready", "csrf-refused"}
+    "invalid-upload", "optimization-failed", "not-ready", "csrf-refused", "limit-reached"}
 
 
 def _slug(status: int, text: str) -> str:
@@ -389,7 +443,7 @@ _PLACEHOLDERS: dict[str | None, Any] = {
 
 def _add_examples(document: dict) -> None:
     schemas = document["components"]["schemas"]
-    for path_item in document["paths"].values():
+    for path_item in [*document["paths"].values(), *document.get("webhooks", {}).values()]:
         for operation in path_item.values():
             bodies = [operation.get("requestBody", {}).get("content", {})]
             bodies += [answer.get("content", {}) for answer in operation["responses"].values()]

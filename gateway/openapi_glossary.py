@@ -128,6 +128,9 @@ TAGS = {
     "generation": "Image generation, and your images.",
     "jobs": "Jobs of every kind: one by id, or yours a page at a time.",
     "websockets": "Your job events, live: see the description above for `/ws`.",
+    "notifications": "Push notifications when your jobs end: browsers (Web Push), phones "
+                     "(Expo or FCM), and which events notify where.",
+    "webhooks": "Signed calls to your servers when your jobs end (Standard Webhooks).",
     "console": "What the web console needs to know about this deployment.",
     "health": "Liveness and readiness, for orchestrators.",
 }
@@ -139,6 +142,13 @@ PARAMETER_DOCS: dict[str, tuple[str, Any]] = {
                         "7c1d0f9e-retry-safe"),
     "user_id": ("Your own user id (`GET /api/me`): anyone else's is 404.",
                 "00d609cc4b3a4f2e9d8c7b6a5f4e3d2c"),
+    "subscription_id": ("One of your Web Push subscriptions (`GET /api/notifications`).",
+                        "3f9a0c2b7d1e4f5a6b8c9d0e"),
+    "device_id": ("One of your devices (`GET /api/notifications`).",
+                  "8b1c2d3e4f5a6b7c8d9e0f1a"),
+    "webhook_id": ("One of your webhooks (`GET /api/webhooks`).", "5e6f7a8b9c0d1e2f3a4b5c6d"),
+    "delivery_id": ("One of its deliveries (`GET /api/webhooks/{webhook_id}/deliveries`).",
+                    "7c0e1d2f3a4b5c6d7e8f9a0b1c2d3e4f"),
 }
 
 
@@ -241,6 +251,56 @@ FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "UploadedImage.id": ("The photo's id in the set.", "7596238c0a1b4c2d8e9f0a1b2c3d4e5f"),
     "User.id": ("The user's id.", "00d609cc4b3a4f2e9d8c7b6a5f4e3d2c"),
     "Tokens.user": ("The account.", None),
+    # notifications (contracts.notifications' views)
+    "WebPushView.id": ("The subscription's id.", "3f9a0c2b7d1e4f5a6b8c9d0e"),
+    "DeviceView.id": ("The device's id.", "8b1c2d3e4f5a6b7c8d9e0f1a"),
+    "WebhookView.id": ("The webhook's id.", "5e6f7a8b9c0d1e2f3a4b5c6d"),
+    "language": ("The language of its notifications: `en` or `fr`.", "en"),
+    "enabled": ("False once it was disabled (it kept failing, or you paused it).", True),
+    "disabled_at": ("When it was disabled; null while enabled.", None),
+    "disabled_reason": ("Why it was disabled, for a person; null while enabled.", None),
+    "platform": ("What the app runs on: `ios`, `android` or `web`.", "ios"),
+    "provider": ("Who delivers to it: `expo` or `fcm`.", "expo"),
+    "WebhookView.url": ("Where it is sent.", "https://example.com/terra/webhook"),
+    "WebhookView.events": (("Only these events; null: every event your preferences send to "
+                           "webhooks."), ["training.completed", "generation.completed"]),
+    "WebhookView.description": ("Your note.", "production server"),
+    "secret_rotated_at": ("When its secret was last rotated; null if never.", None),
+    "previous_secret_expires_at": (("Until when the secret before the last rotation still "
+                                   "signs beside the new one; null if none does."), None),
+    "PreferencesView.events": (("Every event, with the channels that notify it (defaults "
+                               "included)."), {"training.completed": ["web_push", "webhook"],
+                                              "prompt.optimized": []}),
+    "DeliveryView.id": ("The delivery's id: the `webhook-id` header it is sent with.",
+                        "7c0e1d2f3a4b5c6d7e8f9a0b1c2d3e4f"),
+    "DeliveryView.event": (("What it reports: an event such as `training.completed`, or "
+                           "`webhook.test`."), "training.completed"),
+    "event_id": ("The message id of the event it reports.", "0a1b2c3d4e5f4a6b8c7d9e0f1a2b3c4d"),
+    "DeliveryView.state": (("`pending` (its next attempt is due at `next_attempt_at`), "
+                           "`delivered`, `failed` (attempts spent, or refused for good) or "
+                           "`dropped` (the webhook was gone or disabled)."), "delivered"),
+    "DeliveryView.attempts": ("Each attempt, the oldest first.", None),
+    "next_attempt_at": ("When it is tried next; null unless pending.", None),
+    "delivered_at": ("When the receiver answered 2xx; null until then.", None),
+    "Attempt.at": ("When it was sent.", "2026-11-25T19:57:21.620648Z"),
+    "Attempt.status_code": (("The receiver's HTTP status; null when none came (a timeout, a "
+                            "refused connection)."), 500),
+    "Attempt.error": ("What went wrong, for a person; null on success.", "HTTP 500"),
+    "Attempt.duration_ms": ("How long it took, in milliseconds.", 184),
+    "WebPushKeys.p256dh": ("The browser's P-256 public key, base64url (65 bytes).",
+                           ("BN4gp7vdfFxAbq0jeCzFj8cZwjT_VVEECF8pNjygKQmn5jqGPlnFinJAoa2g2QHU-"
+                           "DRkX1CS8SO92lygp_gvcO4")),
+    "WebPushKeys.auth": ("The browser's authentication secret, base64url (16 bytes).",
+                         "rxEUNEjPWKjmVfJ2FcIRRg"),
+    "WebhookPayload.type": ("What happened: an event, or `webhook.test`.", "training.completed"),
+    "WebhookPayload.timestamp": ("When the event happened (ISO 8601, UTC).",
+                                 "2026-11-25T19:57:21.620648Z"),
+    "WebhookPayload.data": ("What happened: the ids and the deep link.", None),
+    "image_ids": ("The images it made.", ["9a8b7c6d5e4f4a3b2c1d0e9f8a7b6c5d"]),
+    "deep_link": ("A path of the app that shows it (`/models/<id>`, `/images/<id>`, ...).",
+                  "/models/5b7e0c2a9d4f4e3b8a1c6d2e0f9a7b3c"),
+    "WebhookData.reason": ("Why the job failed, for a person; null unless it failed.", None),
+    "WebhookData.prompt": ("`prompt.optimized`: the optimised prompt.", None),
 }
 
 SCHEMA_DOCS: dict[str, str] = {
@@ -254,6 +314,12 @@ SCHEMA_DOCS: dict[str, str] = {
     "ModelStatus": "Where a model is in its life.",
     "PromptChange": "One change the optimiser made, and why.",
     "TokenCounts": "How many tokens each FLUX text encoder reads.",
+    "Channel": "How a notification reaches you: `web_push` (browsers), `mobile_push` "
+               "(phones, through Expo or FCM), `webhook` (your servers).",
+    "DeliveryState": "Where a delivery is: `pending`, `delivered`, `failed` or `dropped`.",
+    "Language": "The language of a target's notifications.",
+    "Platform": "What a device's app runs on.",
+    "PushProvider": "Who delivers to a device: Expo push or Firebase Cloud Messaging.",
 }
 
 
@@ -286,6 +352,13 @@ MODEL_DOCS: dict[str, str] = {
     "JobItem": "A job of yours.",
     "ModelItem": "A LoRA model of yours.",
     "WsTicket": "A single-use WebSocket ticket.",
+    "WebPushView": "A browser's Web Push subscription.",
+    "DeviceView": "A phone's (or app's) push token, shown by its last characters.",
+    "PreferencesView": "Which channels notify which event.",
+    "WebhookView": "A webhook of yours (its secret is never shown again).",
+    "DeliveryView": "One event sent to one webhook, with its attempts.",
+    "Attempt": "One try at a delivery.",
+    "WebPushKeys": "A browser subscription's encryption keys (RFC 8291), base64url.",
 }
 
 

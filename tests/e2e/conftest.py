@@ -93,6 +93,22 @@ def stack(stack_env, tmp_path_factory) -> ServiceStack:
 
 
 @pytest.fixture(scope="session")
+def generator(stack):
+    # Compatible jobs share a loop (on a CPU that is off by default): the batch path runs.
+    return stack.start_service("generator", "generator_service",
+                               TERRA_PROGRESS_INTERVAL_S="0.01", TERRA_BATCH_MAX_IMAGES="4")
+
+
+@pytest.fixture(scope="session")
+def notifier(stack, tmp_path_factory):
+    """notifier_service, its retries a fraction of a second apart; its VAPID key is made
+    in a data dir of its own. Local profile: it may reach the stand-ins on loopback."""
+    return stack.start_service(
+        "notifier", "notifier_service", TERRA_NOTIFY_RETRY_SCHEDULE_S="0.2,0.2",
+        TERRA_DATA_DIR=str(tmp_path_factory.mktemp("notifier-data")))
+
+
+@pytest.fixture(scope="session")
 def gateway_url(stack) -> str:
     return stack.start_gateway()
 

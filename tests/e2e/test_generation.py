@@ -17,13 +17,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMALL = {"width": 256, "height": 256}
 
 
-@pytest.fixture(scope="session")
-def generator(stack):
-    # Compatible jobs share a loop (on a CPU that is off by default): the batch path runs.
-    return stack.start_service("generator", "generator_service",
-                               TERRA_PROGRESS_INTERVAL_S="0.01", TERRA_BATCH_MAX_IMAGES="4")
-
-
 
 DONE = {"generation.image_generated.v1", "job.failed.v1", "generation.cancelled.v1"}
 
