@@ -247,8 +247,8 @@ def _anchor(title: str) -> str:
 def render() -> str:
     found = sections()
     lines = [HEADER]
-    lines.append(" · ".join(f"[{section.title}](#{_anchor(section.title)})"
-                            for section in found)
+    titles = dict.fromkeys(section.title for section in found)  # one link per heading
+    lines.append(" · ".join(f"[{title}](#{_anchor(title)})" for title in titles)
                  + " · [Read elsewhere](#read-elsewhere)\n")
     titles_seen: set[str] = set()
     for section in found:

@@ -94,3 +94,24 @@ def test_the_failover_bench_sees_service_come_back_with_only_202_and_503():
     assert set(statuses) <= {202, 503} and statuses.get(202, 0) > 0, statuses
     rounds = re.findall(r"^\s+n\d\s+(\S+) s?\s+(\S+)", out, re.MULTILINE)
     assert rounds and all("never" not in r for r in rounds), out
+
+
+def test_the_notifier_bench_counts_one_delivery_per_event_and_fast_target():
+    out = run_bench("bench.notifier_fanout", "--events", "20", "--targets", "3", "--rate",
+                    "20", "--slow-s", "1", timeout_s=300)
+    counted = answers(out)
+    assert counted.pop("POST /api/auth/register (set-up)") == {201: 1}, out
+    assert counted.pop("webhooks replaced (burst (all at once): DELETE 204, POST 201)") == {
+        201: 3}, out
+    for run in ("paced, all fast", "paced, one slow"):
+        assert counted.pop(f"webhooks replaced ({run}: DELETE 204, POST 201)") == {
+            201: 3, 204: 3}, out
+    assert counted.pop("20 events to 3 fast targets (burst (all at once))") == {
+        "delivered": 60}, out
+    assert counted.pop("20 events to 3 fast targets (paced, all fast)") == {"delivered": 60}
+    assert counted.pop("20 events to 2 fast targets (paced, one slow)") == {"delivered": 40}
+    assert counted == {}, out
+    rows = re.findall(r"^\s+(burst|paced, all fast|paced, one slow)\s.*\s(\d+)\s+\S+ms\s+\S+ms",
+                      out, re.MULTILINE)
+    assert [run for run, _ in rows] == ["burst", "paced, all fast", "paced, one slow"], out
+    assert re.search(r"the others' p99 with one target answering after 1 s: \S+x", out), out
