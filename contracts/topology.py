@@ -350,7 +350,9 @@ NOTIFIER_SENDS = ConsumerSpec(
     stream=NOTIFIER_DELIVERIES.name,
     durable="notifier_deliveries",
     filter_subject=f"{PREFIX}.notifier.deliver.*",
-    ack_wait_s=60.0,  # above the longest send (its timeout), kept alive while it runs
+    # Above the longest send (TERRA_NOTIFY_TIMEOUT_S is at most 15 s) and the wait for a
+    # slot: what a killed notifier held comes back this soon.
+    ack_wait_s=20.0,
     # Attempts are counted on the delivery record, and a busy target's wait (a nak) is no
     # attempt: a bound here would drop a delivery queued behind a slow target. Unlimited.
     max_deliver=-1,

@@ -25,7 +25,7 @@ class NotifierSettings(RuntimeSettings):
         default=86_400.0, gt=0, description="The longest `Retry-After` honoured (429, 502 "
         "and 503 answers wait at least that long, up to this).")
     notify_timeout_s: float = Field(
-        default=10.0, gt=0, le=50, description="Longest wait for one push service or "
+        default=10.0, gt=0, le=15, description="Longest wait for one push service or "
         "webhook answer (connect and read together).")
     notify_concurrency: int = Field(
         default=64, ge=1, description="Deliveries in flight at once per notifier process.")
