@@ -364,6 +364,7 @@ class WebPushKey(Message):
 
 
 class TargetView(Model):
+    id: Id
     language: Language
     created_at: AwareDatetime
     enabled: bool
@@ -372,12 +373,10 @@ class TargetView(Model):
 
 
 class WebPushView(TargetView):
-    id: Id
     endpoint_origin: str = Field(description="Scheme and host of the push service.")
 
 
 class DeviceView(TargetView):
-    id: Id
     platform: Platform
     provider: PushProvider
     token_hint: str = Field(description="The token's last characters, to tell devices apart.")
@@ -413,7 +412,6 @@ class PreferencesReply(Message):
 
 
 class WebhookView(TargetView):
-    id: Id
     url: str
     events: list[NotifyEvent] | None
     description: str | None = None

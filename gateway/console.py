@@ -1,5 +1,6 @@
-"""The web console at `/`: the files `make` builds from web/ into web/dist, served with a
-strict Content-Security-Policy and the usual security headers, and `GET /api/config`, what
+"""The web console at `/`: the files `make` builds from web/ into web/dist (its Web Push
+service worker at `/sw.js`), served with a strict Content-Security-Policy and the usual
+security headers, and `GET /api/config`, what
 the console needs to know before anyone signs in (Google sign-in, the S3 origin of
 presigned images).
 
@@ -59,6 +60,8 @@ def content_security_policy(settings: ConsoleSettings, request: Request) -> str:
                                               f"{GOOGLE_ORIGIN}/gsi/" if google else ""])),
         "frame-src": f"{GOOGLE_ORIGIN}/gsi/" if google else "'none'",
         "font-src": "'self'",
+        # The Web Push service worker, /sw.js, and nothing else runs as a worker.
+        "worker-src": "'self'",
         "object-src": "'none'",
         "base-uri": "'none'",
         "form-action": "'self'",
@@ -119,6 +122,18 @@ async def asset(name: str, request: Request, settings: Settings) -> Response:
         else "no-cache"
     return FileResponse(path, headers={**security_headers(settings, request),
                                        "Cache-Control": cache})
+
+
+@router.get("/sw.js", include_in_schema=False)
+async def service_worker(request: Request, settings: Settings) -> Response:
+    """The service worker that shows Web Push notifications: at the root, so its scope is
+    the whole console; never cached, so a new build reaches browsers at their next visit."""
+    path = settings.console_dist / "sw.js"
+    if not path.is_file():
+        return _not_built(request, settings)
+    return FileResponse(path, media_type="text/javascript; charset=utf-8", headers={
+        **security_headers(settings, request), "Cache-Control": "no-cache",
+        "Service-Worker-Allowed": "/"})
 
 
 class ClientConfig(BaseModel):

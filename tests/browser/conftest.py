@@ -1,7 +1,7 @@
 """The web console in Debian's Chromium (driven by Selenium through chromedriver) against
-the whole stack as processes: auth, prompt, trainer and generator services and a gateway,
-over the session's nats-server and S3. The browser reaches the gateway through a relay the
-tests can cut (tests/browser/proxy.py).
+the whole stack as processes: auth, prompt, trainer, generator and notifier services and a
+gateway, over the session's nats-server and S3. The browser reaches the gateway through a
+relay the tests can cut (tests/browser/proxy.py).
 
 Every step writes a screenshot to `.terra-test-logs/browser/<test>/` (gitignored) and is
 checked as it is shown: no console error, no serious or critical axe-core violation.
@@ -72,6 +72,9 @@ def browser_stack(nats_endpoint, s3, google_keys, tmp_path_factory):
     stack.start_service("trainer", "trainer_service", TERRA_CHECKPOINT_EVERY="2",
                         TERRA_PROGRESS_INTERVAL_S="0.2", TERRA_SAMPLES="1")
     stack.start_service("generator", "generator_service", TERRA_PROGRESS_INTERVAL_S="0.05")
+    # Retries a fraction of a second apart; its VAPID key is made under its own data dir.
+    stack.start_service("notifier", "notifier_service", TERRA_NOTIFY_RETRY_SCHEDULE_S="0.3,0.3",
+                        TERRA_DATA_DIR=str(tmp_path_factory.mktemp("notifier-data")))
     yield stack
     stack.stop()
 

@@ -36,6 +36,7 @@ def dist(tmp_path):
     (tmp_path / "index.html").write_text("<!doctype html><title>Terra</title>")
     (tmp_path / "main-ABCDEFGH.js").write_text("console.log(1)")
     (tmp_path / "favicon.svg").write_text("<svg/>")
+    (tmp_path / "sw.js").write_text("self.addEventListener('push', () => {})")
     (tmp_path.parent / "secret.txt").write_text("not for you")
     return tmp_path
 
@@ -100,6 +101,27 @@ def test_hashed_bundles_are_immutable_and_only_built_files_are_served(dist):
         assert "not for you" not in refused.text
 
 
+def test_the_service_worker_is_served_at_the_root_never_cached(dist):
+    client = client_for(ConsoleSettings(console_dist=dist))
+    worker = client.get("/sw.js")
+    assert worker.status_code == 200 and "addEventListener('push'" in worker.text
+    assert worker.headers["content-type"].startswith("text/javascript")
+    assert worker.headers["service-worker-allowed"] == "/"  # its scope: the whole console
+    assert worker.headers["cache-control"] == "no-cache"  # a new build reaches browsers
+    assert worker.headers["x-content-type-options"] == "nosniff"
+    for response in (worker, client.get("/")):
+        csp = directives(response.headers["content-security-policy"])
+        assert csp["worker-src"] == "'self'" and csp["script-src"] == "'self'"
+    assert client.get("/console/sw.js").headers["cache-control"] == "no-cache"
+
+
+def test_an_unbuilt_service_worker_is_a_clear_503(tmp_path):
+    client = client_for(ConsoleSettings(console_dist=tmp_path / "missing"))
+    worker = client.get("/sw.js")
+    assert worker.status_code == 503
+    assert worker.headers["content-type"] == "application/problem+json"
+
+
 def test_an_unbuilt_console_says_to_run_make(tmp_path):
     client = client_for(ConsoleSettings(console_dist=tmp_path / "missing"))
     page = client.get("/")
@@ -112,6 +134,7 @@ def test_the_gateway_serves_the_console_outside_its_api_description():
     paths = create_app().openapi()["paths"]
     assert "/api/config" in paths
     assert "/" not in paths and not any(path.startswith("/console") for path in paths)
+    assert "/sw.js" not in paths
 
 
 def test_the_openapi_document_is_written_without_a_server(tmp_path):

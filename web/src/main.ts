@@ -7,6 +7,7 @@ import { clear, h } from "./dom";
 import { galleryView } from "./gallery";
 import { generateView, resetJobs, resumeJobs } from "./generate";
 import { lang, t } from "./i18n";
+import { notificationsView } from "./notifications";
 import { promptView } from "./prompt";
 import { events, type SocketState } from "./socket";
 import { trainView } from "./train";
@@ -16,6 +17,7 @@ const SECTIONS = {
   train: ["nav.train", trainView],
   generate: ["nav.generate", generateView],
   gallery: ["nav.gallery", galleryView],
+  notifications: ["nav.notifications", notificationsView],
   account: ["nav.account", () => accountView(closed)],
 } as const;
 type Section = keyof typeof SECTIONS;
@@ -43,7 +45,7 @@ function show(): void {
   if (!session.user) return;
   const name = section();
   if (name === "generate") built.delete("generate"); // picks up an accepted prompt
-  if (name === "gallery" || name === "account") built.delete(name);
+  if (name === "gallery" || name === "account" || name === "notifications") built.delete(name);
   let view = built.get(name);
   if (!view) {
     view = SECTIONS[name][1]();
