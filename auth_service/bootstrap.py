@@ -7,15 +7,13 @@ runs it and turns every failure into an `AuthFailure`, so callers always get a r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
-from functools import cache
 from typing import Any, TypeVar
 
 from google.auth import transport
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from auth_service.config import AuthSettings
 from auth_service.domain import AuthError
@@ -46,10 +44,8 @@ from terra.jobs.lifecycle import fields_of
 from terra.nats.connection import jetstream
 from terra.nats.events import EventPublisher
 from terra.records.revocations import Revocations
-from terra.runtime import logs
+from terra.runtime import requests
 from terra.runtime.service import Responder, ServiceParts
-
-log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT", bound=Message)
 
@@ -121,35 +117,33 @@ async def build_handlers(
     )
 
 
-async def answer(
-    model: Any, body: bytes, use_case: Callable[[RequestT], Awaitable[Message]]
-) -> Message:
-    """Decode (`model`: a message class, or a union of its versions), run, and reply: the
-    success model or an `AuthFailure`, never an exception."""
-    try:
-        request = _adapter(model).validate_json(body)
-    except ValidationError as exc:
+class AuthFailures:
+    """How auth_service refuses: every failure is an `AuthFailure` with its code."""
+
+    refusal = AuthError
+
+    def invalid(self, model: Any, error: ValidationError) -> AuthFailure:
         return AuthFailure(code=AuthErrorCode.INVALID_REQUEST,
-                           detail=f"Invalid fields: {fields_of(exc)}")
-    token = logs.correlation_id.set(request.correlation_id)
-    try:
-        return await use_case(request)
-    except AuthError as exc:
-        return AuthFailure(
-            code=exc.code,
-            detail=exc.detail,
-            retry_after_s=exc.retry_after_s,
-            correlation_id=request.correlation_id,
-        )
-    except Exception:
-        log.exception("request failed", extra={"request_type": request.type})
-        return AuthFailure(
-            code=AuthErrorCode.UNAVAILABLE,
-            detail="The auth service could not complete the request; retry later.",
-            correlation_id=request.correlation_id,
-        )
-    finally:
-        logs.correlation_id.reset(token)
+                           detail=f"Invalid fields: {fields_of(error)}")
+
+    def refused(self, error: AuthError, request: Message) -> AuthFailure:
+        return AuthFailure(code=error.code, detail=error.detail,
+                           retry_after_s=error.retry_after_s,
+                           correlation_id=request.correlation_id)
+
+    def unavailable(self, request: Message) -> AuthFailure:
+        return AuthFailure(code=AuthErrorCode.UNAVAILABLE,
+                           detail="The auth service could not complete the request; "
+                           "retry later.", correlation_id=request.correlation_id)
+
+
+FAILURES = AuthFailures()
+
+
+async def answer(model: Any, body: bytes,
+                 use_case: Callable[[RequestT], Awaitable[Message]]) -> Message:
+    """Decode, run and reply: the success model or an `AuthFailure`, never an exception."""
+    return await requests.answer(model, body, use_case, FAILURES)
 
 
 async def bootstrap(connection: NatsClient, settings: AuthSettings, *,
@@ -158,19 +152,8 @@ async def bootstrap(connection: NatsClient, settings: AuthSettings, *,
                                     google_request=google_request)
     return ServiceParts(
         # Only the gateway asks (contracts/permissions.py exports these to its account).
-        responders=[Responder(subject, _answerer(model, getattr(handlers, use_case)),
+        responders=[Responder(subject,
+                              requests.answerer(model, getattr(handlers, use_case), FAILURES),
                               AUTH_QUEUE_GROUP, callers=(account_of(GATEWAY),))
                     for subject, model, use_case in ROUTES],
         max_concurrent_requests=settings.max_concurrent_requests)
-
-
-@cache
-def _adapter(model: Any) -> TypeAdapter:
-    return TypeAdapter(model)
-
-
-def _answerer(model: Any, use_case: Callable[[Message], Awaitable[Message]]):
-    async def answer_bytes(body: bytes) -> bytes:
-        return (await answer(model, body, use_case)).model_dump_json().encode()
-
-    return answer_bytes

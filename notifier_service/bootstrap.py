@@ -2,21 +2,19 @@
 dependencies (tests pass fakes by name), the requests it answers and the consumers it
 pulls.
 
-Each request subject carries one request model and has one use case; `answer` decodes,
-runs it and turns every failure into a `NotifierFailure`, so the gateway always gets a
-reply, and bad input names its field.
+Each request subject carries one request model and has one use case; `terra.runtime.
+requests` decodes, runs it and turns every failure into a `NotifierFailure`
+(`NotifierFailures`), so the gateway always gets a reply, and bad input names its field.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from google.oauth2 import service_account
 from nats.aio.client import Client as NatsClient
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from contracts.base import Message
 from contracts.notifications import (
@@ -67,12 +65,9 @@ from notifier_service.vapid import load_vapid
 from terra.jobs.deleted_accounts import DeletedAccounts
 from terra.jobs.lifecycle import erasing, fields_of
 from terra.nats.connection import jetstream
-from terra.runtime import logs
+from terra.runtime import requests
 from terra.runtime.service import Consumer, Responder, ServiceParts
 
-log = logging.getLogger(__name__)
-
-RequestT = TypeVar("RequestT", bound=Message)
 ACCOUNT_CLEANUP = account_cleanup_consumer("notifier")
 LIST_TIMEOUT_S = 10.0  # a listing the broker stops answering is a 503, not a hang
 # Events fanned out at once (each a few KV writes and publishes), receipt checks at once.
@@ -100,29 +95,27 @@ ROUTES: tuple[tuple[NotifierRpc, Any, str], ...] = (
 )
 
 
-async def answer(model: Any, body: bytes,
-                 use_case: Callable[[RequestT], Awaitable[Message]]) -> Message:
-    """Decode, run, and reply: the success model or a `NotifierFailure`, never an
-    exception."""
-    try:
-        request = _adapter(model).validate_json(body)
-    except ValidationError as exc:
+class NotifierFailures:
+    """How notifier_service refuses: a `NotifierFailure`, naming the field at fault."""
+
+    refusal = NotifierError
+
+    def invalid(self, model: Any, error: ValidationError) -> NotifierFailure:
         return NotifierFailure(code=NotifierErrorCode.INVALID_REQUEST,
-                               detail=f"Invalid fields: {fields_of(exc)}",
-                               field=_field_of(model, exc))
-    token = logs.correlation_id.set(request.correlation_id)
-    try:
-        return await use_case(request)
-    except NotifierError as exc:
-        return NotifierFailure(code=exc.code, detail=exc.detail, field=exc.field,
+                               detail=f"Invalid fields: {fields_of(error)}",
+                               field=_field_of(model, error))
+
+    def refused(self, error: NotifierError, request: Message) -> NotifierFailure:
+        return NotifierFailure(code=error.code, detail=error.detail, field=error.field,
                                correlation_id=request.correlation_id)
-    except Exception:
-        log.exception("request failed", extra={"request_type": request.type})
+
+    def unavailable(self, request: Message) -> NotifierFailure:
         return NotifierFailure(code=NotifierErrorCode.UNAVAILABLE,
                                detail="The notifier could not complete the request; "
                                "retry later.", correlation_id=request.correlation_id)
-    finally:
-        logs.correlation_id.reset(token)
+
+
+FAILURES = NotifierFailures()
 
 
 def send_policy(settings: NotifierSettings) -> SendPolicy:
@@ -195,7 +188,8 @@ async def bootstrap(connection: NatsClient, settings: NotifierSettings, *,
 
     return ServiceParts(
         # Only the gateway asks (contracts/permissions.py exports these to its account).
-        responders=[Responder(subject, _answerer(model, getattr(handlers, use_case)),
+        responders=[Responder(subject,
+                              requests.answerer(model, getattr(handlers, use_case), FAILURES),
                               NOTIFIER_QUEUE_GROUP, callers=(account_of(GATEWAY),))
                     for subject, model, use_case in ROUTES],
         max_concurrent_requests=settings.max_concurrent_requests,
@@ -220,15 +214,3 @@ def _field_of(model: Any, error: ValidationError) -> str | None:
         if names:
             return ".".join(names)
     return None
-
-
-@cache
-def _adapter(model: Any) -> TypeAdapter:
-    return TypeAdapter(model)
-
-
-def _answerer(model: Any, use_case: Callable[[Message], Awaitable[Message]]):
-    async def answer_bytes(body: bytes) -> bytes:
-        return (await answer(model, body, use_case)).model_dump_json().encode()
-
-    return answer_bytes
