@@ -189,6 +189,8 @@ class PullConsumer:
         self._puller = Puller(js, spec, self._stopping, backoff)
         self._free = concurrency  # messages we may still take in hand
         self._room = asyncio.Event()  # set whenever `_free` goes up
+        self._no_pull_out = asyncio.Event()  # clear while a pull request is out
+        self._no_pull_out.set()
 
     @property
     def name(self) -> str:
@@ -211,7 +213,12 @@ class PullConsumer:
         while not self._stopping.is_set():
             await asyncio.sleep(0)  # a fetch that never suspends must not starve the loop
             free = await self._wait_for_room()
-            for msg in await self._puller.pull(free, self.fetch_timeout_s):
+            self._no_pull_out.clear()
+            try:
+                pulled = await self._puller.pull(free, self.fetch_timeout_s)
+            finally:
+                self._no_pull_out.set()
+            for msg in pulled:
                 self._free -= 1
                 task = asyncio.create_task(self._handle(msg))
                 self.in_hand.add(task)
@@ -226,6 +233,11 @@ class PullConsumer:
             task.cancel()
         if self.in_hand:
             await asyncio.wait(set(self.in_hand), timeout=2.0)
+        # A message handed back just now may be redelivered at once into the pull request
+        # still out: let it come back (`Puller.pull` hands it back again, and no new pull
+        # goes out), or it would wait in a dead inbox for the consumer's ack_wait.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_pull_out.wait(), self.fetch_timeout_s + 1.0)
         await self._puller.close()
 
     async def _wait_for_room(self) -> int:
