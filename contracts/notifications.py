@@ -209,6 +209,8 @@ class DeliveryRecord(Model):
     attempts: list[Attempt] = Field(default_factory=list)
     # Attempts of this round: a redelivery asked by the user starts a new round.
     round_attempts: int = 0
+    rounds: int = Field(default=0, description="Redeliveries asked so far (each round's "
+                        "message on the deliveries stream has an id of its own).")
     created_at: AwareDatetime = Field(default_factory=utcnow)
     next_attempt_at: AwareDatetime | None = None
     delivered_at: AwareDatetime | None = None

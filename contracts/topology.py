@@ -350,13 +350,16 @@ NOTIFIER_SENDS = ConsumerSpec(
     stream=NOTIFIER_DELIVERIES.name,
     durable="notifier_deliveries",
     filter_subject=f"{PREFIX}.notifier.deliver.*",
-    # Above the longest send (TERRA_NOTIFY_TIMEOUT_S is at most 15 s) and the wait for a
-    # slot: what a killed notifier held comes back this soon.
-    ack_wait_s=20.0,
+    # Above the longest send (TERRA_NOTIFY_TIMEOUT_S is at most 15 s, cut off 2 s later)
+    # and the wait for a slot: what a killed notifier held comes back this soon.
+    ack_wait_s=25.0,
     # Attempts are counted on the delivery record, and a busy target's wait (a nak) is no
     # attempt: a bound here would drop a delivery queued behind a slow target. Unlimited.
     max_deliver=-1,
-    max_ack_pending=10_000,
+    # A delivery waiting for its retry (a nak with a delay, up to hours) counts as pending:
+    # any bound here would stop every user's notifications once enough of them wait. The
+    # notifier's own concurrency bounds the work in hand.
+    max_ack_pending=-1,
     description="notifier_service sends each delivery, retrying on its schedule.",
 )
 NOTIFIER_RECEIPTS = ConsumerSpec(
@@ -365,7 +368,7 @@ NOTIFIER_RECEIPTS = ConsumerSpec(
     filter_subject=f"{PREFIX}.notifier.receipts.*",
     ack_wait_s=60.0,
     max_deliver=50,
-    max_ack_pending=10_000,
+    max_ack_pending=-1,  # each check waits its due time (15 min) as a delayed nak
     description="notifier_service reads Expo receipts once they are due.",
 )
 

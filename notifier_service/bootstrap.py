@@ -124,6 +124,9 @@ def send_policy(settings: NotifierSettings) -> SendPolicy:
                       timeout_s=settings.notify_timeout_s,
                       busy_wait_s=settings.notify_busy_wait_s,
                       per_target=settings.notify_per_target_concurrency,
+                      # One user's targets all hanging hold a quarter of the room at most.
+                      per_user=max(settings.notify_per_target_concurrency,
+                                   settings.notify_concurrency // 4),
                       expo_receipt_delay_s=settings.expo_receipt_delay_s)
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from contracts.topology import NOTIFIER_DELIVERIES
 from terra.settings import Profile, RuntimeSettings, listed
 
 # Standard Webhooks' advice, and what Svix runs: about 18 hours in six retries.
 DEFAULT_RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
+# What push services accept as the VAPID `sub` (RFC 8292; py_vapid checks the same): an
+# email as a mailto: link, or an https: origin with no path.
+VAPID_SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+\.[^@\s]+|mailto:[^@\s]+@localhost"
+                           r"|https://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
 
 
 class NotifierSettings(RuntimeSettings):
@@ -22,13 +28,14 @@ class NotifierSettings(RuntimeSettings):
         "delivery, in seconds (JSON list or comma-separated; each drawn within ±10%). "
         "When they are spent the target is disabled and says why.")
     notify_max_retry_after_s: float = Field(
-        default=86_400.0, gt=0, description="The longest `Retry-After` honoured (429, 502 "
+        default=21_600.0, gt=0, description="The longest `Retry-After` honoured (429, 502 "
         "and 503 answers wait at least that long, up to this).")
     notify_timeout_s: float = Field(
         default=10.0, gt=0, le=15, description="Longest wait for one push service or "
         "webhook answer (connect and read together).")
     notify_concurrency: int = Field(
-        default=64, ge=1, description="Deliveries in flight at once per notifier process.")
+        default=64, ge=1, description="Deliveries in flight at once per notifier process; "
+        "one user's targets take at most a quarter of them (or one target's share).")
     notify_per_target_concurrency: int = Field(
         default=8, ge=1, description="Deliveries in flight at once to one target (a "
         "webhook, a browser subscription, a device): a slow one holds no more than this.")
@@ -94,6 +101,27 @@ class NotifierSettings(RuntimeSettings):
         if not value or any(step <= 0 for step in value):
             raise ValueError("a retry schedule is one or more positive waits")
         return value
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if not VAPID_SUBJECT.match(value):
+            raise ValueError("a mailto: address (mailto:ops@example.com) or an https: origin "
+                             "with no path (https://example.com)")
+        return value
+
+    @model_validator(mode="after")
+    def _schedule_within_the_stream(self) -> NotifierSettings:
+        """The longest a delivery can wait in all (every retry put off by the longest
+        `Retry-After`) must end before its message expires from the deliveries stream."""
+        longest = sum(max(step, self.notify_max_retry_after_s)
+                      for step in self.notify_retry_schedule_s)
+        if longest >= NOTIFIER_DELIVERIES.max_age_s:
+            raise ValueError(
+                f"the retry schedule can wait {longest / 3600:.0f} h in all (each step at "
+                f"least TERRA_NOTIFY_MAX_RETRY_AFTER_S); the deliveries stream keeps a "
+                f"message {NOTIFIER_DELIVERIES.max_age_s / 3600:.0f} h")
+        return self
 
     @property
     def loopback_targets_allowed(self) -> bool:

@@ -210,6 +210,7 @@ def after_attempt(record: DeliveryRecord, outcome: Outcome, at: datetime,
 def new_round(record: DeliveryRecord) -> DeliveryRecord:
     """A redelivery the user asked for: the schedule starts again."""
     return record.model_copy(update={"state": DeliveryState.PENDING, "round_attempts": 0,
+                                     "rounds": record.rounds + 1,
                                      "next_attempt_at": None, "delivered_at": None})
 
 

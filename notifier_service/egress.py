@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Mapping
@@ -26,7 +27,10 @@ from notifier_service.config import NotifierSettings
 from notifier_service.delivery import Outcome, OutcomeKind, parse_retry_after
 from terra.settings import Profile
 
+log = logging.getLogger(__name__)
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+RESOLVE_TIMEOUT_S = 3.0  # a registration's lookup of the URL's host
 
 # Allowed only where private targets are (the local profile, when asked): the networks of
 # the operator's own machines. Link-local holds the cloud metadata services
@@ -130,16 +134,22 @@ async def check_url(url: str, policy: EgressPolicy) -> str | None:
         why = policy.refusal(literal)
         return f"{host} is a {why}" if why else None
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port or (443 if scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        return f"{host} does not resolve ({exc})"
+        # Bounded: a name server that never answers must not hold the request (and a
+        # thread of the loop's executor) for the resolver's own minutes.
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+            host, port or (443 if scheme == "https" else 80), type=socket.SOCK_STREAM),
+            RESOLVE_TIMEOUT_S)
+    except (socket.gaierror, UnicodeError):
+        return f"{host} does not resolve"
+    except TimeoutError:
+        return f"{host} did not resolve within {RESOLVE_TIMEOUT_S:g} s"
     for info in infos:
         address = _address(str(info[4][0]))
-        if address is None:
-            return f"{host} resolves to an unreadable address {info[4][0]!r}"
-        if why := policy.refusal(address):
-            return f"{host} resolves to {address}, a {why}"
+        if address is None or (why := policy.refusal(address)):
+            # The kind of address only: the user must not learn what an internal name
+            # resolves to (the log keeps it, for the operator).
+            log.info("URL refused", extra={"host": host, "address": str(info[4][0])})
+            return f"{host} resolves to a {why or 'address that cannot be read'}"
     return None
 
 

@@ -227,7 +227,8 @@ class NotifierHandlers:
 
     async def redeliver_webhook(self, request: RedeliverWebhook) -> DeliveryQueued:
         """Send a past delivery again, under the same `webhook-id`, on a fresh schedule.
-        One still pending is queued already: nothing more is sent."""
+        One still pending is queued already; its round's message is published again (the
+        stream drops it as a repeat, unless a crash came between the two writes)."""
         user, webhook_id = request.user_id, request.webhook_id
         await self._sendable(user, webhook_id)
         deliveries = self.stores.deliveries
@@ -236,12 +237,12 @@ class NotifierHandlers:
         again = await deliveries.update(
             user, webhook_id, request.delivery_id,
             lambda r: None if r.state is DeliveryState.PENDING else domain.new_round(r))
-        if again is not None:
-            # Its own message id per round (the first round's is the delivery id).
-            round_id = f"{again.delivery_id}.r{len(again.attempts)}"
-            await self.queue.deliver(
-                domain.deliver_of(again, f"{again.delivery_id}-r{len(again.attempts)}"),
-                round_id)
+        current = again or await deliveries.get(user, webhook_id, request.delivery_id)
+        if current is not None and current.state is DeliveryState.PENDING:
+            # Each round its own message id (the first round's is the delivery id).
+            round_id = (f"{current.delivery_id}-r{current.rounds}" if current.rounds
+                        else current.delivery_id)
+            await self.queue.deliver(domain.deliver_of(current, round_id), round_id)
         return DeliveryQueued(delivery_id=request.delivery_id,
                               correlation_id=request.correlation_id)
 

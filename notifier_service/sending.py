@@ -62,53 +62,63 @@ class SendPolicy:
     timeout_s: float = 10.0
     busy_wait_s: float = 1.0
     per_target: int = 4
+    per_user: int | None = None  # None: as per_target
     expo_receipt_delay_s: float = 900.0
 
 
 class TargetSlots:
-    """At most `limit` sends in flight to one target: a slow target holds its own slots,
-    never the others' (the consumer's concurrency bounds the whole).
+    """At most `limit` sends in flight to one target, and at most `user_limit` to the
+    targets of one user: a slow target holds its own slots, and a user whose targets are
+    all slow holds the user's share, never the others' (the consumer's concurrency
+    bounds the whole).
 
-    A delivery whose target is at its limit waits here a moment (`wait_s`) when the
-    target is answering fast (a send in flight for less than `SLOW_SEND_S`): it frees a
-    slot within milliseconds, and a burst of its deliveries must not go to the back of
-    the queue. A target whose sends are slow is busy at once (the caller naks): its
-    deliveries never sit in hand, where they would hold the consumer's room."""
+    A delivery whose target (or user) is at its limit waits here a moment (`wait_s`) when
+    its sends are answered fast (none in flight for more than `SLOW_SEND_S`): a slot
+    comes free within milliseconds, and a burst must not go to the back of the queue.
+    Sends that are slow make it busy at once (the caller naks): its deliveries never sit
+    in hand, where they would hold the consumer's room."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, user_limit: int | None = None) -> None:
         self.limit = limit
-        self._started: dict[str, list[float]] = {}  # per target, its sends' start times
+        self.user_limit = user_limit or limit
+        self._started: dict[str, list[float]] = {}  # per key, its sends' start times
         self._freed = asyncio.Condition()
 
-    def _full(self, target_id: str) -> bool:
-        return len(self._started.get(target_id, ())) >= self.limit
+    def _full(self, keys: tuple[str, str]) -> bool:
+        return any(len(self._started.get(key, ())) >= limit
+                   for key, limit in zip(keys, (self.limit, self.user_limit), strict=True))
 
-    def _slow(self, target_id: str) -> bool:
-        return time.monotonic() - min(self._started[target_id]) > SLOW_SEND_S
+    def _slow(self, keys: tuple[str, str]) -> bool:
+        now = time.monotonic()
+        return any(now - min(self._started[key]) > SLOW_SEND_S
+                   for key in keys if self._started.get(key))
 
-    async def take(self, target_id: str, wait_s: float = 0.0) -> bool:
+    async def take(self, target_id: str, user_id: str = "", wait_s: float = 0.0) -> bool:
+        keys = (f"target:{target_id}", f"user:{user_id}")
         async with self._freed:
-            if self._full(target_id):
-                if wait_s <= 0 or self._slow(target_id):
+            if self._full(keys):
+                if wait_s <= 0 or self._slow(keys):
                     return False
                 try:
                     await asyncio.wait_for(
-                        self._freed.wait_for(lambda: not self._full(target_id)), wait_s)
+                        self._freed.wait_for(lambda: not self._full(keys)), wait_s)
                 except TimeoutError:
                     return False
-            self._started.setdefault(target_id, []).append(time.monotonic())
+            for key in keys:
+                self._started.setdefault(key, []).append(time.monotonic())
             return True
 
-    async def release(self, target_id: str) -> None:
+    async def release(self, target_id: str, user_id: str = "") -> None:
         async with self._freed:
-            started = self._started[target_id]
-            started.remove(min(started))
-            if not started:
-                del self._started[target_id]
+            for key in (f"target:{target_id}", f"user:{user_id}"):
+                started = self._started[key]
+                started.remove(min(started))
+                if not started:
+                    del self._started[key]
             self._freed.notify_all()
 
     def held(self, target_id: str) -> int:
-        return len(self._started.get(target_id, ()))
+        return len(self._started.get(f"target:{target_id}", ()))
 
 
 class Sending:
@@ -119,7 +129,7 @@ class Sending:
         self.queue = queue
         self.senders = senders
         self.policy = policy
-        self.slots = TargetSlots(policy.per_target)
+        self.slots = TargetSlots(policy.per_target, policy.per_user)
         self.clock = clock
         self.draw = draw
 
@@ -133,13 +143,17 @@ class Sending:
         `AgainLater` when it must be tried again later. The attempt's outcome, or None
         when nothing was sent."""
         # The slot first: a busy target's delivery goes back to wait without a read.
-        if not await self.slots.take(order.target_id, SLOT_WAIT_S):
+        if not await self.slots.take(order.target_id, order.user_id, SLOT_WAIT_S):
             raise AgainLater(self.busy_wait_s(delivered))
         try:
             deliveries = self.stores.deliveries
             record = await deliveries.get(order.user_id, order.target_id, order.delivery_id)
             if record is None or record.state is not DeliveryState.PENDING:
                 return None  # done already (or erased): this message is a leftover
+            if record.next_attempt_at is not None and record.next_attempt_at > self.clock():
+                # Back before its time (its nak was lost, or the process died after writing
+                # the attempt): the schedule, not the redelivery, says when.
+                raise AgainLater((record.next_attempt_at - self.clock()).total_seconds())
             target = await self.stores.target(record.channel, record.user_id,
                                               record.target_id)
             if target is None or not domain.is_enabled(target):
@@ -149,7 +163,7 @@ class Sending:
                 return None
             outcome = await self.send(target, record)
         finally:
-            await self.slots.release(order.target_id)
+            await self.slots.release(order.target_id, order.user_id)
         await self.settle_attempt(record, target, outcome)
         return outcome
 
@@ -171,7 +185,7 @@ class Sending:
             # The sender has its own timeout; this one only bounds a sender that hangs.
             return await asyncio.wait_for(sender.send(target, record.notice,
                                                       record.delivery_id),
-                                          self.policy.timeout_s + 5)
+                                          self.policy.timeout_s + 2)
         except TimeoutError:
             error = "timed out"
         except Exception as exc:  # a sender's bug must not stop the consumer
@@ -209,7 +223,8 @@ class Sending:
         if outcome.kind is OutcomeKind.DELIVERED:
             if outcome.expo_tickets:
                 await self.queue.check_receipts(CheckExpoReceipts(
-                    message_id=f"{record.delivery_id}-receipts", user_id=record.user_id,
+                    message_id=f"{record.delivery_id}-receipts{len(written.attempts)}",
+                    user_id=record.user_id,
                     device_id=record.target_id, ticket_ids=list(outcome.expo_tickets),
                     due_at=now + timedelta(seconds=self.policy.expo_receipt_delay_s)))
         elif outcome.kind is OutcomeKind.GONE:

@@ -77,8 +77,8 @@ class DeviceBody(Body):
 
 
 class PreferencesBody(Body):
-    """Which channels notify which event. An event left out keeps its current choice (its
-    default until chosen); an empty list turns it off."""
+    """Which channels notify which event: the whole choice (a `PUT` replaces the last
+    one). An event left out has its default channels; an empty list turns it off."""
 
     events: dict[NotifyEvent, list[Channel]] = Field(
         description="Event -> the channels that notify it.",

@@ -102,7 +102,7 @@ class WebhookWithSecret(BaseModel):
 
 
 class Webhooks(BaseModel):
-    """Your webhooks, oldest first."""
+    """Your webhooks, newest first."""
 
     webhooks: list[WebhookView] = Field(description="Each webhook (without its secret).")
 

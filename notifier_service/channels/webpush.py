@@ -8,7 +8,7 @@ import time
 from urllib.parse import urlsplit
 
 import aiohttp
-from py_vapid import Vapid
+from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
 from contracts.notifications import Language, Notice, NotifyEvent, WebPushSubscription
@@ -77,8 +77,12 @@ class WebPushSender:
             "Topic": web_push_topic(notice.job_id or notice.event_id),
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
-            "Authorization": self._authorization(target.endpoint),
         }
+        try:
+            headers["Authorization"] = self._authorization(target.endpoint)
+        except VapidException as exc:  # an endpoint py_vapid cannot sign for (an IPv6 host)
+            return Outcome(OutcomeKind.REFUSED, error=f"cannot sign for this push service: "
+                           f"{exc}"[:300])
         answer = await post(self.session, target.endpoint, body=body, headers=headers)
         return answer if isinstance(answer, Outcome) else outcome_of(answer)
 

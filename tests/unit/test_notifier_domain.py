@@ -236,16 +236,31 @@ def test_an_event_subject_names_the_event_and_its_user():
 
 async def test_a_target_holds_at_most_its_slots():
     slots = TargetSlots(2)
-    assert await slots.take("a") and await slots.take("a") and not await slots.take("a")
-    assert await slots.take("b")
-    await slots.release("a")
-    assert await slots.take("a")
-    # A full target's next delivery waits for the slot a send gives back.
-    waiting = asyncio.create_task(slots.take("a", wait_s=5.0))
+    assert await slots.take("a", "ann") and await slots.take("a", "ann")
+    assert not await slots.take("a", "ann")
+    assert await slots.take("b", "bob")
+    await slots.release("a", "ann")
+    assert await slots.take("a", "ann")
+    # A full target's next delivery waits for the slot a fast send gives back.
+    waiting = asyncio.create_task(slots.take("a", "ann", wait_s=5.0))
     await asyncio.sleep(0.01)
     assert not waiting.done()
-    await slots.release("a")
+    await slots.release("a", "ann")
     assert await waiting
-    for target in ("a", "a", "b"):
-        await slots.release(target)
+    for target, user in (("a", "ann"), ("a", "ann"), ("b", "bob")):
+        await slots.release(target, user)
     assert slots.held("a") == 0 and slots.held("b") == 0
+
+
+async def test_a_slow_target_is_busy_at_once_and_one_user_holds_only_their_share(
+        monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("notifier_service.sending.time.monotonic", lambda: clock[0])
+    slots = TargetSlots(2, user_limit=3)
+    assert await slots.take("slow", "ann") and await slots.take("slow", "ann")
+    clock[0] += 1.0  # its two sends have been in flight a second: it is slow
+    assert not await slots.take("slow", "ann", wait_s=5.0)  # no wait in hand
+    # The same user's other targets: one more slot, then the user's share is spent.
+    assert await slots.take("other", "ann")
+    assert not await slots.take("third", "ann", wait_s=5.0)
+    assert await slots.take("third", "bob")  # another user is not held up
