@@ -40,8 +40,9 @@ server and on a 3-node cluster) and checks that nothing changed, and
 
 **No identity's key can**, whatever it holds: create, change or delete a consumer on any
 stream (so it can neither deliver messages onto another subject nor switch off another
-service's durable); purge, delete or reconfigure a stream or bucket; delete a message
-outside its own dead letters; read a bucket or stream not listed for it; publish a
+service's durable); purge, delete or reconfigure a stream or bucket (one exception:
+notifier_service purges its own deliveries stream, by the subjects of an erased account);
+delete a message outside its own dead letters; read a bucket or stream not listed for it; publish a
 command, event or key not listed for it; wipe a bucket others write too (such buckets
 refuse rollups); have a JetStream API answer stored anywhere but in its own account;
 create or delete an S3 bucket, or touch an object outside its prefixes.
@@ -49,8 +50,8 @@ create or delete an S3 bucket, or touch an object outside its prefixes.
 """
 
 
-_API_VERBS = ("STREAM.MSG.DELETE", "STREAM.MSG.GET", "STREAM.INFO", "CONSUMER.MSG.NEXT",
-              "CONSUMER.INFO")
+_API_VERBS = ("STREAM.MSG.DELETE", "STREAM.MSG.GET", "STREAM.INFO", "STREAM.PURGE",
+              "CONSUMER.MSG.NEXT", "CONSUMER.INFO")
 
 
 def _api_calls(identity: Identity) -> dict[str, list[str]]:
@@ -73,10 +74,16 @@ def _section(identity: Identity) -> list[str]:
     events = [s for s in publishes if s.startswith("terra.evt.")]
     commands = [s for s in publishes if s.startswith("terra.cmd.")]
     writes = [s.removeprefix("$KV.") for s in publishes if s.startswith("$KV.")]
+    own_work = [s for s in publishes if s.startswith(("terra.notifier.",))]
+    called: dict[str, list[str]] = {}  # the services it asks, by their account
+    for i in me.imports:
+        if i.source != "TERRA":
+            called.setdefault(i.source, []).append(i.subject)
     rows = [
         ("send commands", commands),
         ("publish events", events),
         ("write KV keys", writes),
+        ("publish its own work queue", own_work),
         ("read buckets", [b.bucket for b in me.buckets]),
         ("read stream state (STREAM.INFO)", [s.name for s in me.streams]),
         ("pull durables", [f"{p.stream} / {p.durable}" for p in me.pulls]),
@@ -85,7 +92,7 @@ def _section(identity: Identity) -> list[str]:
           and not i.subject.startswith("$JS.EVENT")]),
         ("hear, read and remove dead letters of", [i.subject.rsplit(".", 2)[-1] for i in me.imports
                                    if i.subject.startswith("$JS.EVENT")]),
-        ("call auth_service", [i.subject for i in me.imports if i.source != "TERRA"]),
+        *((f"call {source.lower()}", subjects) for source, subjects in called.items()),
         ("answer", [f"{s} (from {', '.join(me.answers_to)} only)" for s in me.answers]),
     ]
     calls = _api_calls(me)
