@@ -1,6 +1,6 @@
 """Event to webhook: one notifier_service fanning endings out to signed webhooks.
 
-    python -m bench.notifier_fanout [--events 1000] [--targets 10] [--rate 200] [--slow-s 5]
+    python -m bench.notifier_fanout [--events 1000] [--targets 10] [--rate 40] [--slow-s 5]
 
 Starts its own stack (embedded nats-server and S3, auth_service, one notifier_service, one
 gateway) and a local webhook receiver. One user registers `--targets` webhooks through the
