@@ -167,7 +167,7 @@ async def test_ready_answers_within_a_second_when_nothing_answers():
         assert any(r.startswith("object storage did not answer") for r in reasons), reasons
         assert any(r.startswith("worker heartbeats did not answer") for r in reasons), reasons
     # A probe joins the checks still running from the one before: one call each, not three.
-    assert hanging.calls == len(topology.STREAMS) + 2
+    assert hanging.calls == len(readiness.GATEWAY_STREAMS) + 2
     checks.stop()
 
 
