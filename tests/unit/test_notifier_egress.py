@@ -73,6 +73,11 @@ def test_the_policy_follows_the_profile():
     asked = EgressPolicy.of(NotifierSettings(profile=Profile.LOCAL,
                                              notify_allow_private_targets=True))
     assert asked == LOCAL_PRIVATE
+    # Production refuses every private address and loopback, whatever the flag says.
+    # (Built unvalidated: production's own checks want keys this test does not need.)
+    production = NotifierSettings.model_construct(profile=Profile.PRODUCTION,
+                                                  notify_allow_private_targets=True)
+    assert EgressPolicy.of(production) == PRODUCTION
 
 
 @pytest.mark.parametrize("url, reason", [
