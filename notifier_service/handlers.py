@@ -5,6 +5,7 @@ another user's id is `not_found`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,8 @@ from notifier_service.delivery import delivery_id, target_id
 from notifier_service.domain import NotifierError, invalid, not_found
 from notifier_service.stores import NotifierStores, WorkQueue
 
+log = logging.getLogger(__name__)
+
 # Why a URL may not be a target (its scheme, its address), or None when it may.
 UrlCheck = Callable[[str], Awaitable[str | None]]
 
@@ -100,6 +103,8 @@ class NotifierHandlers:
                                        self.limits.max_web_push, "endpoint",
                                        "Web Push subscriptions",
                                        {"keys": request.keys, "language": request.language})
+        await self._claim(self.stores.web_push_owners, self.stores.web_push, request.endpoint,
+                          user, subscription.subscription_id)
         return WebPushAdded(subscription=domain.web_push_view(created[0]), created=created[1],
                             correlation_id=request.correlation_id)
 
@@ -124,6 +129,8 @@ class NotifierHandlers:
             self.stores.devices, device, device.device_id, self.limits.max_devices, "token",
             "devices", {"platform": request.platform, "provider": request.provider,
                         "language": request.language})
+        await self._claim(self.stores.device_owners, self.stores.devices, request.token, user,
+                          device.device_id)
         return DeviceAdded(device=domain.device_view(stored), created=created,
                            correlation_id=request.correlation_id)
 
@@ -279,11 +286,23 @@ class NotifierHandlers:
         raise NotifierError(NotifierErrorCode.UNAVAILABLE,
                             "The target kept changing; retry.", field)
 
+    async def _claim(self, owners, store, address: str, user_id: str,
+                     record_id: str) -> None:
+        """The caller owns this phone or browser now: the account that registered it
+        before (it signed out, another signed in) no longer reaches it."""
+        before = await owners.claim(address, user_id, record_id)
+        if before is not None:
+            await store.delete(*before)
+            log.info("a phone or browser passed to another account; the previous one's "
+                     "registration removed", extra={"target_id": before[1]})
+
     async def _remove(self, store, user_id: str, record_id: str, what: str,
                       field: str) -> None:
-        if await store.get(user_id, record_id) is None:
+        record = await store.get(user_id, record_id)
+        if record is None:
             raise not_found(what, field)
         await store.delete(user_id, record_id)
+        await self.stores.release(record)
 
     async def _webhook(self, user_id: str, webhook_id: str) -> Webhook:
         webhook = await self.stores.webhooks.get(user_id, webhook_id)

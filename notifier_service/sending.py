@@ -230,6 +230,7 @@ class Sending:
         elif outcome.kind is OutcomeKind.GONE:
             log.info("target gone; removed", extra=facts)
             await store.delete(record.user_id, record.target_id)
+            await self.stores.release(target)
         elif outcome.kind is OutcomeKind.REFUSED:
             log.warning("delivery refused by its target", extra=facts)
         elif waits and waits[0] is not None:
@@ -265,5 +266,8 @@ class Receipts:
         if DEVICE_NOT_REGISTERED not in receipts.values():
             return False
         log.info("device no longer registered; removed", extra={"device_id": check.device_id})
+        device = await self.stores.devices.get(check.user_id, check.device_id)
         await self.stores.devices.delete(check.user_id, check.device_id)
+        if device is not None:
+            await self.stores.release(device)
         return True

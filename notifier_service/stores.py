@@ -4,6 +4,8 @@ its own deliveries stream (the work it gives itself). Nothing else writes either
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +56,44 @@ class Devices(OwnedRecords[Device]):
 class Webhooks(OwnedRecords[Webhook]):
     record_type = Webhook
     id_field = "webhook_id"
+
+
+class AddressOwners:
+    """Which account a phone's token or a browser's endpoint belongs to now, under
+    `owner.<digest>` in the targets' own bucket. A phone or browser passes from one
+    account to another (one signs out, the next signs in and registers it): from then on
+    only the new owner's notifications may reach it."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @staticmethod
+    def key(address: str) -> str:
+        # A digest: the bucket's keys name no token or endpoint.
+        return "owner." + hashlib.sha256(f"terra-owner:{address}".encode()).hexdigest()[:40]
+
+    async def claim(self, address: str, user_id: str,
+                    target_id: str) -> tuple[str, str] | None:
+        """Make `user_id` its owner: (user, target) of the owner before, when another."""
+        before: list[dict] = []
+
+        def change(current: dict | None) -> dict:
+            before[:] = [current] if current and current["user_id"] != user_id else []
+            return {"user_id": user_id, "target_id": target_id}
+
+        await update_entry(self._kv, self.key(address), change, decode=json.loads,
+                           encode=lambda value: json.dumps(value).encode())
+        return (before[0]["user_id"], before[0]["target_id"]) if before else None
+
+    async def release(self, address: str, user_id: str) -> None:
+        """Forget its owner, when that is still `user_id` (removed, gone, erased)."""
+        key = self.key(address)
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return
+        if entry.value and json.loads(entry.value).get("user_id") == user_id:
+            await write_checked(self._kv, key, None, entry.revision)  # lost race: theirs
 
 
 class PreferencesStore:
@@ -167,20 +207,23 @@ class NotifierStores:
     webhooks: Webhooks
     preferences: PreferencesStore
     deliveries: Deliveries
+    web_push_owners: AddressOwners
+    device_owners: AddressOwners
 
     @classmethod
     async def open(cls, js: JetStreamContext, *,
                    list_timeout_s: float | None = None) -> NotifierStores:
+        web_push, devices = (await js.key_value(WEB_PUSH_KV.bucket),
+                             await js.key_value(DEVICES_KV.bucket))
         return cls(
-            web_push=WebPushTargets(await js.key_value(WEB_PUSH_KV.bucket),
-                                    list_timeout_s=list_timeout_s),
-            devices=Devices(await js.key_value(DEVICES_KV.bucket),
-                            list_timeout_s=list_timeout_s),
+            web_push=WebPushTargets(web_push, list_timeout_s=list_timeout_s),
+            devices=Devices(devices, list_timeout_s=list_timeout_s),
             webhooks=Webhooks(await js.key_value(WEBHOOKS_KV.bucket),
                               list_timeout_s=list_timeout_s),
             preferences=PreferencesStore(await js.key_value(PREFERENCES_KV.bucket)),
             deliveries=Deliveries(await js.key_value(DELIVERIES_KV.bucket),
-                                  list_timeout_s=list_timeout_s))
+                                  list_timeout_s=list_timeout_s),
+            web_push_owners=AddressOwners(web_push), device_owners=AddressOwners(devices))
 
     def targets(self, channel: Channel) -> OwnedRecords:
         return {Channel.WEB_PUSH: self.web_push, Channel.MOBILE_PUSH: self.devices,
@@ -189,8 +232,17 @@ class NotifierStores:
     async def target(self, channel: Channel, user_id: str, target_id: str) -> Target | None:
         return await self.targets(channel).get(user_id, target_id)
 
+    async def release(self, target: Target) -> None:
+        """A browser's or phone's target removed: its address has no owner any more."""
+        if isinstance(target, WebPushSubscription):
+            await self.web_push_owners.release(target.endpoint, target.user_id)
+        elif isinstance(target, Device):
+            await self.device_owners.release(target.token, target.user_id)
+
     async def erase_user(self, user_id: str) -> None:
         """Everything a deleted account left here (its work in the stream aside)."""
+        for target in [*await self.web_push.list(user_id), *await self.devices.list(user_id)]:
+            await self.release(target)
         await self.web_push.erase(user_id)
         await self.devices.erase(user_id)
         await self.webhooks.erase(user_id)

@@ -72,6 +72,7 @@ from contracts.topology import (
 from notifier_service.bootstrap import ROUTES
 from notifier_service.config import NotifierSettings
 from notifier_service.main import build_app
+from notifier_service.stores import AddressOwners
 from terra.jobs.deleted_accounts import DeletedAccounts
 from terra.nats.connection import jetstream
 from terra.nats.events import EventPublisher
@@ -541,6 +542,40 @@ async def test_an_expo_device_no_longer_registered_is_removed(notifier, gw, expo
     assert gone.code is NotifierErrorCode.NOT_FOUND
 
 
+async def test_a_phone_or_browser_signed_into_another_account_leaves_the_first(
+        notifier, gw, expo, push_service, events):
+    """Ann signs out on a shared phone and browser; Bob signs in and registers them: from
+    then on Ann's endings reach neither, Bob's do."""
+    ann, bob = fresh_user(), fresh_user()
+    token = f"ExponentPushToken[{uuid.uuid4().hex}]"
+    keys = WebPushClientKeys.generate()
+    endpoint = push_service.endpoint(uuid.uuid4().hex[:12])
+    for user in (ann, bob):
+        device = await call(gw, NotifierRpc.ADD_DEVICE, AddDevice(
+            user_id=user, token=token, platform=Platform.ANDROID, provider=PushProvider.EXPO),
+            DeviceAdded)
+        assert device.created
+        browser = await call(gw, NotifierRpc.ADD_WEBPUSH, AddWebPush(
+            user_id=user, endpoint=endpoint, keys=keys.subscription(endpoint)["keys"]),
+            WebPushAdded)
+        assert browser.created
+    left = await call(gw, NotifierRpc.LIST_TARGETS, ListTargets(user_id=ann), Targets)
+    assert left.devices == [] and left.web_push == []
+
+    await events.publish(image_generated(ann))
+    bobs = image_generated(bob)
+    await events.publish(bobs)
+    await eventually(lambda: [m for m in expo.messages if m["to"] == token])
+    path = endpoint.removeprefix(push_service.url)
+    await push_service.wait_for(1, path=path)
+    await asyncio.sleep(0.5)
+    # Only Bob's: one message each, and it is his job.
+    [message] = [m for m in expo.messages if m["to"] == token]
+    assert message["data"]["job_id"] == bobs.job_id
+    [push] = push_service.received(path)
+    assert json.loads(keys.decrypt(push.body))["job_id"] == bobs.job_id
+
+
 # --- accounts and callers -------------------------------------------------------------
 
 
@@ -549,8 +584,9 @@ async def test_account_deletion_erases_everything_and_pending_work(
     user = fresh_user()
     _, path = await create_webhook(gw, hooks, user)
     hooks.always(path, Reply(503, retry_after="60"))  # its delivery waits a minute
+    token = f"ExponentPushToken[{uuid.uuid4().hex}]"
     await call(gw, NotifierRpc.ADD_DEVICE, AddDevice(
-        user_id=user, token=f"ExponentPushToken[{uuid.uuid4().hex}]", platform=Platform.IOS,
+        user_id=user, token=token, platform=Platform.IOS,
         provider=PushProvider.EXPO), DeviceAdded)
     await call(gw, NotifierRpc.SET_PREFERENCES, SetPreferences(
         user_id=user, events={NotifyEvent.PROMPT_OPTIMIZED: [Channel.WEBHOOK]}),
@@ -565,6 +601,8 @@ async def test_account_deletion_erases_everything_and_pending_work(
         return sum((info.state.subjects or {}).values())
 
     await eventually(pending_work)  # the webhook's delivery, waiting for its retry
+    devices = await js.key_value(DEVICES_KV.bucket)
+    assert await live_entries(devices, AddressOwners.key(token))  # the phone names its owner
     await events.publish(AccountDeleted(user_id=user))
 
     async def erased() -> bool:
@@ -572,7 +610,10 @@ async def test_account_deletion_erases_everything_and_pending_work(
             if await live_entries(await js.key_value(spec.bucket), f"{user}.>"):
                 return False
         preferences = await live_entries(await js.key_value(PREFERENCES_KV.bucket), user)
-        return not preferences and await pending_work() == 0
+        # Nor does the phone's token still name it as its owner.
+        owner = await live_entries(await js.key_value(DEVICES_KV.bucket),
+                                   AddressOwners.key(token))
+        return not preferences and not owner and await pending_work() == 0
 
     await eventually(erased)
     listed = await call(gw, NotifierRpc.LIST_WEBHOOKS, ListWebhooks(user_id=user), WebhookList)

@@ -1,5 +1,6 @@
 // The account: who you are, sign out everywhere, change password, delete the account.
 import { api, ask, cookieMode, session } from "./api";
+import { forgetThisBrowser } from "./notifications";
 import { events } from "./socket";
 import { busy, field, h, showProblem } from "./dom";
 import { t } from "./i18n";
@@ -10,6 +11,7 @@ export function accountView(onDeleted: () => void): HTMLElement {
   everywhere.addEventListener("click", async () => {
     busy(everywhere, true);
     events.stop(); // its token is about to be revoked: no "session ended" for this
+    await forgetThisBrowser();
     await session.signOut(true);
   });
 

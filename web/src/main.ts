@@ -7,7 +7,7 @@ import { clear, h } from "./dom";
 import { galleryView } from "./gallery";
 import { generateView, resetJobs, resumeJobs } from "./generate";
 import { lang, t } from "./i18n";
-import { notificationsView } from "./notifications";
+import { forgetThisBrowser, notificationsView } from "./notifications";
 import { promptView } from "./prompt";
 import { events, type SocketState } from "./socket";
 import { trainView } from "./train";
@@ -69,6 +69,7 @@ function signedIn(): void {
   const signOut = h("button", { type: "button", class: "link" }, t("auth.signout"));
   signOut.addEventListener("click", async () => {
     events.stop();
+    await forgetThisBrowser();
     await session.signOut();
   });
   clear(nav, (Object.keys(SECTIONS) as Section[]).map((name) =>

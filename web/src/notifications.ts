@@ -106,6 +106,8 @@ async function registerSubscription(subscription: PushSubscription): Promise<
 
 /** This browser's subscription id when it is subscribed (registered again: the browser
  * may have renewed it since, and the console's language may have changed). */
+const FORGET_MS = 3000;
+
 async function currentSubscription(): Promise<string | null> {
   if (!pushSupported()) return null;
   try {
@@ -173,6 +175,17 @@ async function unsubscribe(id: string): Promise<string | null> {
     await (await registration?.pushManager.getSubscription())?.unsubscribe();
   } catch { /* the gateway forgot it already: nothing more is sent */ }
   return null;
+}
+
+/** Signing out: this browser stops receiving the account's notifications, so whoever
+ * signs in here next never sees them. Best effort, bounded: it never holds up the
+ * sign-out (the server also hands a browser to the last account that registers it). */
+export async function forgetThisBrowser(): Promise<void> {
+  const forget = async () => {
+    const id = await currentSubscription();
+    if (id) await unsubscribe(id);
+  };
+  await withTimeout(forget(), FORGET_MS, "").catch(() => undefined);
 }
 
 function pushOptIn(subscribed: string | null, said: string,
