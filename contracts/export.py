@@ -43,25 +43,24 @@ AUTH_OPERATIONS: dict[str, tuple[tuple[type, ...], tuple[type, ...]]] = {
 # Request/reply pairs of notifier_service (the gateway asks; every reply may be a failure).
 _N = notifications
 NOTIFIER_OPERATIONS: dict[str, tuple[tuple[type, ...], tuple[type, ...]]] = {
-    subject: ((request,), (*replies, _N.NotifierFailure))
-    for subject, request, replies in (
-        (topology.NotifierRpc.WEBPUSH_KEY, _N.GetWebPushKey, (_N.WebPushKey,)),
-        (topology.NotifierRpc.ADD_WEBPUSH, _N.AddWebPush, (_N.WebPushAdded,)),
-        (topology.NotifierRpc.REMOVE_WEBPUSH, _N.RemoveWebPush, (_N.NotifierDone,)),
-        (topology.NotifierRpc.ADD_DEVICE, _N.AddDevice, (_N.DeviceAdded,)),
-        (topology.NotifierRpc.REMOVE_DEVICE, _N.RemoveDevice, (_N.NotifierDone,)),
-        (topology.NotifierRpc.LIST_TARGETS, _N.ListTargets, (_N.Targets,)),
-        (topology.NotifierRpc.SET_PREFERENCES, _N.SetPreferences, (_N.PreferencesReply,)),
-        (topology.NotifierRpc.CREATE_WEBHOOK, _N.CreateWebhook, (_N.WebhookReply,)),
-        (topology.NotifierRpc.LIST_WEBHOOKS, _N.ListWebhooks, (_N.WebhookList,)),
-        (topology.NotifierRpc.GET_WEBHOOK, _N.GetWebhook, (_N.WebhookReply,)),
-        (topology.NotifierRpc.UPDATE_WEBHOOK, _N.UpdateWebhook, (_N.WebhookReply,)),
-        (topology.NotifierRpc.DELETE_WEBHOOK, _N.DeleteWebhook, (_N.NotifierDone,)),
-        (topology.NotifierRpc.ROTATE_WEBHOOK_SECRET, _N.RotateWebhookSecret,
-         (_N.WebhookReply,)),
-        (topology.NotifierRpc.TEST_WEBHOOK, _N.TestWebhook, (_N.DeliveryQueued,)),
-        (topology.NotifierRpc.REDELIVER_WEBHOOK, _N.RedeliverWebhook, (_N.DeliveryQueued,)),
-        (topology.NotifierRpc.LIST_DELIVERIES, _N.ListDeliveries, (_N.DeliveryList,)),
+    subject: ((_N.REQUESTS[subject],), (*replies, _N.NotifierFailure))
+    for subject, replies in (
+        (topology.NotifierRpc.WEBPUSH_KEY, (_N.WebPushKey,)),
+        (topology.NotifierRpc.ADD_WEBPUSH, (_N.WebPushAdded,)),
+        (topology.NotifierRpc.REMOVE_WEBPUSH, (_N.NotifierDone,)),
+        (topology.NotifierRpc.ADD_DEVICE, (_N.DeviceAdded,)),
+        (topology.NotifierRpc.REMOVE_DEVICE, (_N.NotifierDone,)),
+        (topology.NotifierRpc.LIST_TARGETS, (_N.Targets,)),
+        (topology.NotifierRpc.SET_PREFERENCES, (_N.PreferencesReply,)),
+        (topology.NotifierRpc.CREATE_WEBHOOK, (_N.WebhookReply,)),
+        (topology.NotifierRpc.LIST_WEBHOOKS, (_N.WebhookList,)),
+        (topology.NotifierRpc.GET_WEBHOOK, (_N.WebhookReply,)),
+        (topology.NotifierRpc.UPDATE_WEBHOOK, (_N.WebhookReply,)),
+        (topology.NotifierRpc.DELETE_WEBHOOK, (_N.NotifierDone,)),
+        (topology.NotifierRpc.ROTATE_WEBHOOK_SECRET, (_N.WebhookReply,)),
+        (topology.NotifierRpc.TEST_WEBHOOK, (_N.DeliveryQueued,)),
+        (topology.NotifierRpc.REDELIVER_WEBHOOK, (_N.DeliveryQueued,)),
+        (topology.NotifierRpc.LIST_DELIVERIES, (_N.DeliveryList,)),
     )
 }
 # What a webhook receiver gets: its body's schema, published beside the messages'.

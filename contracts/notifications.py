@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, Field
 
 from contracts.base import Message, Model, utcnow
 from contracts.ids import Id
+from contracts.topology import NotifierRpc
 
 
 class NotifyEvent(StrEnum):
@@ -457,3 +458,23 @@ class DeliveryQueued(Message):
 class NotifierDone(Message):
     type: Literal["notify.done.v1"] = "notify.done.v1"
 
+
+# The request each `NotifierRpc` subject carries: what notifier_service decodes there.
+REQUESTS: dict[NotifierRpc, type[Message]] = {
+    NotifierRpc.WEBPUSH_KEY: GetWebPushKey,
+    NotifierRpc.ADD_WEBPUSH: AddWebPush,
+    NotifierRpc.REMOVE_WEBPUSH: RemoveWebPush,
+    NotifierRpc.ADD_DEVICE: AddDevice,
+    NotifierRpc.REMOVE_DEVICE: RemoveDevice,
+    NotifierRpc.LIST_TARGETS: ListTargets,
+    NotifierRpc.SET_PREFERENCES: SetPreferences,
+    NotifierRpc.CREATE_WEBHOOK: CreateWebhook,
+    NotifierRpc.LIST_WEBHOOKS: ListWebhooks,
+    NotifierRpc.GET_WEBHOOK: GetWebhook,
+    NotifierRpc.UPDATE_WEBHOOK: UpdateWebhook,
+    NotifierRpc.DELETE_WEBHOOK: DeleteWebhook,
+    NotifierRpc.ROTATE_WEBHOOK_SECRET: RotateWebhookSecret,
+    NotifierRpc.TEST_WEBHOOK: TestWebhook,
+    NotifierRpc.REDELIVER_WEBHOOK: RedeliverWebhook,
+    NotifierRpc.LIST_DELIVERIES: ListDeliveries,
+}

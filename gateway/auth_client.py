@@ -6,7 +6,7 @@ from typing import Any
 
 from contracts.auth import AuthErrorCode, AuthFailure
 from contracts.base import Message
-from gateway.problems import Problem
+from gateway.problems import Problem, field_errors
 from gateway.rpc import ServiceClient
 
 _STATUS = {
@@ -50,10 +50,8 @@ def failure_to_problem(failure: AuthFailure, fields: dict[str, str] | None = Non
     extensions = {}
     if (field := _FIELDS.get(failure.code)) is not None:
         # Shaped like a validation error, so clients show it next to the field.
-        extensions["errors"] = [
-            {"field": (fields or {}).get(field, field), "location": "body",
-             "message": failure.detail, "code": failure.code.value}
-        ]
+        extensions["errors"] = field_errors((fields or {}).get(field, field),
+                                            failure.detail, failure.code.value)
     return Problem(status, slug, failure.detail, headers=headers, code=failure.code.value,
                    **extensions)
 

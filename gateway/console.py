@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from gateway.config import ConsoleSettings
+from gateway.problems import problem_response
 
 GOOGLE_SCRIPT = "https://accounts.google.com/gsi/client"
 GOOGLE_ORIGIN = "https://accounts.google.com"
@@ -85,16 +86,11 @@ def security_headers(settings: ConsoleSettings, request: Request) -> dict[str, s
 
 
 def _not_built(request: Request, settings: ConsoleSettings) -> Response:
-    body = {
-        "type": "https://terra.dev/problems/console-not-built",
-        "title": "The console is not built",
-        "status": 503,
-        "detail": "The web console's files are missing (web/dist): run `make` (or `make "
-        "install`) to build them. The API works without them.",
-        "instance": request.url.path,
-    }
-    return JSONResponse(body, status_code=503, media_type="application/problem+json",
-                        headers=security_headers(settings, request))
+    return problem_response(
+        503, "console-not-built", "The web console's files are missing (web/dist): run "
+        "`make` (or `make install`) to build them. The API works without them.",
+        title="The console is not built", instance=request.url.path,
+        headers=security_headers(settings, request))
 
 
 @router.get("/", include_in_schema=False)
@@ -111,12 +107,9 @@ async def asset(name: str, request: Request, settings: Settings) -> Response:
     """A built file by its plain name (no folders: nothing outside web/dist is reachable)."""
     path = settings.console_dist / name
     if not _ASSET.match(name) or not path.is_file():
-        return JSONResponse({"type": "https://terra.dev/problems/not-found",
-                             "title": "Not Found", "status": 404,
-                             "detail": f"No console file {name!r}.",
-                             "instance": request.url.path},
-                            status_code=404, media_type="application/problem+json",
-                            headers=security_headers(settings, request))
+        return problem_response(404, "not-found", f"No console file {name!r}.",
+                                instance=request.url.path,
+                                headers=security_headers(settings, request))
     # Bundles carry their content hash in their name: they never change under it.
     cache = "public, max-age=31536000, immutable" if re.search(r"-[A-Z0-9]{8}\.", name) \
         else "no-cache"

@@ -10,7 +10,7 @@ from pydantic import Field
 from contracts.base import Message
 from contracts.notifications import NotifierErrorCode, NotifierFailure
 from contracts.topology import NotifierRpc
-from gateway.problems import Problem
+from gateway.problems import Problem, field_errors
 from gateway.rpc import RETRY_AFTER_S, ServiceClient
 
 _STATUS = {
@@ -29,10 +29,8 @@ def failure_to_problem(failure: NotifierFailure, fields: dict[str, str] | None =
     extensions: dict[str, Any] = {}
     if failure.field is not None or status == 422:
         field = failure.field or ""  # empty: the body as a whole
-        extensions["errors"] = [
-            {"field": (fields or {}).get(field, field), "location": "body",
-             "message": failure.detail, "code": failure.code.value}
-        ]
+        extensions["errors"] = field_errors((fields or {}).get(field, field),
+                                            failure.detail, failure.code.value)
     return Problem(status, slug, failure.detail, headers=headers, code=failure.code.value,
                    **extensions)
 

@@ -134,6 +134,12 @@ class ProblemDetails(BaseModel):
         examples=["3c29003f8a1b4c2d9e7f6a5b4c3d2e1f"])
 
 
+def field_errors(field: str, message: str, code: str) -> list[dict[str, str]]:
+    """A refusal about one body field, shaped like a validation error's `errors`, so
+    clients show it next to that field."""
+    return [{"field": field, "location": "body", "message": message, "code": code}]
+
+
 def problem_response(
     status: int,
     slug: str,

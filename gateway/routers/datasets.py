@@ -50,10 +50,14 @@ async def list_datasets(caller: CurrentUser, storage: Storage,
     views = [DatasetView(
         dataset_id=manifest.dataset_id, created_at=manifest.created_at.isoformat(),
         image_count=len(manifest.images),
-        models=[DatasetModel(model_id=m.model_id, status=m.status.value)
-                for m in trained if m.dataset_id == manifest.dataset_id])
+        models=_trained_on(trained, manifest.dataset_id))
         for manifest in manifests]
     return sorted(views, key=lambda view: view.created_at, reverse=True)
+
+
+def _trained_on(trained: list[ModelRecord], dataset_id: str) -> list[DatasetModel]:
+    return [DatasetModel(model_id=m.model_id, status=m.status.value)
+            for m in trained if m.dataset_id == dataset_id]
 
 
 async def _sets_of(user_id: str, storage: ObjectStorage, models: OwnedRecords[ModelRecord],
@@ -100,8 +104,7 @@ async def list_my_datasets(caller: CurrentUser, storage: Storage, models: Models
     return DatasetPage(items=[DatasetItem(
         dataset_id=manifest.dataset_id, created_at=manifest.created_at,
         image_count=len(manifest.images),
-        models=[DatasetModel(model_id=m.model_id, status=m.status.value)
-                for m in trained if m.dataset_id == manifest.dataset_id])
+        models=_trained_on(trained, manifest.dataset_id))
         for manifest in shown], next_cursor=next_cursor)
 
 

@@ -20,33 +20,18 @@ from contracts.base import utcnow
 from contracts.ids import new_id
 from contracts.notifications import (
     DEFAULT_PREFERENCES,
-    AddDevice,
-    AddWebPush,
-    CreateWebhook,
-    DeleteWebhook,
     DeliveryList,
     DeliveryQueued,
     DeliveryState,
     DeliveryView,
     DeviceAdded,
     DeviceView,
-    GetWebhook,
-    GetWebPushKey,
-    ListDeliveries,
-    ListTargets,
-    ListWebhooks,
     NotifierDone,
     NotifierErrorCode,
     NotifierFailure,
     PreferencesReply,
     PreferencesView,
-    RedeliverWebhook,
-    RemoveDevice,
-    RemoveWebPush,
-    RotateWebhookSecret,
-    SetPreferences,
     Targets,
-    UpdateWebhook,
     WebhookList,
     WebhookReply,
     WebhookView,
@@ -54,7 +39,7 @@ from contracts.notifications import (
     WebPushKey,
     WebPushView,
 )
-from contracts.notifications import TestWebhook as SendTestEvent  # not a test class
+from contracts.notifications import REQUESTS as NOTIFIER_REQUESTS
 from contracts.topology import NotifierRpc
 from gateway.app import create_app
 from gateway.config import GatewaySettings
@@ -62,17 +47,7 @@ from gateway.deps import get_caller
 from gateway.notifier_client import _STATUS, NotifierClient
 from gateway.security import Caller, TokenVerifier
 
-REQUESTS = {
-    NotifierRpc.WEBPUSH_KEY: GetWebPushKey, NotifierRpc.ADD_WEBPUSH: AddWebPush,
-    NotifierRpc.REMOVE_WEBPUSH: RemoveWebPush, NotifierRpc.ADD_DEVICE: AddDevice,
-    NotifierRpc.REMOVE_DEVICE: RemoveDevice, NotifierRpc.LIST_TARGETS: ListTargets,
-    NotifierRpc.SET_PREFERENCES: SetPreferences, NotifierRpc.CREATE_WEBHOOK: CreateWebhook,
-    NotifierRpc.LIST_WEBHOOKS: ListWebhooks, NotifierRpc.GET_WEBHOOK: GetWebhook,
-    NotifierRpc.UPDATE_WEBHOOK: UpdateWebhook, NotifierRpc.DELETE_WEBHOOK: DeleteWebhook,
-    NotifierRpc.ROTATE_WEBHOOK_SECRET: RotateWebhookSecret,
-    NotifierRpc.TEST_WEBHOOK: SendTestEvent, NotifierRpc.REDELIVER_WEBHOOK: RedeliverWebhook,
-    NotifierRpc.LIST_DELIVERIES: ListDeliveries,
-}
+REQUESTS = NOTIFIER_REQUESTS
 LIMIT = 2  # targets of each kind per user
 P256DH = "BN4gp7vdfFxAbq0jeCzFj8cZwjT_VVEECF8pNjygKQmn5jqGPlnFinJAoa2g2QHU-DRkX1CS8SO92lygp_gvcO4"
 AUTH = "rxEUNEjPWKjmVfJ2FcIRRg"
