@@ -170,11 +170,16 @@ async function unsubscribe(id: string): Promise<string | null> {
   const answer = await ask(() => api.DELETE("/api/notifications/webpush/{subscription_id}", {
     params: { path: { subscription_id: id } } }));
   if (!answer.ok && answer.problem.status !== 404) return problemMessage(answer.problem);
+  await dropLocalSubscription();
+  return null;
+}
+
+/** The browser's side of an unsubscription, once the gateway has forgotten it. */
+async function dropLocalSubscription(): Promise<void> {
   try {
     const registration = await navigator.serviceWorker.getRegistration("/");
     await (await registration?.pushManager.getSubscription())?.unsubscribe();
   } catch { /* the gateway forgot it already: nothing more is sent */ }
-  return null;
 }
 
 /** Signing out: this browser stops receiving the account's notifications, so whoever
@@ -249,7 +254,7 @@ function targetList(targets: Schemas["NotificationTargets"], thisBrowser: string
     items.push(item(name, sub.id === thisBrowser ? t("notify.this_browser") : "", sub, async () => {
       const answer = await ask(() => api.DELETE("/api/notifications/webpush/{subscription_id}", {
         params: { path: { subscription_id: sub.id } } }));
-      if (answer.ok && sub.id === thisBrowser) await unsubscribe(sub.id);
+      if (answer.ok && sub.id === thisBrowser) await dropLocalSubscription();
       return answer;
     }));
   }
@@ -477,15 +482,16 @@ function webhookItem(hook: Webhook, changed: () => Promise<void>,
       timer = window.setTimeout(() => void poll(0), inMs);
       return;
     }
+    // The first read comes right after the list that drew this webhook: its state is known.
     const [list, fresh] = await Promise.all([
       ask(() => api.GET("/api/webhooks/{webhook_id}/deliveries", {
         params: { path: { webhook_id: hook.id } } })),
-      ask(() => api.GET("/api/webhooks/{webhook_id}", {
-        params: { path: { webhook_id: hook.id } } })),
+      item.dataset.drawn ? ask(() => api.GET("/api/webhooks/{webhook_id}", {
+        params: { path: { webhook_id: hook.id } } })) : null,
     ]);
     if (!item.isConnected && item.dataset.drawn) return;
     item.dataset.drawn = "true";
-    if (fresh.ok && fresh.data.enabled !== hook.enabled) return void changed();
+    if (fresh?.ok && fresh.data.enabled !== hook.enabled) return void changed();
     if (!list.ok) {
       clear(deliveries, h("p", { class: "form-error" }, problemMessage(list.problem)));
       return;
