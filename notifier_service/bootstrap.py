@@ -18,26 +18,11 @@ from pydantic import ValidationError
 
 from contracts.base import Message
 from contracts.notifications import (
-    AddDevice,
-    AddWebPush,
+    REQUESTS,
     Channel,
-    CreateWebhook,
-    DeleteWebhook,
-    GetWebhook,
-    GetWebPushKey,
-    ListDeliveries,
-    ListTargets,
-    ListWebhooks,
     NotifierErrorCode,
     NotifierFailure,
     PushProvider,
-    RedeliverWebhook,
-    RemoveDevice,
-    RemoveWebPush,
-    RotateWebhookSecret,
-    SetPreferences,
-    TestWebhook,
-    UpdateWebhook,
 )
 from contracts.permissions import account_of
 from contracts.topology import (
@@ -74,25 +59,28 @@ LIST_TIMEOUT_S = 10.0  # a listing the broker stops answering is a 503, not a ha
 FAN_OUT_CONCURRENCY = 16
 RECEIPT_CONCURRENCY = 4
 
-# Each request subject, the model it carries, and the use case that answers it.
-ROUTES: tuple[tuple[NotifierRpc, Any, str], ...] = (
-    (NotifierRpc.WEBPUSH_KEY, GetWebPushKey, "webpush_key"),
-    (NotifierRpc.ADD_WEBPUSH, AddWebPush, "add_webpush"),
-    (NotifierRpc.REMOVE_WEBPUSH, RemoveWebPush, "remove_webpush"),
-    (NotifierRpc.ADD_DEVICE, AddDevice, "add_device"),
-    (NotifierRpc.REMOVE_DEVICE, RemoveDevice, "remove_device"),
-    (NotifierRpc.LIST_TARGETS, ListTargets, "list_targets"),
-    (NotifierRpc.SET_PREFERENCES, SetPreferences, "set_preferences"),
-    (NotifierRpc.CREATE_WEBHOOK, CreateWebhook, "create_webhook"),
-    (NotifierRpc.LIST_WEBHOOKS, ListWebhooks, "list_webhooks"),
-    (NotifierRpc.GET_WEBHOOK, GetWebhook, "get_webhook"),
-    (NotifierRpc.UPDATE_WEBHOOK, UpdateWebhook, "update_webhook"),
-    (NotifierRpc.DELETE_WEBHOOK, DeleteWebhook, "delete_webhook"),
-    (NotifierRpc.ROTATE_WEBHOOK_SECRET, RotateWebhookSecret, "rotate_webhook_secret"),
-    (NotifierRpc.TEST_WEBHOOK, TestWebhook, "test_webhook"),
-    (NotifierRpc.REDELIVER_WEBHOOK, RedeliverWebhook, "redeliver_webhook"),
-    (NotifierRpc.LIST_DELIVERIES, ListDeliveries, "list_deliveries"),
-)
+# Each request subject, the model it carries (`contracts.notifications.REQUESTS`), and the
+# use case that answers it.
+USE_CASES: dict[NotifierRpc, str] = {
+    NotifierRpc.WEBPUSH_KEY: "webpush_key",
+    NotifierRpc.ADD_WEBPUSH: "add_webpush",
+    NotifierRpc.REMOVE_WEBPUSH: "remove_webpush",
+    NotifierRpc.ADD_DEVICE: "add_device",
+    NotifierRpc.REMOVE_DEVICE: "remove_device",
+    NotifierRpc.LIST_TARGETS: "list_targets",
+    NotifierRpc.SET_PREFERENCES: "set_preferences",
+    NotifierRpc.CREATE_WEBHOOK: "create_webhook",
+    NotifierRpc.LIST_WEBHOOKS: "list_webhooks",
+    NotifierRpc.GET_WEBHOOK: "get_webhook",
+    NotifierRpc.UPDATE_WEBHOOK: "update_webhook",
+    NotifierRpc.DELETE_WEBHOOK: "delete_webhook",
+    NotifierRpc.ROTATE_WEBHOOK_SECRET: "rotate_webhook_secret",
+    NotifierRpc.TEST_WEBHOOK: "test_webhook",
+    NotifierRpc.REDELIVER_WEBHOOK: "redeliver_webhook",
+    NotifierRpc.LIST_DELIVERIES: "list_deliveries",
+}
+ROUTES: tuple[tuple[NotifierRpc, Any, str], ...] = tuple(
+    (subject, REQUESTS[subject], use_case) for subject, use_case in USE_CASES.items())
 
 
 class NotifierFailures:

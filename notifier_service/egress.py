@@ -246,10 +246,20 @@ class Answer:
                        retry_after_s=retry_after, duration_ms=self.duration_ms)
 
     def outcome(self, kind: OutcomeKind, error: str | None = None) -> Outcome:
-        if kind is OutcomeKind.RETRY:
-            return self.retry(error)
+        """DELIVERED, GONE or REFUSED for this answer (RETRY: `retry`)."""
         return Outcome(kind, status_code=self.status, error=error,
                        duration_ms=self.duration_ms)
+
+    def otherwise(self, error: str | None = None) -> Outcome:
+        """What a push service's answer comes to when it said nothing more specific: a
+        redirect or an overload (429, 5xx) is tried again, anything else (400, 401, 403,
+        413) refuses this message for good. `error` defaults to the body's start."""
+        error = error or self.excerpt() or None
+        if (redirect := self.redirect) is not None:
+            return redirect
+        if self.status == 429 or self.status >= 500:
+            return self.retry(error)
+        return self.outcome(OutcomeKind.REFUSED, error)
 
     @property
     def redirect(self) -> Outcome | None:

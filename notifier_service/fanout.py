@@ -20,7 +20,7 @@ from contracts.topology import PREFIX
 from notifier_service import domain
 from notifier_service.delivery import delivery_id
 from notifier_service.notices import notice_of
-from notifier_service.stores import NotifierStores, Target, WorkQueue
+from notifier_service.stores import NotifierStores, WorkQueue
 from terra.jobs.deleted_accounts import DeletedAccounts
 from terra.runtime.worker import PermanentFailure, settle
 
@@ -63,29 +63,30 @@ class FanOut:
         if await self.deleted_accounts.is_deleted(user_id):
             return []  # a deleted account is notified of nothing
         ids = []
-        for channel, target in await self.targets(event, user_id):
-            ids.append(await self.enqueue(notice, channel, target))
+        for channel, target_id in await self.targets(event, user_id):
+            ids.append(await self.enqueue(notice, channel, target_id))
         if ids:
             log.info("event fanned out", extra={"event": event.value, "deliveries": len(ids),
                                                 "event_id": notice.event_id})
         return ids
 
     async def targets(self, event: NotifyEvent,
-                      user_id: str) -> list[tuple[Channel, Target]]:
-        """The enabled targets of every channel the user's preferences give `event`."""
+                      user_id: str) -> list[tuple[Channel, str]]:
+        """The enabled targets (their ids) of every channel the user's preferences give
+        `event`."""
         channels = (await self.stores.preferences.get(user_id)).channels(event)
-        found: list[tuple[Channel, Target]] = []
+        found: list[tuple[Channel, str]] = []
         for channel in channels:
-            for target in await self.stores.targets(channel).list(user_id):
+            store = self.stores.targets(channel)
+            for target in await store.list(user_id):
                 if not domain.is_enabled(target):
                     continue
                 if channel is Channel.WEBHOOK and not domain.wants(target, event.value):
                     continue
-                found.append((channel, target))
+                found.append((channel, getattr(target, store.id_field)))
         return found
 
-    async def enqueue(self, notice: Notice, channel: Channel, target: Target) -> str:
-        target_id = _id_of(target)
+    async def enqueue(self, notice: Notice, channel: Channel, target_id: str) -> str:
         record = DeliveryRecord(delivery_id=delivery_id(notice.event_id, target_id),
                                 user_id=notice.user_id, target_id=target_id,
                                 channel=channel, notice=notice, created_at=self.clock())
@@ -99,9 +100,3 @@ class FanOut:
         await self.queue.deliver(domain.deliver_of(record), record.delivery_id)
         return record.delivery_id
 
-
-def _id_of(target: Target) -> str:
-    for field in ("subscription_id", "device_id", "webhook_id"):
-        if (value := getattr(target, field, None)) is not None:
-            return value
-    raise TypeError(f"not a target: {type(target).__name__}")

@@ -93,8 +93,12 @@ class TargetSlots:
         return any(now - min(self._started[key]) > SLOW_SEND_S
                    for key in keys if self._started.get(key))
 
+    @staticmethod
+    def _keys(target_id: str, user_id: str) -> tuple[str, str]:
+        return f"target:{target_id}", f"user:{user_id}"
+
     async def take(self, target_id: str, user_id: str = "", wait_s: float = 0.0) -> bool:
-        keys = (f"target:{target_id}", f"user:{user_id}")
+        keys = self._keys(target_id, user_id)
         async with self._freed:
             if self._full(keys):
                 if wait_s <= 0 or self._slow(keys):
@@ -110,7 +114,7 @@ class TargetSlots:
 
     async def release(self, target_id: str, user_id: str = "") -> None:
         async with self._freed:
-            for key in (f"target:{target_id}", f"user:{user_id}"):
+            for key in self._keys(target_id, user_id):
                 started = self._started[key]
                 started.remove(min(started))
                 if not started:
@@ -118,7 +122,7 @@ class TargetSlots:
             self._freed.notify_all()
 
     def held(self, target_id: str) -> int:
-        return len(self._started.get(f"target:{target_id}", ()))
+        return len(self._started.get(self._keys(target_id, "")[0], ()))
 
 
 class Sending:
@@ -150,10 +154,12 @@ class Sending:
             record = await deliveries.get(order.user_id, order.target_id, order.delivery_id)
             if record is None or record.state is not DeliveryState.PENDING:
                 return None  # done already (or erased): this message is a leftover
-            if record.next_attempt_at is not None and record.next_attempt_at > self.clock():
+            early_s = ((record.next_attempt_at - self.clock()).total_seconds()
+                       if record.next_attempt_at is not None else 0.0)
+            if early_s > 0:
                 # Back before its time (its nak was lost, or the process died after writing
                 # the attempt): the schedule, not the redelivery, says when.
-                raise AgainLater((record.next_attempt_at - self.clock()).total_seconds())
+                raise AgainLater(early_s)
             target = await self.stores.target(record.channel, record.user_id,
                                               record.target_id)
             if target is None or not domain.is_enabled(target):

@@ -75,15 +75,12 @@ class AddressOwners:
     async def claim(self, address: str, user_id: str,
                     target_id: str) -> tuple[str, str] | None:
         """Make `user_id` its owner: (user, target) of the owner before, when another."""
-        before: list[dict] = []
-
-        def change(current: dict | None) -> dict:
-            before[:] = [current] if current and current["user_id"] != user_id else []
-            return {"user_id": user_id, "target_id": target_id}
-
-        await update_entry(self._kv, self.key(address), change, decode=json.loads,
-                           encode=lambda value: json.dumps(value).encode())
-        return (before[0]["user_id"], before[0]["target_id"]) if before else None
+        before, _ = await update_entry(
+            self._kv, self.key(address), lambda _: {"user_id": user_id, "target_id": target_id},
+            decode=json.loads, encode=lambda value: json.dumps(value).encode())
+        if before is None or before["user_id"] == user_id:
+            return None
+        return before["user_id"], before["target_id"]
 
     async def release(self, address: str, user_id: str) -> None:
         """Forget its owner, when that is still `user_id` (removed, gone, erased)."""

@@ -364,19 +364,17 @@ def _fcm_error(status: int, code: str, message: str, error_code: str | None = No
 
 class FcmStandIn(_StandIn):
     """FCM HTTP v1 and its OAuth2 token endpoint (`token_uri`). The token endpoint grants
-    an access token only for a JWT assertion signed by a trusted service account (the one
-    `start` makes, `service_account`; `trust` adds others) asking the FCM scope;
+    an access token only for a JWT assertion signed by a service account it was told to
+    `trust` (`service_account_key` makes one) asking the FCM scope;
     `messages:send` takes only tokens it granted. `unregister(token)` answers 404
     UNREGISTERED for a device token; `revoke_access_tokens()` makes the next send 401."""
 
     def __init__(self, project_id: str = "terra-test") -> None:
         super().__init__()
         self.project_id = project_id
-        self.service_account: dict = {}
         self._trusted: dict[str, rsa.RSAPublicKey] = {}  # client_email -> public key
         self.access_tokens: set[str] = set()
         self.unregistered: set[str] = set()
-        self.statuses: deque[Reply] = deque()
         self.messages: list[dict] = []
         self.token_requests = 0
 
@@ -384,29 +382,14 @@ class FcmStandIn(_StandIn):
     def token_uri(self) -> str:
         return f"{self.url}/token"
 
-    async def start(self) -> None:
-        await super().start()
-        self.service_account, private_key = service_account_key(self.token_uri,
-                                                                self.project_id)
-        self.trust(self.service_account, private_key.public_key())
-
     def trust(self, key: dict, public_key: rsa.RSAPublicKey) -> None:
         self._trusted[key["client_email"]] = public_key
-
-    def write_service_account(self, path: os.PathLike) -> os.PathLike:
-        with open(path, "w") as out:
-            json.dump(self.service_account, out)
-        return path
 
     def unregister(self, token: str) -> None:
         self.unregistered.add(token)
 
     def revoke_access_tokens(self) -> None:
         self.access_tokens.clear()
-
-    def script(self, *replies: Reply | int) -> None:
-        """HTTP answers to the next authorised sends."""
-        self.statuses.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
 
     def _routes(self, app: web.Application) -> None:
         app.router.add_post("/token", self._token)
@@ -440,8 +423,6 @@ class FcmStandIn(_StandIn):
                               "credentials.")
         if request.match_info["project"] != self.project_id:
             return _fcm_error(403, "PERMISSION_DENIED", "wrong project")
-        if self.statuses:
-            return await answer(self.statuses.popleft())
         message = (await request.json()).get("message") or {}
         data = message.get("data", {})
         if not message.get("token") or not all(isinstance(v, str) for v in data.values()):

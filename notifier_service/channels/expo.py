@@ -103,9 +103,5 @@ def outcome_of(answer: Answer) -> Outcome:
             return answer.retry(error)
         # MessageTooBig, InvalidCredentials (the operator's FCM/APNs keys at Expo), ...
         return answer.outcome(OutcomeKind.REFUSED, error)
-    if (redirect := answer.redirect) is not None:
-        return redirect
-    if answer.status == 429 or answer.status >= 500:
-        return answer.retry(answer.excerpt() or None)
     # 400 (a malformed message), 401/403 (the access token): not this device's fault.
-    return answer.outcome(OutcomeKind.REFUSED, answer.excerpt() or None)
+    return answer.otherwise()

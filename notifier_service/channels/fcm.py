@@ -134,14 +134,10 @@ def outcome_of(answer: Answer) -> Outcome:
     # must not delete every device.
     if "UNREGISTERED" in codes:
         return answer.outcome(OutcomeKind.GONE, error)
-    if (redirect := answer.redirect) is not None:
-        return redirect
     if status == 401:
         return answer.retry("the access token was refused; a new one is fetched")
     if status == 404:
         return answer.retry(error or "FCM answered 404 without UNREGISTERED (is "
                             "TERRA_FCM_URL, or the key's project, right?)")
-    if status == 429 or status >= 500:
-        return answer.retry(error)
     # 400 INVALID_ARGUMENT, 403 SENDER_ID_MISMATCH: this message can never go.
-    return answer.outcome(OutcomeKind.REFUSED, error)
+    return answer.otherwise(error)

@@ -11,6 +11,7 @@ import aiohttp
 from standardwebhooks.webhooks import Webhook as Signer
 
 from contracts.notifications import Notice, SigningSecret, Webhook, WebhookData, WebhookPayload
+from notifier_service import domain
 from notifier_service.delivery import Outcome, OutcomeKind
 from notifier_service.egress import Answer, post
 
@@ -25,10 +26,8 @@ def new_secret() -> str:
 def live_secrets(webhook: Webhook, now: datetime) -> list[SigningSecret]:
     """The secrets that sign now, the newest first: after a rotation the old one signs
     beside the new until it expires, so receivers can switch without missing one."""
-    live = [s for s in webhook.secrets if s.expires_at is None or s.expires_at > now]
-    newest_first = sorted(live or webhook.secrets[:1], key=lambda s: s.created_at,
-                          reverse=True)
-    return newest_first
+    live = domain.live_secrets(webhook.secrets, now) or webhook.secrets[:1]
+    return sorted(live, key=lambda s: s.created_at, reverse=True)
 
 
 def payload_of(notice: Notice) -> WebhookPayload:

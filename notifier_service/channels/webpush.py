@@ -107,9 +107,5 @@ def outcome_of(answer: Answer) -> Outcome:
     if status in (404, 410):
         return answer.outcome(OutcomeKind.GONE, "the push service no longer knows this "
                               "subscription")
-    if (redirect := answer.redirect) is not None:
-        return redirect
-    if status == 429 or status >= 500:
-        return answer.retry(answer.excerpt() or None)
     # 400 (malformed), 401/403 (VAPID refused), 413 (too large): this message never will.
-    return answer.outcome(OutcomeKind.REFUSED, answer.excerpt() or None)
+    return answer.otherwise()
